@@ -1,0 +1,29 @@
+// Package errs holds the sentinel errors shared by every modelcache package.
+//
+// Errors returned by modelcache wrap one of these with %w and add the file,
+// key or tensor concerned, so callers test them with errors.Is:
+//
+//	if errors.Is(err, errs.ErrInvalidModel) { ... }
+package errs
+
+import "errors"
+
+var (
+	// ErrNotFound: the key or tensor is not there. A cache tier returns it on a miss.
+	ErrNotFound = errors.New("not found")
+	// ErrCorrupt: stored bytes failed a checksum or a structural check. The
+	// bytes are never returned; the entry is treated as a miss and reloaded.
+	ErrCorrupt = errors.New("corrupt entry")
+	// ErrVersion: an entry was written in a format version this build does not read.
+	ErrVersion = errors.New("unsupported entry format version")
+	// ErrUnsupported: an entry uses a codec or feature this build does not know.
+	ErrUnsupported = errors.New("unsupported")
+	// ErrClosed: the cache or store was used after Close.
+	ErrClosed = errors.New("closed")
+	// ErrLocked: the cache directory is held by another process.
+	ErrLocked = errors.New("directory in use by another process")
+	// ErrInvalidModel: a model file is malformed or lies about its contents.
+	ErrInvalidModel = errors.New("invalid model file")
+	// ErrTooLarge: a value exceeds a configured limit.
+	ErrTooLarge = errors.New("too large")
+)
