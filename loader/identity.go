@@ -1,0 +1,41 @@
+package loader
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Identity is the version of a file on disk. Two reads of a file with equal
+// identities are taken to see the same bytes.
+type Identity struct {
+	Path    string // absolute, cleaned
+	Size    int64
+	ModTime int64 // nanoseconds since the Unix epoch
+	Dev     uint64
+	Inode   uint64
+}
+
+// String is a stable, unique spelling of the identity, usable as a key.
+func (id Identity) String() string {
+	return fmt.Sprintf("%s\x00%d:%d:%d:%d", id.Path, id.Size, id.ModTime, id.Dev, id.Inode)
+}
+
+// Stat returns the identity of the file at path as it is now.
+func Stat(path string) (Identity, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return Identity{}, fmt.Errorf("loader: %s: %w", path, err)
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return Identity{}, fmt.Errorf("loader: %w", err)
+	}
+	return identityOf(abs, fi), nil
+}
+
+func identityOf(abs string, fi os.FileInfo) Identity {
+	id := Identity{Path: abs, Size: fi.Size(), ModTime: fi.ModTime().UnixNano()}
+	id.Dev, id.Inode = devIno(fi)
+	return id
+}
