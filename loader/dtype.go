@@ -5,21 +5,21 @@ type DType string
 
 // The element types of safetensors.
 const (
-	BOOL    DType = "BOOL"
-	U8      DType = "U8"
-	I8      DType = "I8"
-	U16     DType = "U16"
-	I16     DType = "I16"
-	F16     DType = "F16"
-	BF16    DType = "BF16"
-	U32     DType = "U32"
-	I32     DType = "I32"
-	F32     DType = "F32"
-	U64     DType = "U64"
-	I64     DType = "I64"
-	F64     DType = "F64"
-	F8E4M3  DType = "F8_E4M3"
-	F8E5M2  DType = "F8_E5M2"
+	BOOL   DType = "BOOL"
+	U8     DType = "U8"
+	I8     DType = "I8"
+	U16    DType = "U16"
+	I16    DType = "I16"
+	F16    DType = "F16"
+	BF16   DType = "BF16"
+	U32    DType = "U32"
+	I32    DType = "I32"
+	F32    DType = "F32"
+	U64    DType = "U64"
+	I64    DType = "I64"
+	F64    DType = "F64"
+	F8E4M3 DType = "F8_E4M3"
+	F8E5M2 DType = "F8_E5M2"
 )
 
 var dtypeSizes = map[DType]int{
