@@ -1,0 +1,32 @@
+// Package tier is modelcache's public entry point: a Cache that serves the
+// tensors of model files from RAM (L1), from a compressed store on local disk
+// (L2), or from the file itself, and promotes what it reads up the tiers.
+//
+// # Reading
+//
+//	c, err := tier.Open(&tier.Options{Dir: "/var/cache/modelcache", MemoryBytes: 4 << 30})
+//	if err != nil { ... }
+//	defer c.Close()
+//	t, err := c.Tensor(ctx, "model.safetensors", "lm_head.weight")
+//	if err != nil { ... }
+//	use(t.DType, t.Shape, t.Bytes()) // t.Bytes() is shared: never write to it
+//
+// A tensor is keyed by the version of its file (path, size, modification time
+// and inode) and its name, so a file changed on disk is never served from
+// entries of its old version; those become unreachable and are reclaimed by
+// eviction.
+//
+// Concurrent reads of one missing tensor load it once; the others wait for
+// that load (or for their context). A tensor read from the file is put in L1
+// at once and written to L2 in the background through a queue bounded in
+// bytes: readers never wait for disk writes, and when the queue is full the
+// write is dropped and counted, never blocked on.
+//
+// A damaged L2 entry is dropped, counted and reloaded from the file; a
+// failing L2 degrades to reading the file. Wrong bytes are never returned.
+//
+// # Warming
+//
+// Warm writes every tensor of a file to L2 ahead of time, skipping those
+// already there, so that later processes start from local disk.
+package tier

@@ -1,0 +1,335 @@
+package tier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/l1"
+	"github.com/modelcache/modelcache/l2"
+	"github.com/modelcache/modelcache/loader"
+)
+
+// Defaults for Options.
+const (
+	DefaultMemoryBytes      = 1 << 30
+	DefaultWriteBehindBytes = 256 << 20
+)
+
+// Options configures a Cache.
+type Options struct {
+	// Dir is the L2 directory. Empty means no L2: RAM and source only.
+	Dir string
+	// MemoryBytes is the L1 budget; default DefaultMemoryBytes.
+	MemoryBytes int64
+	// DiskBytes is the L2 budget for stored bytes; 0 means no limit.
+	DiskBytes int64
+	// WriteBehindBytes bounds the tensor bytes queued for L2 writes;
+	// default DefaultWriteBehindBytes.
+	WriteBehindBytes int64
+	// ChunkSize is L2's chunk size; default serialize.DefaultChunk.
+	ChunkSize int
+	// Logger receives warnings (corrupt entries, failed writes); default
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+func (o *Options) validate() error {
+	if o.MemoryBytes < 0 || o.DiskBytes < 0 || o.WriteBehindBytes < 0 {
+		return errors.New("tier: budgets must not be negative")
+	}
+	return nil
+}
+
+// Tier names where a tensor was served from.
+type Tier uint8
+
+const (
+	Source Tier = iota // the model file
+	L1                 // RAM
+	L2                 // local disk
+)
+
+func (t Tier) String() string {
+	switch t {
+	case L1:
+		return "l1"
+	case L2:
+		return "l2"
+	}
+	return "source"
+}
+
+// Tensor is one tensor's description and bytes.
+type Tensor struct {
+	Name     string
+	DType    string
+	Shape    []uint64 // shared: do not modify
+	ServedBy Tier
+	data     []byte
+}
+
+// Bytes returns the tensor's bytes. They are shared with the cache and with
+// every other reader of this tensor: writing to them corrupts what all of
+// them see. Copy before modifying.
+func (t *Tensor) Bytes() []byte { return t.data }
+
+// Stats are counters since Open and the tiers' own.
+type Stats struct {
+	L1 l1.Stats
+	L2 l2.Stats // zero without L2
+
+	Requests    uint64 // Tensor calls
+	L1Hits      uint64
+	L2Hits      uint64
+	SourceLoads uint64 // tensors read from model files
+	L2Errors    uint64 // L2 reads that failed other than by a miss, served from the source instead
+
+	WriteBehindDropped uint64 // L2 writes skipped because the queue was full
+	WriteBehindErrors  uint64 // L2 writes that failed
+}
+
+type l1Value struct {
+	dtype string
+	shape []uint64
+	data  []byte
+}
+
+// Cache composes the tiers. It is safe for concurrent use.
+type Cache struct {
+	log   *slog.Logger
+	l1    *l1.Cache[string, *l1Value]
+	l2    *l2.Store // nil without L2
+	files *fileTable
+	wb    *writeBehind
+	group singleflight.Group
+
+	closed                                          atomic.Bool
+	requests, l1Hits, l2Hits, sourceLoads, l2Errors atomic.Uint64
+}
+
+// Open opens a cache; with opts.Dir set it opens (or creates) the L2 store
+// there, which fails with errs.ErrLocked if another process uses it.
+func Open(opts *Options) (*Cache, error) {
+	if opts == nil {
+		opts = &Options{}
+	}
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	c := &Cache{log: opts.Logger, files: newFileTable()}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	mem := opts.MemoryBytes
+	if mem == 0 {
+		mem = DefaultMemoryBytes
+	}
+	var err error
+	if c.l1, err = l1.New[string, *l1Value](&l1.Options{MaxBytes: mem}); err != nil {
+		return nil, err
+	}
+	if opts.Dir != "" {
+		c.l2, err = l2.Open(&l2.Options{Dir: opts.Dir, MaxBytes: opts.DiskBytes, ChunkSize: opts.ChunkSize, Logger: c.log})
+		if err != nil {
+			return nil, err
+		}
+		wbBytes := opts.WriteBehindBytes
+		if wbBytes == 0 {
+			wbBytes = DefaultWriteBehindBytes
+		}
+		c.wb = newWriteBehind(c.l2, wbBytes, c.log)
+	}
+	return c, nil
+}
+
+func tensorKey(id loader.Identity, name string) string {
+	return id.String() + "\x00" + name
+}
+
+// Tensor returns the named tensor of the model file at path, from the
+// fastest tier that has it. Errors wrap errs.ErrNotFound for a tensor the
+// file does not have and errs.ErrInvalidModel for a malformed file.
+func (c *Cache) Tensor(ctx context.Context, path, name string) (*Tensor, error) {
+	if c.closed.Load() {
+		return nil, fmt.Errorf("tier: %w", errs.ErrClosed)
+	}
+	c.requests.Add(1)
+	id, err := loader.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	key := tensorKey(id, name)
+	if v, ok := c.l1.Get(key); ok {
+		c.l1Hits.Add(1)
+		return &Tensor{Name: name, DType: v.dtype, Shape: v.shape, ServedBy: L1, data: v.data}, nil
+	}
+	ch := c.group.DoChan(key, func() (any, error) { return c.load(id, key, name) })
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*Tensor), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// load runs once per key at a time, for all callers waiting on it.
+func (c *Cache) load(id loader.Identity, key, name string) (*Tensor, error) {
+	// Check L1 again: a load that finished between the caller's miss and
+	// this flight starting has already promoted the tensor.
+	if v, ok := c.l1.Get(key); ok {
+		c.l1Hits.Add(1)
+		return &Tensor{Name: name, DType: v.dtype, Shape: v.shape, ServedBy: L1, data: v.data}, nil
+	}
+	if c.l2 != nil {
+		v, err := c.l2.Get(key)
+		switch {
+		case err == nil:
+			c.l2Hits.Add(1)
+			c.l1.Set(key, &l1Value{dtype: v.DType, shape: v.Shape, data: v.Data}, int64(len(v.Data)))
+			return &Tensor{Name: name, DType: v.DType, Shape: v.Shape, ServedBy: L2, data: v.Data}, nil
+		case errors.Is(err, errs.ErrNotFound):
+		default:
+			// Corrupt (already dropped by l2) or failing: the file is the truth.
+			c.l2Errors.Add(1)
+			c.log.Warn("tier: L2 read failed, reading the source", "path", id.Path, "tensor", name, "err", err)
+		}
+	}
+	f, release, err := c.files.acquire(id)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	ti, ok := f.Tensor(name)
+	if !ok {
+		return nil, fmt.Errorf("tier: %s: tensor %q: %w", id.Path, name, errs.ErrNotFound)
+	}
+	data, err := f.ReadTensor(name)
+	if err != nil {
+		return nil, err
+	}
+	c.sourceLoads.Add(1)
+	// The key is that of the version actually opened, which may be newer
+	// than the one stat'ed if the file changed in between.
+	key = tensorKey(f.Identity(), name)
+	c.l1.Set(key, &l1Value{dtype: string(ti.DType), shape: ti.Shape, data: data}, int64(len(data)))
+	if c.wb != nil {
+		c.wb.enqueue(key, string(ti.DType), ti.Shape, data)
+	}
+	return &Tensor{Name: name, DType: string(ti.DType), Shape: ti.Shape, ServedBy: Source, data: data}, nil
+}
+
+// WarmResult says what Warm did.
+type WarmResult struct {
+	Path         string
+	Tensors      int    // tensors in the file
+	Written      int    // tensors written to L2 now
+	Skipped      int    // tensors L2 already held
+	LogicalBytes uint64 // tensor bytes of the file
+	WrittenBytes uint64 // logical bytes written now
+}
+
+// Warm writes every tensor of the file at path to L2, skipping those it
+// already holds. It returns when they are all stored or at the first error;
+// what was stored before an error stays stored.
+func (c *Cache) Warm(ctx context.Context, path string) (*WarmResult, error) {
+	if c.closed.Load() {
+		return nil, fmt.Errorf("tier: %w", errs.ErrClosed)
+	}
+	if c.l2 == nil {
+		return nil, errors.New("tier: Warm needs an L2 directory (Options.Dir)")
+	}
+	id, err := loader.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	f, release, err := c.files.acquire(id)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	res := &WarmResult{Path: f.Path(), Tensors: len(f.Tensors())}
+	var mu sync.Mutex // guards res's counters
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for _, ti := range f.Tensors() {
+		res.LogicalBytes += ti.Length
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			key := tensorKey(f.Identity(), ti.Name)
+			if _, err := c.l2.Stat(key); err == nil {
+				mu.Lock()
+				res.Skipped++
+				mu.Unlock()
+				return nil
+			}
+			data, err := f.ReadTensor(ti.Name)
+			if err != nil {
+				return err
+			}
+			c.sourceLoads.Add(1)
+			if err := c.l2.Put(key, string(ti.DType), ti.Shape, data); err != nil {
+				return err
+			}
+			mu.Lock()
+			res.Written++
+			res.WrittenBytes += ti.Length
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// Stats returns a snapshot of the counters.
+func (c *Cache) Stats() Stats {
+	s := Stats{
+		L1:       c.l1.Stats(),
+		Requests: c.requests.Load(), L1Hits: c.l1Hits.Load(), L2Hits: c.l2Hits.Load(),
+		SourceLoads: c.sourceLoads.Load(), L2Errors: c.l2Errors.Load(),
+	}
+	if c.l2 != nil {
+		s.L2 = c.l2.Stats()
+		s.WriteBehindDropped, s.WriteBehindErrors = c.wb.dropped.Load(), c.wb.failed.Load()
+	}
+	return s
+}
+
+// Flush waits until every queued L2 write is done.
+func (c *Cache) Flush() {
+	if c.wb != nil {
+		c.wb.flush()
+	}
+}
+
+// Close finishes queued L2 writes, closes L2 and unmaps the model files.
+// Tensors returned earlier stay valid.
+func (c *Cache) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	var err error
+	if c.wb != nil {
+		c.wb.close()
+	}
+	if c.l2 != nil {
+		err = c.l2.Close()
+	}
+	return errors.Join(err, c.files.closeAll())
+}

@@ -1,0 +1,105 @@
+package tier
+
+import (
+	"log/slog"
+	"sync"
+	"sync/atomic"
+)
+
+// writeBehind writes tensors read from the source to L2 in the background.
+// It holds at most maxBytes of tensor data; enqueue never blocks, it drops
+// the write instead when the queue is full.
+type writeBehind struct {
+	store    putter
+	log      *slog.Logger
+	maxBytes int64
+
+	// mu guards queue, queued and closed; cond signals a change of them.
+	mu      sync.Mutex
+	cond    *sync.Cond
+	queue   []wbJob
+	queued  int64 // bytes in queue and in flight
+	closed  bool
+	workers sync.WaitGroup
+
+	dropped, failed atomic.Uint64
+}
+
+// putter is what write-behind needs of L2.
+type putter interface {
+	Put(key, dtype string, shape []uint64, data []byte) error
+}
+
+type wbJob struct {
+	key, dtype string
+	shape      []uint64
+	data       []byte
+}
+
+const writeBehindWorkers = 2
+
+func newWriteBehind(p putter, maxBytes int64, log *slog.Logger) *writeBehind {
+	w := &writeBehind{store: p, log: log, maxBytes: maxBytes}
+	w.cond = sync.NewCond(&w.mu)
+	for range writeBehindWorkers {
+		w.workers.Go(w.run)
+	}
+	return w
+}
+
+func (w *writeBehind) enqueue(key, dtype string, shape []uint64, data []byte) {
+	n := int64(len(data))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || w.queued+n > w.maxBytes {
+		w.dropped.Add(1)
+		return
+	}
+	w.queue = append(w.queue, wbJob{key, dtype, shape, data})
+	w.queued += n
+	w.cond.Broadcast()
+}
+
+func (w *writeBehind) run() {
+	for {
+		w.mu.Lock()
+		for len(w.queue) == 0 && !w.closed {
+			w.cond.Wait()
+		}
+		if len(w.queue) == 0 {
+			w.mu.Unlock()
+			return
+		}
+		j := w.queue[0]
+		w.queue[0] = wbJob{}
+		w.queue = w.queue[1:]
+		w.mu.Unlock()
+
+		if err := w.store.Put(j.key, j.dtype, j.shape, j.data); err != nil {
+			w.failed.Add(1)
+			w.log.Warn("tier: write-behind to L2 failed", "err", err)
+		}
+		w.mu.Lock()
+		w.queued -= int64(len(j.data))
+		w.cond.Broadcast()
+		w.mu.Unlock()
+	}
+}
+
+// flush waits until the queue is empty and nothing is in flight.
+func (w *writeBehind) flush() {
+	w.mu.Lock()
+	for w.queued > 0 {
+		w.cond.Wait()
+	}
+	w.mu.Unlock()
+}
+
+// close finishes the queued writes and stops the workers.
+func (w *writeBehind) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.cond.Broadcast()
+	w.mu.Unlock()
+	w.workers.Wait()
+}
