@@ -83,7 +83,10 @@ func New(opts *Options) (*Codecs, error) {
 	c := &Codecs{chunkSize: opts.chunkSize(), concurrency: opts.concurrency()}
 	var err error
 	c.zenc, err = zstd.NewWriter(nil,
-		zstd.WithEncoderLevel(zstd.SpeedDefault),
+		// At SpeedDefault the encoder declines to entropy-code the literals of
+		// float weights (it saves nothing on BF16); SpeedBetterCompression
+		// saves ~21% there and still encodes at ~400 MB/s per core.
+		zstd.WithEncoderLevel(zstd.SpeedBetterCompression),
 		zstd.WithEncoderConcurrency(c.concurrency),
 		zstd.WithEncoderCRC(false), // chunks carry their own CRC-32C
 		zstd.WithZeroFrames(true))

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -202,4 +204,36 @@ func BenchmarkCodecs(b *testing.B) {
 			_, _ = c.Decode(e)
 		}
 	})
+}
+
+// BenchmarkCodecs_Models encodes and decodes the tensor data of the real
+// models and reports the stored/logical ratio with the speeds.
+func BenchmarkCodecs_Models(b *testing.B) {
+	files, _ := filepath.Glob("../../shared/testdata/models/*.safetensors")
+	if len(files) == 0 {
+		files, _ = filepath.Glob("../testdata/models/*.safetensors")
+	}
+	c := newCodecs(b, DefaultChunk)
+	for _, p := range files {
+		raw, err := os.ReadFile(p)
+		require.NoError(b, err)
+		data := raw[8+binary.LittleEndian.Uint64(raw):]
+		e, err := c.Encode("", nil, data)
+		require.NoError(b, err)
+		ratio := float64(e.Header.StoredBytes()) / float64(len(data))
+		b.Run(filepath.Base(p)+"/encode", func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				_, _ = c.Encode("", nil, data)
+			}
+			b.ReportMetric(ratio, "ratio")
+		})
+		b.Run(filepath.Base(p)+"/decode", func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				_, _ = c.Decode(e)
+			}
+			b.ReportMetric(ratio, "ratio")
+		})
+	}
 }

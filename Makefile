@@ -1,0 +1,58 @@
+# modelcache — see README.md.
+GO          ?= go
+GOBIN       ?= $(shell $(GO) env GOPATH)/bin
+STATICCHECK ?= $(GOBIN)/staticcheck
+STATICCHECK_VERSION ?= v0.8.2
+DEMO_MODEL  ?= testdata/models/posenet.bf16.safetensors
+DEMO_TENSOR ?= Const_61
+
+.PHONY: all build demo test check fmt-check staticcheck bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o bin/warm ./cmd/warm
+
+# Warm the bundled model into a temporary cache, then read a tensor back in a
+# new process: first from L2 (disk), then from L1 (RAM), and compare the
+# bytes with a read straight from the file.
+demo:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(GO) build -o "$$tmp/warm" ./cmd/warm; \
+	echo "== warm $(DEMO_MODEL)"; \
+	"$$tmp/warm" --dir "$$tmp/cache" $(DEMO_MODEL); \
+	echo "== warm get -v -n 2 $(DEMO_MODEL) $(DEMO_TENSOR)   (new process)"; \
+	"$$tmp/warm" get --dir "$$tmp/cache" -v -n 2 $(DEMO_MODEL) $(DEMO_TENSOR) 2>&1 > "$$tmp/cached.bin"; \
+	echo "== the same tensor through an empty cache, for comparison"; \
+	"$$tmp/warm" get --dir "$$tmp/empty" -v $(DEMO_MODEL) $(DEMO_TENSOR) 2>&1 > "$$tmp/source.bin"; \
+	cmp "$$tmp/cached.bin" "$$tmp/source.bin"; \
+	echo "== $$(wc -c < "$$tmp/cached.bin") bytes, identical to the file's: sha256 $$(sha256sum < "$$tmp/cached.bin" | cut -c1-16)…"; \
+	echo "== warm stats --json"; \
+	"$$tmp/warm" stats --dir "$$tmp/cache" --json
+
+test:
+	$(GO) vet ./...
+	$(GO) test -race ./...
+
+fmt-check:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+$(STATICCHECK):
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+staticcheck: $(STATICCHECK)
+	$(STATICCHECK) ./...
+
+check: fmt-check test staticcheck
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./serialize/ ./l1/
+
+# Run every fuzz target for FUZZTIME each.
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test ./serialize/ -run '^$$' -fuzz FuzzUnmarshal -fuzztime $(FUZZTIME)
+	$(GO) test ./loader/ -run '^$$' -fuzz FuzzParseSafetensors -fuzztime $(FUZZTIME)
+
+clean:
+	rm -rf bin

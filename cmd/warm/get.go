@@ -1,0 +1,56 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+func newGetCmd(g *globals) *cobra.Command {
+	var verbose bool
+	var repeat int
+	cmd := &cobra.Command{
+		Use:   "get [flags] FILE TENSOR",
+		Short: "Write a tensor's raw bytes to stdout, through the cache",
+		Long: `get reads one tensor through the cache (RAM, then the cache directory, then
+the file itself) and writes its raw bytes to stdout. With -v it writes to
+stderr which tier served each read: "served-by: l1", "l2" or "source".`,
+		Example: `  warm get model.safetensors lm_head.weight > head.bin
+  warm get -v model.safetensors lm_head.weight | sha256sum
+  warm get -v -n 2 model.safetensors lm_head.weight > /dev/null   # second read from l1`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if repeat < 1 {
+				return usageError{fmt.Errorf("-n must be at least 1, got %d", repeat)}
+			}
+			ctx := cmd.Context()
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			c, err := g.open()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			var out []byte
+			for range repeat {
+				t, err := c.Tensor(ctx, args[0], args[1])
+				if err != nil {
+					return err
+				}
+				if verbose {
+					fmt.Fprintf(g.stderr, "served-by: %s\n", t.ServedBy)
+				}
+				out = t.Bytes()
+			}
+			if _, err := g.stdout.Write(out); err != nil {
+				return fmt.Errorf("writing to stdout: %w", err)
+			}
+			return c.Close()
+		},
+	}
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "write which tier served each read to stderr")
+	cmd.Flags().IntVarP(&repeat, "count", "n", 1, "read the tensor this many times (later reads show the RAM tier)")
+	return cmd
+}

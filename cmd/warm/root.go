@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/spf13/cobra"
+
+	"github.com/modelcache/modelcache/tier"
+)
+
+// globals are the options every subcommand shares.
+type globals struct {
+	dir    string
+	memory string
+	disk   string
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func defaultDir() string {
+	if d := os.Getenv("MODELCACHE_DIR"); d != "" {
+		return d
+	}
+	base, err := os.UserCacheDir()
+	if err != nil {
+		base = os.TempDir()
+	}
+	return filepath.Join(base, "modelcache")
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func parseSize(flag, s string) (int64, error) {
+	if s == "" || s == "0" {
+		return 0, nil
+	}
+	n, err := humanize.ParseBytes(s)
+	if err != nil || n > 1<<62 {
+		return 0, usageError{fmt.Errorf("--%s: %q is not a size (e.g. 512MiB, 20GB)", flag, s)}
+	}
+	return int64(n), nil
+}
+
+// open opens the cache with the shared options.
+func (g *globals) open() (*tier.Cache, error) {
+	mem, err := parseSize("memory", g.memory)
+	if err != nil {
+		return nil, err
+	}
+	disk, err := parseSize("disk", g.disk)
+	if err != nil {
+		return nil, err
+	}
+	logger := slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return tier.Open(&tier.Options{Dir: g.dir, MemoryBytes: mem, DiskBytes: disk, Logger: logger})
+}
+
+func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "warm [flags] FILE...",
+		Short: "Pre-populate and inspect a modelcache directory",
+		Long: `warm caches every tensor of the given model files (safetensors) in the
+modelcache directory, so that services reading them through modelcache start
+from local, compressed, checksummed copies. Files already cached are skipped.
+
+Exit status: 0 on success, 1 if any file failed, 2 on a usage error.`,
+		Example: `  warm model.safetensors
+  warm --dir /var/cache/modelcache shard-*.safetensors
+  MODELCACHE_DIR=/data/mc warm model.safetensors`,
+		Args:          cobra.MinimumNArgs(1),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.warmFiles(cmd.Context(), args)
+		},
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.dir, "dir", defaultDir(), "cache directory (env MODELCACHE_DIR)")
+	pf.StringVar(&g.memory, "memory", envOr("MODELCACHE_MEMORY", ""), "RAM budget of the in-memory tier, e.g. 2GiB (env MODELCACHE_MEMORY; default 1GiB)")
+	pf.StringVar(&g.disk, "disk", envOr("MODELCACHE_DISK", ""), "disk budget for stored bytes, e.g. 100GB; 0 for none (env MODELCACHE_DISK)")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	wrapArgs(root)
+	root.AddCommand(newGetCmd(g), newStatsCmd(g))
+	for _, c := range root.Commands() {
+		wrapArgs(c)
+	}
+	return root
+}
+
+// wrapArgs makes argument-count errors usage errors.
+func wrapArgs(c *cobra.Command) {
+	if c.Args == nil {
+		return
+	}
+	check := c.Args
+	c.Args = func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
+}
+
+// warmFiles warms each file, reporting each on its own line; a bad file does
+// not stop the others, but makes the exit status 1.
+func (g *globals) warmFiles(ctx context.Context, files []string) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
+	defer stop()
+	c, err := g.open()
+	if err != nil {
+		return err
+	}
+	failed := 0
+	for _, f := range files {
+		start := time.Now()
+		res, err := c.Warm(ctx, f)
+		if err != nil {
+			fmt.Fprintf(g.stderr, "warm: %s\n", err)
+			failed++
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		el := time.Since(start)
+		fmt.Fprintf(g.stdout, "%s: %d tensors, %s: %d cached now, %d already cached (%s, %s/s)\n",
+			f, res.Tensors, humanize.IBytes(res.LogicalBytes), res.Written, res.Skipped,
+			el.Round(time.Millisecond), humanize.IBytes(uint64(float64(res.LogicalBytes)/max(el.Seconds(), 1e-9))))
+	}
+	st := c.Stats().L2
+	if err := c.Close(); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "cache %s: %d entries, %s logical, %s stored\n",
+		g.dir, st.Entries, humanize.IBytes(st.LogicalBytes), humanize.IBytes(st.StoredBytes))
+	if failed > 0 {
+		return errReported
+	}
+	return nil
+}

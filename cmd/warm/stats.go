@@ -1,0 +1,56 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/dustin/go-humanize"
+	"github.com/spf13/cobra"
+)
+
+// statsJSON is the contract of "warm stats --json".
+type statsJSON struct {
+	Dir          string  `json:"dir"`
+	Entries      int     `json:"entries"`
+	LogicalBytes uint64  `json:"logical_bytes"`
+	StoredBytes  uint64  `json:"stored_bytes"`
+	StoredRatio  float64 `json:"stored_ratio"`
+	MaxBytes     int64   `json:"max_bytes"`
+}
+
+func newStatsCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "stats [flags]",
+		Short: "Show what the cache directory holds",
+		Long: `stats prints the number of cached entries, their logical (uncompressed)
+bytes and their stored (encoded) bytes. With --json it prints one JSON object:
+{"dir", "entries", "logical_bytes", "stored_bytes", "stored_ratio", "max_bytes"}.`,
+		Example: `  warm stats
+  warm stats --json | jq .stored_ratio`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.open()
+			if err != nil {
+				return err
+			}
+			st := c.Stats().L2
+			if err := c.Close(); err != nil {
+				return err
+			}
+			s := statsJSON{Dir: g.dir, Entries: st.Entries, LogicalBytes: st.LogicalBytes, StoredBytes: st.StoredBytes, MaxBytes: st.MaxBytes}
+			if st.LogicalBytes > 0 {
+				s.StoredRatio = float64(st.StoredBytes) / float64(st.LogicalBytes)
+			}
+			if asJSON {
+				enc := json.NewEncoder(g.stdout)
+				return enc.Encode(s)
+			}
+			fmt.Fprintf(g.stdout, "dir:           %s\nentries:       %d\nlogical bytes: %s (%d)\nstored bytes:  %s (%d), ratio %.3f\n",
+				s.Dir, s.Entries, humanize.IBytes(s.LogicalBytes), s.LogicalBytes, humanize.IBytes(s.StoredBytes), s.StoredBytes, s.StoredRatio)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	return cmd
+}
