@@ -7,21 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/internal/testmodels"
 )
-
-// buildFile assembles a safetensors file from a raw JSON header and data.
-func buildFile(head string, data []byte) []byte {
-	b := binary.LittleEndian.AppendUint64(nil, uint64(len(head)))
-	b = append(b, head...)
-	return append(b, data...)
-}
 
 func writeFile(t testing.TB, b []byte) string {
 	t.Helper()
@@ -140,69 +133,15 @@ func TestOpen_RealModels(t *testing.T) {
 	}
 }
 
-const okHead = `{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`
-
-// malformed lists files that must be refused, each with a phrase the error
-// must contain so that a user learns what is wrong.
-func malformed() map[string]struct {
-	file []byte
-	want string
-} {
-	eight := make([]byte, 8)
-	deep := strings.Repeat("[", 100000) + strings.Repeat("]", 100000)
-	type c = struct {
-		file []byte
-		want string
-	}
-	lie := func(n uint64, rest []byte) []byte {
-		return append(binary.LittleEndian.AppendUint64(nil, n), rest...)
-	}
-	return map[string]c{
-		"empty file":             {nil, "too short"},
-		"truncated prefix":       {[]byte{1, 2, 3}, "too short"},
-		"zero header length":     {lie(0, eight), "empty header"},
-		"header past EOF":        {lie(1000, []byte(okHead)), "past the end"},
-		"header length huge":     {lie(math.MaxUint64, []byte(okHead)), "exceeds"},
-		"header length 100MB+1":  {lie(100_000_001, []byte(okHead)), "exceeds"},
-		"truncated data":         {buildFile(okHead, make([]byte, 4)), "past the 4 bytes"},
-		"extra data":             {buildFile(okHead, make([]byte, 12)), "holds 12 bytes"},
-		"not JSON":               {buildFile("{not json}", nil), "header JSON"},
-		"not an object":          {buildFile(`["a"]`, nil), "start with '{'"},
-		"invalid UTF-8":          {buildFile("{\"\xff\":1}", nil), "UTF-8"},
-		"deep nesting":           {buildFile(`{"a":`+deep+`}`, nil), "want \"{\""},
-		"deep nesting metadata":  {buildFile(`{"__metadata__":{"k":`+deep+`}}`, nil), "want a string"},
-		"unknown dtype":          {buildFile(`{"a":{"dtype":"F31","shape":[2],"data_offsets":[0,8]}}`, eight), "unknown dtype"},
-		"shape size mismatch":    {buildFile(`{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}`, eight), "12 bytes, data_offsets span 8"},
-		"shape overflow":         {buildFile(`{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}}`, eight), "overflows"},
-		"negative dim":           {buildFile(`{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}`, eight), "non-negative"},
-		"fractional offset":      {buildFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8.0]}}`, eight), "non-negative"},
-		"offsets reversed":       {buildFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}`, eight), "end before"},
-		"three offsets":          {buildFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8,9]}}`, eight), "exactly two"},
-		"offset out of range":    {buildFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}`, eight), "gap in data"},
-		"huge offsets":           {buildFile(`{"a":{"dtype":"U8","shape":[1],"data_offsets":[18446744073709551614,18446744073709551615]}}`, eight), "gap in data"},
-		"overlapping tensors":    {buildFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}`, eight), "overlaps"},
-		"gap between tensors":    {buildFile(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[2],"data_offsets":[6,8]}}`, eight), "gap in data"},
-		"duplicate tensor name":  {buildFile(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}`, eight), "appears twice"},
-		"duplicate field":        {buildFile(`{"a":{"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]}}`, eight), "dtype given twice"},
-		"missing shape":          {buildFile(`{"a":{"dtype":"F32","data_offsets":[0,8]}}`, eight), "no shape"},
-		"unknown field":          {buildFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}}`, eight), "unknown field"},
-		"metadata not strings":   {buildFile(`{"__metadata__":{"k":1},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`, eight), "want a string"},
-		"metadata duplicate key": {buildFile(`{"__metadata__":{"k":"1","k":"2"}}`, nil), "appears twice"},
-		"trailing garbage":       {buildFile(okHead+`x`, eight), "after its JSON"},
-		"too many dims":          {buildFile(`{"a":{"dtype":"U8","shape":[`+strings.Repeat("1,", 64)+`1],"data_offsets":[0,1]}}`, eight[:1]), "more than 64 dims"},
-		"tensor is a string":     {buildFile(`{"a":"F32"}`, nil), "want \"{\""},
-	}
-}
-
 // Every malformed file is refused with an error that names the file and its
 // defect, quickly and without allocating in proportion to any length the
 // file claims.
 func TestOpen_RefusesMalformed(t *testing.T) {
-	cases := malformed()
+	cases := testmodels.Malformed()
 	require.GreaterOrEqual(t, len(cases), 20)
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			p := writeFile(t, tc.file)
+			p := writeFile(t, tc.File)
 			var before, after runtime.MemStats
 			runtime.GC()
 			runtime.ReadMemStats(&before)
@@ -214,7 +153,7 @@ func TestOpen_RefusesMalformed(t *testing.T) {
 			require.Nil(t, f)
 			require.ErrorIs(t, err, errs.ErrInvalidModel)
 			require.Contains(t, err.Error(), p, "error must name the file")
-			require.Contains(t, err.Error(), tc.want)
+			require.Contains(t, err.Error(), tc.Want)
 			require.NotContains(t, err.Error(), "\n")
 			// Generous bounds: a refusal is cheap, never proportional to a
 			// claimed length.
@@ -225,7 +164,7 @@ func TestOpen_RefusesMalformed(t *testing.T) {
 }
 
 func TestOpen_ZeroSizedTensorsAndNoTensors(t *testing.T) {
-	p := writeFile(t, buildFile(`{"z":{"dtype":"F32","shape":[0,3],"data_offsets":[0,0]},"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}`, []byte{7, 9}))
+	p := writeFile(t, testmodels.Build(`{"z":{"dtype":"F32","shape":[0,3],"data_offsets":[0,0]},"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}`, []byte{7, 9}))
 	f, err := Open(p)
 	require.NoError(t, err)
 	b, err := f.ReadTensor("z")
@@ -240,7 +179,7 @@ func TestOpen_ZeroSizedTensorsAndNoTensors(t *testing.T) {
 	_, err = f.ReadTensor("a")
 	require.ErrorIs(t, err, errs.ErrClosed)
 
-	f, err = Open(writeFile(t, buildFile(`{"__metadata__":null}  `, nil)))
+	f, err = Open(writeFile(t, testmodels.Build(`{"__metadata__":null}  `, nil)))
 	require.NoError(t, err)
 	require.Empty(t, f.Tensors())
 	require.NoError(t, f.Close())
@@ -251,7 +190,7 @@ func TestOpen_ZeroSizedTensorsAndNoTensors(t *testing.T) {
 func TestFile_TruncatedWhileMapped(t *testing.T) {
 	data := make([]byte, 1<<20)
 	head := `{"a":{"dtype":"U8","shape":[1048576],"data_offsets":[0,1048576]}}`
-	p := writeFile(t, buildFile(head, data))
+	p := writeFile(t, testmodels.Build(head, data))
 	f, err := Open(p)
 	require.NoError(t, err)
 	defer f.Close()
@@ -262,14 +201,14 @@ func TestFile_TruncatedWhileMapped(t *testing.T) {
 }
 
 func TestStat_ChangesWithContent(t *testing.T) {
-	p := writeFile(t, buildFile(okHead, make([]byte, 8)))
+	p := writeFile(t, testmodels.Build(testmodels.OKHead, make([]byte, 8)))
 	a, err := Stat(p)
 	require.NoError(t, err)
 	f, err := Open(p)
 	require.NoError(t, err)
 	require.Equal(t, a, f.Identity())
 	require.NoError(t, f.Close())
-	require.NoError(t, os.WriteFile(p, buildFile(okHead, []byte{1, 2, 3, 4, 5, 6, 7, 8}), 0o644))
+	require.NoError(t, os.WriteFile(p, testmodels.Build(testmodels.OKHead, []byte{1, 2, 3, 4, 5, 6, 7, 8}), 0o644))
 	mt := time.Unix(0, a.ModTime).Add(time.Second)
 	require.NoError(t, os.Chtimes(p, mt, mt))
 	b, err := Stat(p)
@@ -284,9 +223,9 @@ func FuzzParseSafetensors(f *testing.F) {
 		require.NoError(f, err)
 		f.Add(b)
 	}
-	for _, tc := range malformed() {
-		if len(tc.file) < 4096 {
-			f.Add(tc.file)
+	for _, tc := range testmodels.Malformed() {
+		if len(tc.File) < 4096 {
+			f.Add(tc.File)
 		}
 	}
 	f.Fuzz(func(t *testing.T, file []byte) {

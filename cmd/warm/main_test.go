@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/modelcache/modelcache/internal/testmodels"
 )
 
 var warmBin string
@@ -157,23 +159,30 @@ func TestWarm_BadFileLeavesCacheIntact(t *testing.T) {
 
 	good, err := os.ReadFile(testModel)
 	require.NoError(t, err)
-	bad := map[string][]byte{
-		"truncated":      good[:len(good)/2],
-		"lying-length":   append(binary.LittleEndian.AppendUint64(nil, 1<<40), good[8:]...),
-		"not-a-model":    []byte("hello, world\n"),
-		"empty":          {},
-		"unknown-dtype":  bytes.Replace(good, []byte(`"BF16"`), []byte(`"BF17"`), 1),
-		"duplicate-name": bytes.Replace(good, []byte(`"Const_60"`), []byte(`"Const_61"`), 1),
+	type badFile struct {
+		file []byte
+		want string
 	}
+	bad := map[string]badFile{
+		"truncated-model":      {good[:len(good)/2], "past the"},
+		"lying-length-model":   {append(binary.LittleEndian.AppendUint64(nil, 1<<40), good[8:]...), "exceeds"},
+		"unknown-dtype-model":  {bytes.Replace(good, []byte(`"BF16"`), []byte(`"BF17"`), 1), "unknown dtype"},
+		"duplicate-name-model": {bytes.Replace(good, []byte(`"Const_60"`), []byte(`"Const_61"`), 1), "appears twice"},
+	}
+	for name, c := range testmodels.Malformed() {
+		bad[name] = badFile{c.File, c.Want}
+	}
+	require.GreaterOrEqual(t, len(bad), 20)
 	tmp := t.TempDir()
-	for name, b := range bad {
-		p := filepath.Join(tmp, name+".safetensors")
-		require.NoError(t, os.WriteFile(p, b, 0o644))
+	for name, tc := range bad {
+		p := filepath.Join(tmp, strings.ReplaceAll(name, " ", "-")+".safetensors")
+		require.NoError(t, os.WriteFile(p, tc.file, 0o644))
 		r := warm(t, "--dir", dir, p)
 		require.Equal(t, 1, r.code, name)
 		lines := strings.Split(strings.TrimSpace(string(r.stderr)), "\n")
 		require.Len(t, lines, 1, "%s: %s", name, r.stderr)
 		require.Contains(t, lines[0], p, name)
+		require.Contains(t, lines[0], tc.want, name)
 		require.NotContains(t, string(r.stderr), "goroutine", name)
 
 		r = warm(t, "get", "--dir", dir, "-v", testModel, "Const_10")
@@ -182,7 +191,7 @@ func TestWarm_BadFileLeavesCacheIntact(t *testing.T) {
 		require.Equal(t, want, r.stdout)
 	}
 	// A bad file among good ones: the good ones are warmed, the status is 1.
-	p := filepath.Join(tmp, "not-a-model.safetensors")
+	p := filepath.Join(tmp, "empty-file.safetensors")
 	r := warm(t, "--dir", t.TempDir(), p, testModel)
 	require.Equal(t, 1, r.code)
 	require.Contains(t, string(r.stdout), "62 cached now")

@@ -1,0 +1,71 @@
+// Package testmodels builds model files for tests: valid ones and a corpus of
+// malformed ones that every layer (loader, tier, the CLI) must refuse.
+package testmodels
+
+import (
+	"encoding/binary"
+	"math"
+	"strings"
+)
+
+// Build assembles a safetensors file from a raw JSON header and data.
+func Build(head string, data []byte) []byte {
+	b := binary.LittleEndian.AppendUint64(nil, uint64(len(head)))
+	b = append(b, head...)
+	return append(b, data...)
+}
+
+// OKHead is a valid header for 8 bytes of data.
+const OKHead = `{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`
+
+// Case is a malformed file and a phrase its error must contain, so that a
+// user learns what is wrong.
+type Case struct {
+	File []byte
+	Want string
+}
+
+// Malformed returns safetensors files that must be refused, by the kind of
+// defect. Each call builds them anew.
+func Malformed() map[string]Case {
+	eight := make([]byte, 8)
+	deep := strings.Repeat("[", 100000) + strings.Repeat("]", 100000)
+	lie := func(n uint64, rest []byte) []byte {
+		return append(binary.LittleEndian.AppendUint64(nil, n), rest...)
+	}
+	return map[string]Case{
+		"empty file":             {nil, "too short"},
+		"truncated prefix":       {[]byte{1, 2, 3}, "too short"},
+		"zero header length":     {lie(0, eight), "empty header"},
+		"header past EOF":        {lie(1000, []byte(OKHead)), "past the end"},
+		"header length huge":     {lie(math.MaxUint64, []byte(OKHead)), "exceeds"},
+		"header length 100MB+1":  {lie(100_000_001, []byte(OKHead)), "exceeds"},
+		"truncated data":         {Build(OKHead, make([]byte, 4)), "past the 4 bytes"},
+		"extra data":             {Build(OKHead, make([]byte, 12)), "holds 12 bytes"},
+		"not JSON":               {Build("{not json}", nil), "header JSON"},
+		"not an object":          {Build(`["a"]`, nil), "start with '{'"},
+		"invalid UTF-8":          {Build("{\"\xff\":1}", nil), "UTF-8"},
+		"deep nesting":           {Build(`{"a":`+deep+`}`, nil), "want \"{\""},
+		"deep nesting metadata":  {Build(`{"__metadata__":{"k":`+deep+`}}`, nil), "want a string"},
+		"unknown dtype":          {Build(`{"a":{"dtype":"F31","shape":[2],"data_offsets":[0,8]}}`, eight), "unknown dtype"},
+		"shape size mismatch":    {Build(`{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}`, eight), "12 bytes, data_offsets span 8"},
+		"shape overflow":         {Build(`{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}}`, eight), "overflows"},
+		"negative dim":           {Build(`{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}`, eight), "non-negative"},
+		"fractional offset":      {Build(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8.0]}}`, eight), "non-negative"},
+		"offsets reversed":       {Build(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}`, eight), "end before"},
+		"three offsets":          {Build(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8,9]}}`, eight), "exactly two"},
+		"offset out of range":    {Build(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}`, eight), "gap in data"},
+		"huge offsets":           {Build(`{"a":{"dtype":"U8","shape":[1],"data_offsets":[18446744073709551614,18446744073709551615]}}`, eight), "gap in data"},
+		"overlapping tensors":    {Build(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}`, eight), "overlaps"},
+		"gap between tensors":    {Build(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[2],"data_offsets":[6,8]}}`, eight), "gap in data"},
+		"duplicate tensor name":  {Build(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}`, eight), "appears twice"},
+		"duplicate field":        {Build(`{"a":{"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]}}`, eight), "dtype given twice"},
+		"missing shape":          {Build(`{"a":{"dtype":"F32","data_offsets":[0,8]}}`, eight), "no shape"},
+		"unknown field":          {Build(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}}`, eight), "unknown field"},
+		"metadata not strings":   {Build(`{"__metadata__":{"k":1},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`, eight), "want a string"},
+		"metadata duplicate key": {Build(`{"__metadata__":{"k":"1","k":"2"}}`, nil), "appears twice"},
+		"trailing garbage":       {Build(OKHead+`x`, eight), "after its JSON"},
+		"too many dims":          {Build(`{"a":{"dtype":"U8","shape":[`+strings.Repeat("1,", 64)+`1],"data_offsets":[0,1]}}`, eight[:1]), "more than 64 dims"},
+		"tensor is a string":     {Build(`{"a":"F32"}`, nil), "want \"{\""},
+	}
+}
