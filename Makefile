@@ -47,11 +47,13 @@ check: fmt-check test staticcheck
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./serialize/ ./l1/
+	$(GO) test -run 'RatioOnRealModels' -v ./serialize/ | grep stored/logical
 
 # Run every fuzz target for FUZZTIME each.
 FUZZTIME ?= 60s
 fuzz:
 	$(GO) test ./serialize/ -run '^$$' -fuzz FuzzUnmarshal -fuzztime $(FUZZTIME)
+	$(GO) test ./serialize/ -run '^$$' -fuzz FuzzDecodeChunk -fuzztime $(FUZZTIME)
 	$(GO) test ./loader/ -run '^$$' -fuzz FuzzParseSafetensors -fuzztime $(FUZZTIME)
 
 clean:

@@ -14,11 +14,11 @@ import (
 // Codec identifies how a chunk's bytes were encoded.
 type Codec uint8
 
-// Codec ids are stable: they are written into entries. 2 is reserved for the
-// float-aware byte-grouping codec.
+// Codec ids are stable: they are written into entries.
 const (
-	Raw  Codec = 0 // stored as is
-	Zstd Codec = 1 // zstd frame (klauspost/compress)
+	Raw       Codec = 0 // stored as is
+	Zstd      Codec = 1 // zstd frame (klauspost/compress)
+	ByteGroup Codec = 2 // float-aware: bytes grouped by position in the element, each group entropy-coded
 )
 
 func (c Codec) String() string {
@@ -27,6 +27,8 @@ func (c Codec) String() string {
 		return "raw"
 	case Zstd:
 		return "zstd"
+	case ByteGroup:
+		return "bytegroup"
 	}
 	return fmt.Sprintf("codec(%d)", uint8(c))
 }
@@ -72,6 +74,7 @@ type Codecs struct {
 	chunkSize   int
 	concurrency int
 	zenc        *zstd.Encoder
+	zfast       *zstd.Encoder // for the byte-grouped streams, already entropy-poor
 	zdec        *zstd.Decoder
 }
 
@@ -93,6 +96,14 @@ func New(opts *Options) (*Codecs, error) {
 	if err != nil {
 		return nil, fmt.Errorf("serialize: zstd encoder: %w", err)
 	}
+	c.zfast, err = zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(zstd.SpeedFastest),
+		zstd.WithEncoderConcurrency(c.concurrency),
+		zstd.WithEncoderCRC(false),
+		zstd.WithZeroFrames(true))
+	if err != nil {
+		return nil, fmt.Errorf("serialize: zstd encoder: %w", err)
+	}
 	c.zdec, err = zstd.NewReader(nil,
 		zstd.WithDecoderConcurrency(c.concurrency),
 		zstd.WithDecoderMaxMemory(MaxChunkSize),
@@ -106,6 +117,7 @@ func New(opts *Options) (*Codecs, error) {
 // Close releases the compressor state.
 func (c *Codecs) Close() {
 	_ = c.zenc.Close()
+	_ = c.zfast.Close()
 	c.zdec.Close()
 }
 
@@ -127,17 +139,11 @@ func (c *Codecs) Encode(dtype string, shape []uint64, data []byte) (*Entry, erro
 	n := NumChunks(h.Length, h.ChunkSize)
 	h.Chunks = make([]ChunkInfo, n)
 	e := &Entry{Chunks: make([][]byte, n)}
-	var g errgroup.Group
-	g.SetLimit(c.concurrency)
-	for i := range n {
-		g.Go(func() error {
-			start := i * c.chunkSize
-			src := data[start : start+h.ChunkLen(i)]
-			h.Chunks[i], e.Chunks[i] = c.encodeChunk(src)
-			return nil
-		})
-	}
-	_ = g.Wait()
+	c.forChunks(n, func(i int) error {
+		start := i * c.chunkSize
+		h.Chunks[i], e.Chunks[i] = c.encodeChunk(dtype, data[start:start+h.ChunkLen(i)])
+		return nil
+	})
 	e.Header = h
 	if err := h.validate(); err != nil {
 		return nil, fmt.Errorf("serialize: %w", err)
@@ -145,12 +151,22 @@ func (c *Codecs) Encode(dtype string, shape []uint64, data []byte) (*Entry, erro
 	return e, nil
 }
 
-func (c *Codecs) encodeChunk(src []byte) (ChunkInfo, []byte) {
+// encodeChunk stores src with the codec that pays: float-aware for float
+// dtypes, zstd for other data, raw when neither saves 1/minSavingDiv.
+func (c *Codecs) encodeChunk(dtype string, src []byte) (ChunkInfo, []byte) {
 	info := ChunkInfo{Sum: Checksum(src)}
-	z := c.zenc.EncodeAll(src, make([]byte, 0, len(src)-len(src)/minSavingDiv))
-	if len(z) <= len(src)-len(src)/minSavingDiv && len(src) > 0 {
-		info.Codec, info.StoredLen = Zstd, uint32(len(z))
-		return info, z
+	if w := groupWidth(dtype); w > 0 && len(src)%w == 0 {
+		if p := c.encodeGroup(src, w); p != nil {
+			info.Codec, info.StoredLen = ByteGroup, uint32(len(p))
+			return info, p
+		}
+	} else if len(src) > 0 {
+		limit := len(src) - len(src)/minSavingDiv
+		z := c.zenc.EncodeAll(src, make([]byte, 0, limit))
+		if len(z) <= limit {
+			info.Codec, info.StoredLen = Zstd, uint32(len(z))
+			return info, z
+		}
 	}
 	info.Codec, info.StoredLen = Raw, uint32(len(src))
 	return info, bytes.Clone(src)
@@ -179,6 +195,10 @@ func (c *Codecs) DecodeChunk(h *Header, i int, dst, src []byte) error {
 		if len(out) != len(dst) || (len(out) > 0 && &out[0] != &dst[0]) {
 			return fmt.Errorf("serialize: chunk %d: %w: decoded %d bytes, want %d", i, errs.ErrCorrupt, len(out), len(dst))
 		}
+	case ByteGroup:
+		if err := c.decodeGroup(dst, src); err != nil {
+			return fmt.Errorf("serialize: chunk %d: %w", i, err)
+		}
 	default:
 		return fmt.Errorf("serialize: chunk %d: %w codec %d", i, errs.ErrUnsupported, info.Codec)
 	}
@@ -192,23 +212,49 @@ func (c *Codecs) DecodeChunk(h *Header, i int, dst, src []byte) error {
 // e.Header.Length bytes. Callers that got the header from outside must check
 // Length against their own limit first: Decode allocates it.
 func (c *Codecs) Decode(e *Entry) ([]byte, error) {
-	h := &e.Header
-	if len(e.Chunks) != len(h.Chunks) {
-		return nil, fmt.Errorf("serialize: %w: %d chunks, header says %d", errs.ErrCorrupt, len(e.Chunks), len(h.Chunks))
-	}
-	out := make([]byte, h.Length)
-	var g errgroup.Group
-	g.SetLimit(c.concurrency)
-	for i := range h.Chunks {
-		g.Go(func() error {
-			start := i * int(h.ChunkSize)
-			return c.DecodeChunk(h, i, out[start:start+h.ChunkLen(i)], e.Chunks[i])
-		})
-	}
-	if err := g.Wait(); err != nil {
+	out := make([]byte, e.Header.Length)
+	if err := c.DecodeInto(out, e); err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// DecodeInto decodes e into dst, which must be e.Header.Length bytes long:
+// for callers that reuse buffers (a fresh large allocation costs page faults
+// comparable to the decoding itself).
+func (c *Codecs) DecodeInto(dst []byte, e *Entry) error {
+	h := &e.Header
+	if len(e.Chunks) != len(h.Chunks) {
+		return fmt.Errorf("serialize: %w: %d chunks, header says %d", errs.ErrCorrupt, len(e.Chunks), len(h.Chunks))
+	}
+	if uint64(len(dst)) != h.Length {
+		return fmt.Errorf("serialize: destination of %d bytes for an entry of %d", len(dst), h.Length)
+	}
+	return c.forChunks(len(h.Chunks), func(i int) error {
+		start := i * int(h.ChunkSize)
+		return c.DecodeChunk(h, i, dst[start:start+h.ChunkLen(i)], e.Chunks[i])
+	})
+}
+
+// forChunks runs fn for chunks 0..n-1, up to c.concurrency at once, and
+// returns the first error. One chunk runs on the calling goroutine: most
+// tensors are a single chunk, and a goroutine per call would cost more than
+// encoding a small one.
+func (c *Codecs) forChunks(n int, fn func(i int) error) error {
+	if n == 1 || c.concurrency == 1 {
+		for i := range n {
+			if err := fn(i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var g errgroup.Group
+	g.SetLimit(c.concurrency)
+	for i := range n {
+		g.Go(func() error { return fn(i) })
+	}
+	return g.Wait()
 }
 
 // AppendBinary appends the entry as one blob: header, then the chunks.
