@@ -353,6 +353,3 @@ func decodeHuff(g *groupBufs, dst, p []byte) error {
 	}
 	return nil
 }
-
-
-
