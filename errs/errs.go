@@ -24,6 +24,9 @@ var (
 	ErrLocked = errors.New("directory in use by another process")
 	// ErrInvalidModel: a model file is malformed or lies about its contents.
 	ErrInvalidModel = errors.New("invalid model file")
+	// ErrNoSpace: the file system is (nearly) full; the write was refused
+	// before it could fail halfway.
+	ErrNoSpace = errors.New("no space left for the cache")
 	// ErrTooLarge: a value exceeds a configured limit.
 	ErrTooLarge = errors.New("too large")
 )

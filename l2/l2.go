@@ -2,12 +2,15 @@ package l2
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -15,6 +18,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+	"github.com/dgraph-io/badger/v4/y"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/modelcache/modelcache/errs"
@@ -25,18 +29,50 @@ const (
 	metaPrefix  = 'm'
 	chunkPrefix = 'c'
 	idLen       = 16
-	metaFixed   = idLen + 8 // id, write time; the serialize header follows
+	metaFixed   = idLen + 16 // id, write time, expiry; the serialize header follows
 	// Values this large or larger go to Badger's value log, keeping the LSM
 	// tree (which compaction rewrites again and again) small.
 	valueThreshold = 64 << 10
 	commitRetries  = 8
+
+	// HighWater and LowWater bound the live stored bytes as fractions of
+	// MaxBytes. The gap above HighWater is for garbage awaiting value-log
+	// GC: with gcDiscardRatio 0.2 a value-log file holds at most 20% dead
+	// bytes before it is rewritten, so live/0.8 ≤ MaxBytes × 1.07.
+	HighWater      = 0.85
+	LowWater       = 0.80
+	gcDiscardRatio = 0.2
 )
+
+// sizes derives Badger's file sizes from the budget, so that its fixed
+// costs (one memtable's write-ahead log, the value-log file being written,
+// which GC cannot touch) stay a small part of a small budget.
+func sizes(maxBytes int64) (memTable, vlogFile int64) {
+	if maxBytes == 0 {
+		return 64 << 20, 1<<30 - 1
+	}
+	return min(max(maxBytes/32, 4<<20), 64<<20), min(max(maxBytes/32, 1<<20), 1<<30-1)
+}
+
+// FixedOverhead is the disk the store may use beyond MaxBytes × 1.1 for a
+// given budget: two memtable write-ahead logs (the active one and one being
+// flushed), the head value-log file, Badger's 1 MiB DISCARD file and the
+// LSM's own tables, manifest and key registry (bounded at 8 MiB here, as
+// values under 64 KiB and the keys are all that live there besides).
+func FixedOverhead(maxBytes int64) int64 {
+	mt, vf := sizes(maxBytes)
+	return 2*mt + vf + 1<<20 + 8<<20
+}
 
 // Options configures a Store.
 type Options struct {
 	// Dir is the directory of the store, created if missing. Required.
 	Dir string
-	// MaxBytes is the budget for stored (encoded) bytes; 0 means no limit.
+	// MaxBytes is the disk budget: what the directory may take on disk
+	// (as du counts it), beyond a fixed overhead (see FixedOverhead). Live
+	// entries are evicted, least recently used first, once their stored
+	// bytes pass HighWater of it, down to LowWater, and the value log is
+	// garbage-collected so that the space comes back. 0 means no limit.
 	MaxBytes int64
 	// ChunkSize is the logical size of chunks; default serialize.DefaultChunk.
 	ChunkSize int
@@ -44,6 +80,19 @@ type Options struct {
 	// returns. Without it a Put survives the process dying (the bytes are
 	// in the OS), not the machine; Close always syncs.
 	SyncWrites bool
+	// TTL is how long an entry lives after it is written; 0 means until it
+	// is evicted. PutTTL overrides it per entry.
+	TTL time.Duration
+	// EncryptionKey, if set, encrypts everything at rest with AES (Badger's
+	// own encryption): 16, 24 or 32 bytes for AES-128, -192 or -256. A
+	// directory written with a key cannot be opened without it.
+	EncryptionKey []byte
+	// ReserveBytes is the free space a Put leaves on the file system; a Put
+	// that would cut into it fails with errs.ErrNoSpace. Badger writes
+	// through mmap, where a full disk is a SIGBUS that kills the process,
+	// not an error, so it must never get that far. Default: twice the
+	// memtable size plus one value-log file (see FixedOverhead).
+	ReserveBytes int64
 	// Logger receives Badger's warnings and errors; default slog.Default().
 	Logger *slog.Logger
 }
@@ -52,8 +101,11 @@ func (o *Options) validate() error {
 	if o == nil || o.Dir == "" {
 		return errors.New("l2: Options.Dir is required")
 	}
-	if o.MaxBytes < 0 {
-		return fmt.Errorf("l2: MaxBytes %d is negative", o.MaxBytes)
+	if o.MaxBytes < 0 || o.ReserveBytes < 0 || o.TTL < 0 {
+		return errors.New("l2: MaxBytes, ReserveBytes and TTL must not be negative")
+	}
+	if k := len(o.EncryptionKey); k != 0 && k != 16 && k != 24 && k != 32 {
+		return fmt.Errorf("l2: encryption key of %d bytes; want 16, 24 or 32", k)
 	}
 	return nil
 }
@@ -63,6 +115,8 @@ type Value struct {
 	DType string
 	Shape []uint64
 	Data  []byte // a new allocation owned by the caller
+
+	expired bool
 }
 
 // EntryInfo describes a stored entry without decoding it.
@@ -73,6 +127,7 @@ type EntryInfo struct {
 	LogicalBytes uint64
 	StoredBytes  uint64
 	Written      time.Time
+	Expires      time.Time // zero: never
 }
 
 // Stats are the store's contents and its counters since Open.
@@ -81,22 +136,33 @@ type Stats struct {
 	LogicalBytes uint64
 	StoredBytes  uint64
 	MaxBytes     int64
+	DiskBytes    int64 // the directory's real disk use (du); -1 if it could not be read
 
-	Hits, Misses, Corrupt, Evictions, Puts, PutErrors uint64
+	Hits, Misses, Corrupt, Evictions, Expired, Puts, PutErrors uint64
 }
 
 type indexEntry struct {
 	logical, stored uint64
 	lastUse         uint64 // logical clock, higher is more recent
+	expires         int64  // unix nanoseconds; 0: never
 }
 
 // Store is an open L2 directory. It is safe for concurrent use.
 type Store struct {
-	db     *badger.DB
-	lock   *os.File
-	dir    string
-	max    int64
-	codecs *serialize.Codecs
+	db      *badger.DB
+	lock    *os.File
+	dir     string
+	max     int64
+	reserve int64
+	ttl     time.Duration
+	codecs  *serialize.Codecs
+	now     func() time.Time // time.Now; tests move it
+
+	// writeMu is held shared by writers and exclusively by removeEntries:
+	// Badger refuses writes (ErrBlockedWrites) while DropPrefix runs.
+	writeMu sync.RWMutex
+	// reclaimMu lets one eviction pass run at a time.
+	reclaimMu sync.Mutex
 
 	// mu guards index and the totals derived from it.
 	mu      sync.Mutex
@@ -104,9 +170,9 @@ type Store struct {
 	logical uint64
 	stored  uint64
 
-	clock                                             atomic.Uint64
-	hits, misses, corrupt, evictions, puts, putErrors atomic.Uint64
-	closed                                            atomic.Bool
+	clock                                                      atomic.Uint64
+	hits, misses, corrupt, evictions, expired, puts, putErrors atomic.Uint64
+	closed                                                     atomic.Bool
 }
 
 // Open opens or creates the store in opts.Dir.
@@ -125,17 +191,28 @@ func Open(opts *Options) (*Store, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
+	memTable, vlogFile := sizes(opts.MaxBytes)
 	bo := badger.DefaultOptions(opts.Dir).
+		WithMemTableSize(memTable).
+		WithValueLogFileSize(vlogFile).
 		WithLogger(badgerLogger{logger.With("component", "l2", "dir", opts.Dir)}).
 		WithCompression(options.None). // serialize compresses, per chunk
 		WithBlockCacheSize(16 << 20).
 		WithValueThreshold(valueThreshold).
 		WithSyncWrites(opts.SyncWrites).
-		WithMetricsEnabled(false)
+		WithMetricsEnabled(false).
+		// A damaged table block is an error on read, not garbage or a panic.
+		WithChecksumVerificationMode(options.OnBlockRead)
+	if len(opts.EncryptionKey) > 0 {
+		bo = bo.WithEncryptionKey(opts.EncryptionKey).WithIndexCacheSize(16 << 20)
+	}
 	db, err := badger.Open(bo)
 	if err != nil {
 		if lock != nil {
 			lock.Close()
+		}
+		if errors.Is(err, badger.ErrEncryptionKeyMismatch) {
+			return nil, fmt.Errorf("l2: open %s: wrong or missing encryption key: %w", opts.Dir, err)
 		}
 		return nil, fmt.Errorf("l2: open %s: %w", opts.Dir, err)
 	}
@@ -145,7 +222,12 @@ func Open(opts *Options) (*Store, error) {
 		lock.Close()
 		return nil, err
 	}
-	s := &Store{db: db, lock: lock, dir: opts.Dir, max: opts.MaxBytes, codecs: codecs, index: make(map[string]*indexEntry)}
+	reserve := opts.ReserveBytes
+	if reserve == 0 {
+		reserve = 2*memTable + vlogFile
+	}
+	s := &Store{db: db, lock: lock, dir: opts.Dir, max: opts.MaxBytes, reserve: reserve, ttl: opts.TTL,
+		codecs: codecs, now: time.Now, index: make(map[string]*indexEntry)}
 	if err := s.load(); err != nil {
 		s.Close()
 		return nil, err
@@ -165,6 +247,7 @@ func chunkKey(id []byte, i int) []byte {
 type meta struct {
 	id      []byte
 	written int64
+	expires int64
 	header  *serialize.Header
 }
 
@@ -179,7 +262,12 @@ func parseMeta(v []byte) (*meta, error) {
 	if n != len(v)-metaFixed {
 		return nil, fmt.Errorf("%w: %d stray bytes after the header", errs.ErrCorrupt, len(v)-metaFixed-n)
 	}
-	return &meta{id: bytes.Clone(v[:idLen]), written: int64(binary.LittleEndian.Uint64(v[idLen:])), header: h}, nil
+	return &meta{
+		id:      bytes.Clone(v[:idLen]),
+		written: int64(binary.LittleEndian.Uint64(v[idLen:])),
+		expires: int64(binary.LittleEndian.Uint64(v[idLen+8:])),
+		header:  h,
+	}, nil
 }
 
 // load builds the in-memory index from the meta records, drops entries whose
@@ -205,7 +293,7 @@ func (s *Store) load() error {
 					return err
 				}
 				live[string(m.id)] = true
-				s.index[key] = &indexEntry{logical: m.header.Length, stored: m.header.StoredBytes()}
+				s.index[key] = &indexEntry{logical: m.header.Length, stored: m.header.StoredBytes(), expires: m.expires}
 				s.logical += m.header.Length
 				s.stored += m.header.StoredBytes()
 				recs = append(recs, rec{key, m.written})
@@ -229,14 +317,18 @@ func (s *Store) load() error {
 	for _, r := range recs {
 		s.index[r.key].lastUse = s.clock.Add(1)
 	}
-	var orphans [][]byte
+	orphans := make(map[string]bool)
+	var strays [][]byte
 	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{chunkPrefix}, PrefetchValues: false})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := it.Item().Key()
-			if len(k) != 1+idLen+4 || !live[string(k[1:1+idLen])] {
-				orphans = append(orphans, it.Item().KeyCopy(nil))
+			switch {
+			case len(k) != 1+idLen+4:
+				strays = append(strays, it.Item().KeyCopy(nil))
+			case !live[string(k[1:1+idLen])]:
+				orphans[string(k[:1+idLen])] = true
 			}
 		}
 		return nil
@@ -245,7 +337,34 @@ func (s *Store) load() error {
 		return fmt.Errorf("l2: %s: sweeping: %w", s.dir, err)
 	}
 	s.corrupt.Add(uint64(len(badMeta)))
-	return s.deleteKeys(append(badMeta, orphans...))
+	if err := s.deleteKeys(append(badMeta, strays...)); err != nil {
+		return err
+	}
+	if err := s.removeExpired(); err != nil {
+		return err
+	}
+	prefixes := make([][]byte, 0, len(orphans))
+	for p := range orphans {
+		prefixes = append(prefixes, []byte(p))
+	}
+	return s.dropPrefixes(prefixes)
+}
+
+// dropPrefixes removes every key under the prefixes. Unlike deletes, which
+// leave the values' value-log space unaccounted until compaction happens to
+// meet them, DropPrefix compacts them away at once and records the freed
+// space, so value-log GC can reclaim it. Callers hold writeMu exclusively
+// (or are Open).
+func (s *Store) dropPrefixes(prefixes [][]byte) error {
+	const batch = 256 // DropPrefix checks each prefix with its own iterator
+	for len(prefixes) > 0 {
+		n := min(len(prefixes), batch)
+		if err := s.db.DropPrefix(prefixes[:n]...); err != nil {
+			return fmt.Errorf("l2: %s: dropping chunks: %w", s.dir, err)
+		}
+		prefixes = prefixes[n:]
+	}
+	return nil
 }
 
 func (s *Store) deleteKeys(keys [][]byte) error {
@@ -271,14 +390,25 @@ func newID() []byte {
 	return id
 }
 
-// Put encodes and stores data under key, replacing any older entry. When it
-// returns nil the entry is complete and readable; a failed or interrupted Put
-// leaves the older entry, if any, intact.
+// Put encodes and stores data under key, replacing any older entry, to live
+// for Options.TTL. When it returns nil the entry is complete and readable; a
+// failed or interrupted Put leaves the older entry, if any, intact.
 func (s *Store) Put(key, dtype string, shape []uint64, data []byte) error {
+	return s.PutTTL(key, dtype, shape, data, s.ttl)
+}
+
+// PutTTL is Put with the entry's own time to live; 0 means no expiry.
+func (s *Store) PutTTL(key, dtype string, shape []uint64, data []byte, ttl time.Duration) error {
 	if s.closed.Load() {
 		return fmt.Errorf("l2: %s: %w", s.dir, errs.ErrClosed)
 	}
-	err := s.put(key, dtype, shape, data)
+	if err := s.checkSpace(int64(len(data))); err != nil {
+		s.putErrors.Add(1)
+		return err
+	}
+	s.writeMu.RLock()
+	err := s.put(key, dtype, shape, data, ttl)
+	s.writeMu.RUnlock()
 	if err != nil {
 		s.putErrors.Add(1)
 		return fmt.Errorf("l2: %s: put %q: %w", s.dir, key, err)
@@ -287,7 +417,7 @@ func (s *Store) Put(key, dtype string, shape []uint64, data []byte) error {
 	return s.enforceBudget(key)
 }
 
-func (s *Store) put(key, dtype string, shape []uint64, data []byte) error {
+func (s *Store) put(key, dtype string, shape []uint64, data []byte, ttl time.Duration) error {
 	e, err := s.codecs.Encode(dtype, shape, data)
 	if err != nil {
 		return err
@@ -295,7 +425,13 @@ func (s *Store) put(key, dtype string, shape []uint64, data []byte) error {
 	id := newID()
 	mv := make([]byte, metaFixed, metaFixed+128+len(e.Header.Chunks)*9)
 	copy(mv, id)
-	binary.LittleEndian.PutUint64(mv[idLen:], uint64(time.Now().UnixNano()))
+	now := s.now()
+	var expires int64
+	if ttl > 0 {
+		expires = now.Add(ttl).UnixNano()
+	}
+	binary.LittleEndian.PutUint64(mv[idLen:], uint64(now.UnixNano()))
+	binary.LittleEndian.PutUint64(mv[idLen+8:], uint64(expires))
 	if mv, err = e.Header.AppendBinary(mv); err != nil {
 		return err
 	}
@@ -345,7 +481,7 @@ func (s *Store) put(key, dtype string, shape []uint64, data []byte) error {
 		s.logical -= ie.logical
 		s.stored -= ie.stored
 	}
-	ie := &indexEntry{logical: e.Header.Length, stored: e.Header.StoredBytes(), lastUse: s.clock.Add(1)}
+	ie := &indexEntry{logical: e.Header.Length, stored: e.Header.StoredBytes(), lastUse: s.clock.Add(1), expires: expires}
 	s.index[key] = ie
 	s.logical += ie.logical
 	s.stored += ie.stored
@@ -361,43 +497,116 @@ func (s *Store) deleteChunks(id []byte, n int) error {
 	return s.deleteKeys(keys)
 }
 
-// enforceBudget evicts least recently used entries, never keep, until the
-// stored bytes fit the budget.
+// enforceBudget evicts least recently used entries, never keep, once the
+// stored bytes pass HighWater of the budget, down to LowWater, and reclaims
+// their space.
 func (s *Store) enforceBudget(keep string) error {
 	if s.max == 0 {
 		return nil
 	}
 	s.mu.Lock()
-	if s.stored <= uint64(s.max) {
-		s.mu.Unlock()
+	over := s.stored > uint64(float64(s.max)*HighWater)
+	s.mu.Unlock()
+	if !over {
+		return nil
+	}
+	s.reclaimMu.Lock()
+	defer s.reclaimMu.Unlock()
+	victims := s.pickVictims(keep, uint64(float64(s.max)*LowWater))
+	if len(victims) == 0 {
+		return nil
+	}
+	if err := s.removeEntries(victims); err != nil {
+		return err
+	}
+	s.evictions.Add(uint64(len(victims)))
+	s.collectGarbage()
+	return nil
+}
+
+// pickVictims lists the least recently used entries, other than keep, whose
+// removal brings the stored bytes down to target.
+func (s *Store) pickVictims(keep string, target uint64) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stored <= target {
 		return nil
 	}
 	type cand struct {
-		key string
-		ie  *indexEntry
+		key     string
+		lastUse uint64
+		stored  uint64
 	}
 	cands := make([]cand, 0, len(s.index))
 	for k, ie := range s.index {
 		if k != keep {
-			cands = append(cands, cand{k, ie})
+			cands = append(cands, cand{k, ie.lastUse, ie.stored})
 		}
 	}
-	slices.SortFunc(cands, func(a, b cand) int { return int(min(max(int64(a.ie.lastUse)-int64(b.ie.lastUse), -1), 1)) })
+	slices.SortFunc(cands, func(a, b cand) int { return cmp.Compare(a.lastUse, b.lastUse) })
 	var victims []string
-	over := s.stored - uint64(s.max)
+	excess := s.stored - target
 	for _, c := range cands {
-		if over == 0 {
+		if excess == 0 {
 			break
 		}
 		victims = append(victims, c.key)
-		over -= min(over, c.ie.stored)
+		excess -= min(excess, c.stored)
+	}
+	return victims
+}
+
+// collectGarbage rewrites value-log files whose dead share passed
+// gcDiscardRatio, until none is left. Errors only mean there was nothing to
+// do or another GC is running.
+func (s *Store) collectGarbage() {
+	for s.db.RunValueLogGC(gcDiscardRatio) == nil {
+	}
+}
+
+// GC evicts down to the budget and reclaims the disk space of everything
+// removed so far.
+func (s *Store) GC() error {
+	if s.closed.Load() {
+		return fmt.Errorf("l2: %s: %w", s.dir, errs.ErrClosed)
+	}
+	if err := s.removeExpired(); err != nil {
+		return err
+	}
+	if err := s.enforceBudget(""); err != nil {
+		return err
+	}
+	s.collectGarbage()
+	return nil
+}
+
+// removeExpired removes the entries whose time to live has passed.
+func (s *Store) removeExpired() error {
+	now := s.now().UnixNano()
+	var keys []string
+	s.mu.Lock()
+	for k, ie := range s.index {
+		if ie.expires != 0 && now >= ie.expires {
+			keys = append(keys, k)
+		}
 	}
 	s.mu.Unlock()
-	for _, k := range victims {
-		if err := s.Delete(k); err != nil {
-			return err
-		}
-		s.evictions.Add(1)
+	if len(keys) == 0 {
+		return nil
+	}
+	s.expired.Add(uint64(len(keys)))
+	return s.removeEntries(keys)
+}
+
+// checkSpace refuses a write of n bytes that would leave less than the
+// reserve free on the directory's file system.
+func (s *Store) checkSpace(n int64) error {
+	free, err := freeSpace(s.dir)
+	if err != nil {
+		return nil // unknown: let the write find out
+	}
+	if free-n < s.reserve {
+		return fmt.Errorf("l2: %s: %w: %d bytes free, a write of %d must leave %d", s.dir, errs.ErrNoSpace, free, n, s.reserve)
 	}
 	return nil
 }
@@ -409,6 +618,13 @@ func (s *Store) Get(key string) (*Value, error) {
 		return nil, fmt.Errorf("l2: %s: %w", s.dir, errs.ErrClosed)
 	}
 	v, err := s.get(key)
+	if err == nil && v.expired {
+		s.expired.Add(1)
+		if derr := s.Delete(key); derr != nil {
+			return nil, derr
+		}
+		err = errs.ErrNotFound
+	}
 	switch {
 	case err == nil:
 		s.hits.Add(1)
@@ -441,20 +657,31 @@ func (s *Store) readMeta(key string) (*meta, error) {
 			return errs.ErrNotFound
 		}
 		if err != nil {
-			return err
+			return damaged(err)
 		}
-		return item.Value(func(v []byte) error {
+		return damaged(item.Value(func(v []byte) error {
 			m, err = parseMeta(v)
 			return err
-		})
+		}))
 	})
 	return m, err
+}
+
+// damaged marks Badger's own checksum failures as corruption of the entry.
+func damaged(err error) error {
+	if errors.Is(err, y.ErrChecksumMismatch) && !errors.Is(err, errs.ErrCorrupt) {
+		return fmt.Errorf("%w: %v", errs.ErrCorrupt, err)
+	}
+	return err
 }
 
 func (s *Store) get(key string) (*Value, error) {
 	m, err := s.readMeta(key)
 	if err != nil {
 		return nil, err
+	}
+	if m.expires != 0 && s.now().UnixNano() >= m.expires {
+		return &Value{expired: true}, nil
 	}
 	h := m.header
 	out := make([]byte, h.Length)
@@ -475,9 +702,9 @@ func (s *Store) get(key string) (*Value, error) {
 					return fmt.Errorf("%w: chunk %d missing", errs.ErrCorrupt, i)
 				}
 				if err != nil {
-					return err
+					return damaged(err)
 				}
-				return item.Value(func(v []byte) error { return s.codecs.DecodeChunk(h, i, dst, v) })
+				return damaged(item.Value(func(v []byte) error { return s.codecs.DecodeChunk(h, i, dst, v) }))
 			})
 		})
 	}
@@ -495,6 +722,9 @@ func (s *Store) get(key string) (*Value, error) {
 // Stat describes the entry under key without reading its chunks.
 func (s *Store) Stat(key string) (*EntryInfo, error) {
 	m, err := s.readMeta(key)
+	if err == nil && m.expires != 0 && s.now().UnixNano() >= m.expires {
+		err = errs.ErrNotFound
+	}
 	if err != nil {
 		return nil, fmt.Errorf("l2: %s: stat %q: %w", s.dir, key, err)
 	}
@@ -502,53 +732,79 @@ func (s *Store) Stat(key string) (*EntryInfo, error) {
 }
 
 func infoOf(key string, m *meta) *EntryInfo {
-	return &EntryInfo{
+	info := &EntryInfo{
 		Key: key, DType: m.header.DType, Shape: m.header.Shape,
 		LogicalBytes: m.header.Length, StoredBytes: m.header.StoredBytes(),
 		Written: time.Unix(0, m.written),
 	}
+	if m.expires != 0 {
+		info.Expires = time.Unix(0, m.expires)
+	}
+	return info
 }
 
 // Delete removes the entry under key; a missing key is not an error.
 func (s *Store) Delete(key string) error {
-	mk := metaKey(key)
-	var err error
-	for range commitRetries {
-		err = s.db.Update(func(txn *badger.Txn) error {
-			item, err := txn.Get(mk)
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			var m *meta
-			_ = item.Value(func(v []byte) error { m, _ = parseMeta(v); return nil })
-			if m != nil {
-				for i := range m.header.Chunks {
-					if err := txn.Delete(chunkKey(m.id, i)); err != nil {
+	if s.closed.Load() {
+		return fmt.Errorf("l2: %s: %w", s.dir, errs.ErrClosed)
+	}
+	return s.removeEntries([]string{key})
+}
+
+// removeEntries deletes the meta records of keys (the commit point: the
+// entries are gone once that returns) and then drops their chunks.
+func (s *Store) removeEntries(keys []string) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	var prefixes [][]byte
+	const batch = 1000 // well inside Badger's transaction limits
+	for start := 0; start < len(keys); start += batch {
+		part := keys[start:min(start+batch, len(keys))]
+		var ids [][]byte
+		var err error
+		for range commitRetries {
+			ids = ids[:0]
+			err = s.db.Update(func(txn *badger.Txn) error {
+				for _, key := range part {
+					item, err := txn.Get(metaKey(key))
+					if errors.Is(err, badger.ErrKeyNotFound) {
+						continue
+					}
+					if err != nil {
+						return err
+					}
+					// Chunks of an unreadable record are swept at the next Open.
+					_ = item.Value(func(v []byte) error {
+						if m, err := parseMeta(v); err == nil {
+							ids = append(ids, append([]byte{chunkPrefix}, m.id...))
+						}
+						return nil
+					})
+					if err := txn.Delete(metaKey(key)); err != nil {
 						return err
 					}
 				}
+				return nil
+			})
+			if !errors.Is(err, badger.ErrConflict) {
+				break
 			}
-			// Chunks of an unreadable record are swept at the next Open.
-			return txn.Delete(mk)
-		})
-		if !errors.Is(err, badger.ErrConflict) {
-			break
 		}
+		if err != nil {
+			return fmt.Errorf("l2: %s: delete: %w", s.dir, err)
+		}
+		s.mu.Lock()
+		for _, key := range part {
+			if ie, ok := s.index[key]; ok {
+				s.logical -= ie.logical
+				s.stored -= ie.stored
+				delete(s.index, key)
+			}
+		}
+		s.mu.Unlock()
+		prefixes = append(prefixes, ids...)
 	}
-	if err != nil {
-		return fmt.Errorf("l2: %s: delete %q: %w", s.dir, key, err)
-	}
-	s.mu.Lock()
-	if ie, ok := s.index[key]; ok {
-		s.logical -= ie.logical
-		s.stored -= ie.stored
-		delete(s.index, key)
-	}
-	s.mu.Unlock()
-	return nil
+	return s.dropPrefixes(prefixes)
 }
 
 // Stats returns the store's contents and counters.
@@ -556,9 +812,134 @@ func (s *Store) Stats() Stats {
 	s.mu.Lock()
 	st := Stats{Entries: len(s.index), LogicalBytes: s.logical, StoredBytes: s.stored, MaxBytes: s.max}
 	s.mu.Unlock()
+	if du, err := s.DiskUsage(); err == nil {
+		st.DiskBytes = du
+	} else {
+		st.DiskBytes = -1
+	}
+	st.Expired = s.expired.Load()
 	st.Hits, st.Misses, st.Corrupt = s.hits.Load(), s.misses.Load(), s.corrupt.Load()
 	st.Evictions, st.Puts, st.PutErrors = s.evictions.Load(), s.puts.Load(), s.putErrors.Load()
 	return st
+}
+
+// Range calls fn for every live entry whose key starts with prefix, in key
+// order, until fn returns false. Damaged meta records are skipped (Verify
+// and Get report them).
+func (s *Store) Range(prefix string, fn func(*EntryInfo) bool) error {
+	if s.closed.Load() {
+		return fmt.Errorf("l2: %s: %w", s.dir, errs.ErrClosed)
+	}
+	now := s.now().UnixNano()
+	var infos []*EntryInfo
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: metaKey(prefix), PrefetchValues: false})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			key := string(item.Key()[1:])
+			_ = item.Value(func(v []byte) error {
+				if m, err := parseMeta(v); err == nil && (m.expires == 0 || now < m.expires) {
+					infos = append(infos, infoOf(key, m))
+				}
+				return nil
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("l2: %s: %w", s.dir, err)
+	}
+	// fn runs outside the transaction, so it may write to the store.
+	for _, info := range infos {
+		if !fn(info) {
+			break
+		}
+	}
+	return nil
+}
+
+// Verify reads every entry and checks its header and chunk checksums.
+// Damaged entries are dropped (nothing else is touched) and reported to bad,
+// if not nil. It returns how many entries it checked and how many were bad.
+func (s *Store) Verify(bad func(key string, err error)) (checked, corrupt int, err error) {
+	if s.closed.Load() {
+		return 0, 0, fmt.Errorf("l2: %s: %w", s.dir, errs.ErrClosed)
+	}
+	var keys []string
+	var badMeta []string
+	err = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{metaPrefix}, PrefetchValues: false})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			key := string(it.Item().Key()[1:])
+			if verr := it.Item().Value(func(v []byte) error { _, err := parseMeta(v); return err }); verr != nil {
+				badMeta = append(badMeta, key)
+				if bad != nil {
+					bad(key, verr)
+				}
+				continue
+			}
+			keys = append(keys, key)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("l2: %s: verify: %w", s.dir, err)
+	}
+	if len(badMeta) > 0 {
+		s.corrupt.Add(uint64(len(badMeta)))
+		if err := s.removeEntries(badMeta); err != nil {
+			return 0, 0, err
+		}
+	}
+	checked, corrupt = len(badMeta), len(badMeta)
+	for _, key := range keys {
+		_, gerr := s.get(key)
+		checked++
+		switch {
+		case gerr == nil, errors.Is(gerr, errs.ErrNotFound):
+		case errors.Is(gerr, errs.ErrCorrupt), errors.Is(gerr, errs.ErrVersion), errors.Is(gerr, errs.ErrUnsupported):
+			corrupt++
+			s.corrupt.Add(1)
+			if bad != nil {
+				bad(key, gerr)
+			}
+			if err := s.Delete(key); err != nil {
+				return checked, corrupt, err
+			}
+		default:
+			return checked, corrupt, fmt.Errorf("l2: %s: verify %q: %w", s.dir, key, gerr)
+		}
+	}
+	return checked, corrupt, nil
+}
+
+// DiskUsage is the disk space the directory takes now, as du counts it.
+func (s *Store) DiskUsage() (int64, error) {
+	return DiskUsage(s.dir)
+}
+
+// DiskUsage is the disk space the files under dir take, as du counts it.
+func DiskUsage(dir string) (int64, error) {
+	var total int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			total += allocated(fi)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("l2: %s: disk usage: %w", dir, err)
+	}
+	return total, nil
 }
 
 // Dir is the store's directory.

@@ -226,7 +226,8 @@ func TestStore_BudgetEvictsLeastRecentlyUsed(t *testing.T) {
 		}
 		return b
 	}
-	s.max = 3 * 4096
+	// Three entries fit under LowWater; a fourth passes HighWater.
+	s.max = 16000
 	for i := range 3 {
 		require.NoError(t, s.Put(fmt.Sprint(i), "U8", nil, noise(uint64(i))))
 	}

@@ -1,0 +1,41 @@
+package l2
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Filling three times the budget keeps the directory's real disk use (du)
+// within MaxBytes × 1.1 + FixedOverhead at every step, and the newest
+// entries stay readable.
+func TestStore_DiskUseStaysWithinBudget(t *testing.T) {
+	var budget int64 = 64 << 20
+	dir := t.TempDir()
+	s := openStore(t, dir, func(o *Options) { o.MaxBytes = budget; o.ChunkSize = 1 << 20 })
+	limit := int64(float64(budget)*1.1) + FixedOverhead(budget)
+	r := rand.New(rand.NewPCG(1, 2))
+	entry := make([]byte, 1<<20) // incompressible: stored = logical
+	var peak int64
+	n := int(3 * budget / int64(len(entry)))
+	for i := range n {
+		for j := range entry {
+			entry[j] = byte(r.Uint32())
+		}
+		require.NoError(t, s.Put(fmt.Sprint(i), "U8", nil, entry))
+		du, err := s.DiskUsage()
+		require.NoError(t, err)
+		peak = max(peak, du)
+		require.LessOrEqual(t, du, limit, "after %d MiB written: du %d MiB over the %d MiB limit", i+1, du>>20, limit>>20)
+	}
+	st := s.Stats()
+	require.LessOrEqual(t, st.StoredBytes, uint64(float64(budget)*HighWater))
+	require.NotZero(t, st.Evictions)
+	v, err := s.Get(fmt.Sprint(n - 1))
+	require.NoError(t, err)
+	require.Equal(t, entry, v.Data)
+	t.Logf("budget %d MiB, limit %d MiB (fixed overhead %d MiB), peak du %d MiB, %d entries live of %d written",
+		budget>>20, limit>>20, FixedOverhead(budget)>>20, peak>>20, st.Entries, n)
+}

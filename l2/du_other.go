@@ -1,0 +1,12 @@
+//go:build !unix
+
+package l2
+
+import (
+	"errors"
+	"io/fs"
+)
+
+func allocated(fi fs.FileInfo) int64 { return fi.Size() }
+
+func freeSpace(string) (int64, error) { return 0, errors.ErrUnsupported }
