@@ -134,6 +134,21 @@ func (c *Cache[K, V]) Delete(key K) {
 	c.mu.Unlock()
 }
 
+// DeleteFunc removes every entry whose key del reports true for. It holds
+// the lock throughout: del must be quick and must not use the cache.
+func (c *Cache[K, V]) DeleteFunc(del func(K) bool) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for k, nd := range c.items {
+		if del(k) {
+			c.remove(nd)
+			n++
+		}
+	}
+	return n
+}
+
 // Stats returns the counters and current occupancy.
 func (c *Cache[K, V]) Stats() Stats {
 	c.mu.Lock()

@@ -69,6 +69,19 @@ func TestCache_EvictsLeastRecentlyUsedByBytes(t *testing.T) {
 	require.Equal(t, 2, s.Entries)
 }
 
+func TestCache_DeleteFunc(t *testing.T) {
+	c := newCache(t, 1<<20)
+	for _, k := range []string{"a/1", "a/2", "b/1"} {
+		c.Set(k, nil, 10)
+	}
+	require.Equal(t, 2, c.DeleteFunc(func(k string) bool { return k[0] == 'a' }))
+	_, ok := c.Get("b/1")
+	require.True(t, ok)
+	s := c.Stats()
+	require.Equal(t, 1, s.Entries)
+	require.Equal(t, int64(10+EntryOverhead), s.Bytes)
+}
+
 func TestCache_OversizedEntryNotAdmitted(t *testing.T) {
 	c := newCache(t, 1000)
 	require.True(t, c.Set("keep", []byte("x"), 10))

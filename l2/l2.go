@@ -191,6 +191,12 @@ func Open(opts *Options) (*Store, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
+	if err := checkTables(opts.Dir); err != nil {
+		if lock != nil {
+			lock.Close()
+		}
+		return nil, err
+	}
 	memTable, vlogFile := sizes(opts.MaxBytes)
 	bo := badger.DefaultOptions(opts.Dir).
 		WithMemTableSize(memTable).

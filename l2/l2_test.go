@@ -2,6 +2,8 @@ package l2
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -278,3 +280,5 @@ func TestStore_Closed(t *testing.T) {
 	require.ErrorIs(t, err, errs.ErrClosed)
 	require.NoError(t, s.Close())
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

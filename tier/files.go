@@ -25,11 +25,11 @@ type openFile struct {
 
 func newFileTable() *fileTable { return &fileTable{byPath: make(map[string]*openFile)} }
 
-// acquire returns the open file for the version id, opening it if needed,
-// and a release func the caller must call when done reading.
-func (t *fileTable) acquire(id loader.Identity) (*loader.File, func(), error) {
+// acquire returns the open file for the version id, opening it if needed
+// (opened says so), and a release func the caller must call when done.
+func (t *fileTable) acquire(id loader.Identity) (f *loader.File, release func(), opened bool, err error) {
 	if of := t.get(id); of != nil {
-		return of.f, t.releaser(of), nil
+		return of.f, t.releaser(of), false, nil
 	}
 	m, _ := t.opening.LoadOrStore(id.String(), &sync.Mutex{})
 	mu := m.(*sync.Mutex)
@@ -37,11 +37,11 @@ func (t *fileTable) acquire(id loader.Identity) (*loader.File, func(), error) {
 	defer mu.Unlock()
 	defer t.opening.Delete(id.String())
 	if of := t.get(id); of != nil {
-		return of.f, t.releaser(of), nil
+		return of.f, t.releaser(of), false, nil
 	}
-	f, err := loader.Open(id.Path)
+	f, err = loader.Open(id.Path)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	of := &openFile{f: f, refs: 1}
 	t.mu.Lock()
@@ -53,7 +53,7 @@ func (t *fileTable) acquire(id loader.Identity) (*loader.File, func(), error) {
 	}
 	t.byPath[id.Path] = of
 	t.mu.Unlock()
-	return f, t.releaser(of), nil
+	return f, t.releaser(of), true, nil
 }
 
 // get returns the open file of version id with a reference taken, or nil.

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
@@ -37,6 +40,13 @@ type Options struct {
 	WriteBehindBytes int64
 	// ChunkSize is L2's chunk size; default serialize.DefaultChunk.
 	ChunkSize int
+	// TTL is how long an L2 entry lives; 0 means until evicted.
+	TTL time.Duration
+	// EncryptionKey encrypts L2 at rest (AES, 16, 24 or 32 bytes).
+	EncryptionKey []byte
+	// ReserveBytes is the free space L2 writes leave on the file system;
+	// see l2.Options.ReserveBytes.
+	ReserveBytes int64
 	// Logger receives warnings (corrupt entries, failed writes); default
 	// slog.Default().
 	Logger *slog.Logger
@@ -92,6 +102,7 @@ type Stats struct {
 	L2Hits      uint64
 	SourceLoads uint64 // tensors read from model files
 	L2Errors    uint64 // L2 reads that failed other than by a miss, served from the source instead
+	Removed     uint64 // L2 entries removed because their file changed, vanished or was evicted
 
 	WriteBehindDropped uint64 // L2 writes skipped because the queue was full
 	WriteBehindErrors  uint64 // L2 writes that failed
@@ -112,8 +123,8 @@ type Cache struct {
 	wb    *writeBehind
 	group singleflight.Group
 
-	closed                                          atomic.Bool
-	requests, l1Hits, l2Hits, sourceLoads, l2Errors atomic.Uint64
+	closed                                                        atomic.Bool
+	requests, l1Hits, l2Hits, sourceLoads, l2Errors, staleRemoved atomic.Uint64
 }
 
 // Open opens a cache; with opts.Dir set it opens (or creates) the L2 store
@@ -138,7 +149,10 @@ func Open(opts *Options) (*Cache, error) {
 		return nil, err
 	}
 	if opts.Dir != "" {
-		c.l2, err = l2.Open(&l2.Options{Dir: opts.Dir, MaxBytes: opts.DiskBytes, ChunkSize: opts.ChunkSize, Logger: c.log})
+		c.l2, err = l2.Open(&l2.Options{
+			Dir: opts.Dir, MaxBytes: opts.DiskBytes, ChunkSize: opts.ChunkSize, TTL: opts.TTL,
+			EncryptionKey: opts.EncryptionKey, ReserveBytes: opts.ReserveBytes, Logger: c.log,
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -206,7 +220,7 @@ func (c *Cache) load(id loader.Identity, key, name string) (*Tensor, error) {
 			c.log.Warn("tier: L2 read failed, reading the source", "path", id.Path, "tensor", name, "err", err)
 		}
 	}
-	f, release, err := c.files.acquire(id)
+	f, release, err := c.acquire(id)
 	if err != nil {
 		return nil, err
 	}
@@ -228,6 +242,104 @@ func (c *Cache) load(id loader.Identity, key, name string) (*Tensor, error) {
 		c.wb.enqueue(key, string(ti.DType), ti.Shape, data)
 	}
 	return &Tensor{Name: name, DType: string(ti.DType), Shape: ti.Shape, ServedBy: Source, data: data}, nil
+}
+
+// acquire opens (or shares) the file of version id. The first time this
+// process opens a version, L2 entries of older versions of the same path are
+// removed: they can never be read again.
+func (c *Cache) acquire(id loader.Identity) (*loader.File, func(), error) {
+	f, release, opened, err := c.files.acquire(id)
+	if err == nil && opened && c.l2 != nil {
+		if rerr := c.removeVersions(f.Path(), func(version string) bool { return version != f.Identity().String() }); rerr != nil {
+			c.log.Warn("tier: removing entries of older versions failed", "path", f.Path(), "err", rerr)
+		}
+	}
+	return f, release, err
+}
+
+// splitKey splits an L2 key into the identity of its file and the tensor
+// name. Paths hold no NUL, so the first two NULs are the separators.
+func splitKey(key string) (path, identity, name string, ok bool) {
+	parts := strings.SplitN(key, "\x00", 3)
+	if len(parts) != 3 {
+		return "", "", "", false
+	}
+	return parts[0], parts[0] + "\x00" + parts[1], parts[2], true
+}
+
+// removeVersions removes the L2 entries of path whose identity drop says to.
+func (c *Cache) removeVersions(path string, drop func(identity string) bool) error {
+	var stale []string
+	err := c.l2.Range(path+"\x00", func(e *l2.EntryInfo) bool {
+		if _, id, _, ok := splitKey(e.Key); ok && drop(id) {
+			stale = append(stale, e.Key)
+		}
+		return true
+	})
+	if err != nil || len(stale) == 0 {
+		return err
+	}
+	for _, k := range stale {
+		if err := c.l2.Delete(k); err != nil {
+			return err
+		}
+	}
+	c.staleRemoved.Add(uint64(len(stale)))
+	return nil
+}
+
+// GC removes L2 entries whose source file is gone or has changed, then
+// evicts down to the disk budget and reclaims disk space.
+func (c *Cache) GC() error {
+	if c.closed.Load() {
+		return fmt.Errorf("tier: %w", errs.ErrClosed)
+	}
+	if c.l2 == nil {
+		return nil
+	}
+	paths := map[string]bool{}
+	if err := c.l2.Range("", func(e *l2.EntryInfo) bool {
+		if p, _, _, ok := splitKey(e.Key); ok {
+			paths[p] = true
+		}
+		return true
+	}); err != nil {
+		return err
+	}
+	for p := range paths {
+		current := ""
+		if id, err := loader.Stat(p); err == nil {
+			current = id.String()
+		}
+		if err := c.removeVersions(p, func(id string) bool { return id != current }); err != nil {
+			return err
+		}
+	}
+	return c.l2.GC()
+}
+
+// Verify checks every L2 entry's checksums, drops damaged ones and reports
+// each to bad. It returns how many entries it checked and how many were bad.
+func (c *Cache) Verify(bad func(key string, err error)) (checked, corrupt int, err error) {
+	if c.l2 == nil {
+		return 0, 0, nil
+	}
+	return c.l2.Verify(bad)
+}
+
+// Evict removes every L2 and L1 entry of the file at path, whatever version.
+func (c *Cache) Evict(path string) (int, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return 0, err
+	}
+	if c.l2 == nil {
+		return 0, nil
+	}
+	before := c.staleRemoved.Load()
+	err = c.removeVersions(abs, func(string) bool { return true })
+	c.l1.DeleteFunc(func(k string) bool { return strings.HasPrefix(k, abs+"\x00") })
+	return int(c.staleRemoved.Load() - before), err
 }
 
 // WarmResult says what Warm did.
@@ -254,7 +366,7 @@ func (c *Cache) Warm(ctx context.Context, path string) (*WarmResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, release, err := c.files.acquire(id)
+	f, release, err := c.acquire(id)
 	if err != nil {
 		return nil, err
 	}
@@ -302,7 +414,7 @@ func (c *Cache) Stats() Stats {
 	s := Stats{
 		L1:       c.l1.Stats(),
 		Requests: c.requests.Load(), L1Hits: c.l1Hits.Load(), L2Hits: c.l2Hits.Load(),
-		SourceLoads: c.sourceLoads.Load(), L2Errors: c.l2Errors.Load(),
+		SourceLoads: c.sourceLoads.Load(), L2Errors: c.l2Errors.Load(), Removed: c.staleRemoved.Load(),
 	}
 	if c.l2 != nil {
 		s.L2 = c.l2.Stats()

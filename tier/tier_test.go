@@ -243,3 +243,63 @@ type putterFunc func(key, dtype string, shape []uint64, data []byte) error
 func (f putterFunc) Put(key, dtype string, shape []uint64, data []byte) error {
 	return f(key, dtype, shape, data)
 }
+
+func writeModel(t *testing.T, path string, v byte) {
+	t.Helper()
+	head := `{"w":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}}`
+	b := binary.LittleEndian.AppendUint64(nil, uint64(len(head)))
+	b = append(append(b, head...), v, v, v, v)
+	require.NoError(t, os.WriteFile(path, b, 0o644))
+}
+
+// Entries of an older version of a file are removed from L2 once the new
+// version is read, and GC removes those of files that are gone.
+func TestCache_ReclaimsEntriesOfChangedAndDeletedFiles(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	model := filepath.Join(t.TempDir(), "m.safetensors")
+	writeModel(t, model, 1)
+	c := openCache(t, &Options{Dir: dir})
+	_, err := c.Warm(ctx, model)
+	require.NoError(t, err)
+	_, err = c.Warm(ctx, testModel)
+	require.NoError(t, err)
+	require.Equal(t, 63, c.Stats().L2.Entries)
+
+	writeModel(t, model, 2)
+	later := time.Now().Add(2 * time.Second)
+	require.NoError(t, os.Chtimes(model, later, later))
+	_, err = c.Warm(ctx, model)
+	require.NoError(t, err)
+	st := c.Stats()
+	require.Equal(t, 63, st.L2.Entries, "the old version's entry was replaced, not kept beside")
+	require.Equal(t, uint64(1), st.Removed)
+
+	require.NoError(t, os.Remove(model))
+	require.NoError(t, c.GC())
+	require.Equal(t, 62, c.Stats().L2.Entries, "GC removed the deleted file's entry")
+
+	n, err := c.Evict(testModel)
+	require.NoError(t, err)
+	require.Equal(t, 62, n)
+	require.Zero(t, c.Stats().L2.Entries)
+}
+
+// With no room on disk for L2, reads keep working from the source and the
+// failed writes are counted; Warm says why it failed.
+func TestCache_DiskFullDegradesToSource(t *testing.T) {
+	c := openCache(t, &Options{Dir: t.TempDir(), ReserveBytes: 1 << 62})
+	ctx := context.Background()
+	tn, err := c.Tensor(ctx, testModel, "Const_61")
+	require.NoError(t, err)
+	require.Equal(t, fileBytes(t, testModel, "Const_61"), tn.Bytes())
+	c.Flush()
+	st := c.Stats()
+	require.Equal(t, uint64(1), st.WriteBehindErrors)
+	require.Zero(t, st.L2.Entries)
+	_, err = c.Warm(ctx, testModel)
+	require.ErrorIs(t, err, errs.ErrNoSpace)
+	tn, err = c.Tensor(ctx, testModel, "Const_61")
+	require.NoError(t, err)
+	require.Equal(t, L1, tn.ServedBy)
+}
