@@ -267,6 +267,16 @@ func splitKey(key string) (path, identity, name string, ok bool) {
 	return parts[0], parts[0] + "\x00" + parts[1], parts[2], true
 }
 
+// KeyFile splits an L2 key into the path of the model file and the tensor
+// name, for reports.
+func KeyFile(key string) (path, tensor string) {
+	p, _, name, ok := splitKey(key)
+	if !ok {
+		return "", key
+	}
+	return p, name
+}
+
 // removeVersions removes the L2 entries of path whose identity drop says to.
 func (c *Cache) removeVersions(path string, drop func(identity string) bool) error {
 	var stale []string

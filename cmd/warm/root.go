@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -18,11 +20,13 @@ import (
 
 // globals are the options every subcommand shares.
 type globals struct {
-	dir    string
-	memory string
-	disk   string
-	stdout io.Writer
-	stderr io.Writer
+	dir     string
+	memory  string
+	disk    string
+	ttl     time.Duration
+	keyFile string
+	stdout  io.Writer
+	stderr  io.Writer
 }
 
 func defaultDir() string {
@@ -64,8 +68,33 @@ func (g *globals) open() (*tier.Cache, error) {
 	if err != nil {
 		return nil, err
 	}
+	var key []byte
+	if g.keyFile != "" {
+		if key, err = readKey(g.keyFile); err != nil {
+			return nil, err
+		}
+	}
 	logger := slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	return tier.Open(&tier.Options{Dir: g.dir, MemoryBytes: mem, DiskBytes: disk, Logger: logger})
+	return tier.Open(&tier.Options{Dir: g.dir, MemoryBytes: mem, DiskBytes: disk, TTL: g.ttl, EncryptionKey: key, Logger: logger})
+}
+
+// readKey reads an AES key: 16, 24 or 32 raw bytes, or twice as many hex
+// digits (a trailing newline is ignored).
+func readKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("encryption key: %w", err)
+	}
+	if t := strings.TrimSpace(string(b)); len(t) == 32 || len(t) == 48 || len(t) == 64 {
+		if k, err := hex.DecodeString(t); err == nil {
+			return k, nil
+		}
+	}
+	switch len(b) {
+	case 16, 24, 32:
+		return b, nil
+	}
+	return nil, fmt.Errorf("encryption key %s: want 16, 24 or 32 bytes, raw or in hex", path)
 }
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -93,10 +122,18 @@ Exit status: 0 on success, 1 if any file failed, 2 on a usage error.`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.dir, "dir", defaultDir(), "cache directory (env MODELCACHE_DIR)")
 	pf.StringVar(&g.memory, "memory", envOr("MODELCACHE_MEMORY", ""), "RAM budget of the in-memory tier, e.g. 2GiB (env MODELCACHE_MEMORY; default 1GiB)")
-	pf.StringVar(&g.disk, "disk", envOr("MODELCACHE_DISK", ""), "disk budget for stored bytes, e.g. 100GB; 0 for none (env MODELCACHE_DISK)")
+	pf.StringVar(&g.disk, "disk", envOr("MODELCACHE_DISK", ""), "disk budget of the cache directory, e.g. 100GB; 0 for none (env MODELCACHE_DISK)")
+	ttl, ttlErr := time.ParseDuration(envOr("MODELCACHE_TTL", "0s"))
+	pf.DurationVar(&g.ttl, "ttl", ttl, "how long cached entries live, e.g. 72h; 0 for until evicted (env MODELCACHE_TTL)")
+	pf.StringVar(&g.keyFile, "encryption-key-file", envOr("MODELCACHE_ENCRYPTION_KEY_FILE", ""), "file holding an AES key (16, 24 or 32 bytes, raw or hex) to encrypt the cache at rest (env MODELCACHE_ENCRYPTION_KEY_FILE)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	if ttlErr != nil {
+		root.PersistentPreRunE = func(*cobra.Command, []string) error {
+			return usageError{fmt.Errorf("MODELCACHE_TTL: %v", ttlErr)}
+		}
+	}
 	wrapArgs(root)
-	root.AddCommand(newGetCmd(g), newStatsCmd(g))
+	root.AddCommand(newGetCmd(g), newStatsCmd(g), newVerifyCmd(g), newGCCmd(g), newEvictCmd(g))
 	for _, c := range root.Commands() {
 		wrapArgs(c)
 	}

@@ -15,6 +15,7 @@ type statsJSON struct {
 	LogicalBytes uint64  `json:"logical_bytes"`
 	StoredBytes  uint64  `json:"stored_bytes"`
 	StoredRatio  float64 `json:"stored_ratio"`
+	DiskBytes    int64   `json:"disk_bytes"`
 	MaxBytes     int64   `json:"max_bytes"`
 }
 
@@ -25,7 +26,8 @@ func newStatsCmd(g *globals) *cobra.Command {
 		Short: "Show what the cache directory holds",
 		Long: `stats prints the number of cached entries, their logical (uncompressed)
 bytes and their stored (encoded) bytes. With --json it prints one JSON object:
-{"dir", "entries", "logical_bytes", "stored_bytes", "stored_ratio", "max_bytes"}.`,
+{"dir", "entries", "logical_bytes", "stored_bytes", "stored_ratio",
+"disk_bytes" (the directory's real disk use, as du counts it), "max_bytes"}.`,
 		Example: `  warm stats
   warm stats --json | jq .stored_ratio`,
 		Args: cobra.NoArgs,
@@ -38,7 +40,8 @@ bytes and their stored (encoded) bytes. With --json it prints one JSON object:
 			if err := c.Close(); err != nil {
 				return err
 			}
-			s := statsJSON{Dir: g.dir, Entries: st.Entries, LogicalBytes: st.LogicalBytes, StoredBytes: st.StoredBytes, MaxBytes: st.MaxBytes}
+			s := statsJSON{Dir: g.dir, Entries: st.Entries, LogicalBytes: st.LogicalBytes, StoredBytes: st.StoredBytes,
+				DiskBytes: st.DiskBytes, MaxBytes: st.MaxBytes}
 			if st.LogicalBytes > 0 {
 				s.StoredRatio = float64(st.StoredBytes) / float64(st.LogicalBytes)
 			}
@@ -46,8 +49,9 @@ bytes and their stored (encoded) bytes. With --json it prints one JSON object:
 				enc := json.NewEncoder(g.stdout)
 				return enc.Encode(s)
 			}
-			fmt.Fprintf(g.stdout, "dir:           %s\nentries:       %d\nlogical bytes: %s (%d)\nstored bytes:  %s (%d), ratio %.3f\n",
-				s.Dir, s.Entries, humanize.IBytes(s.LogicalBytes), s.LogicalBytes, humanize.IBytes(s.StoredBytes), s.StoredBytes, s.StoredRatio)
+			fmt.Fprintf(g.stdout, "dir:           %s\nentries:       %d\nlogical bytes: %s (%d)\nstored bytes:  %s (%d), ratio %.3f\ndisk use:      %s (%d)\n",
+				s.Dir, s.Entries, humanize.IBytes(s.LogicalBytes), s.LogicalBytes, humanize.IBytes(s.StoredBytes), s.StoredBytes, s.StoredRatio,
+				humanize.IBytes(uint64(max(s.DiskBytes, 0))), s.DiskBytes)
 			return nil
 		},
 	}

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/modelcache/modelcache/tier"
+)
+
+func newVerifyCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "verify",
+		Short: "Check every cached entry's checksums and drop damaged ones",
+		Long: `verify reads every entry in the cache directory and checks its header and
+chunk checksums. Damaged entries are named on stderr and dropped (they will be
+reloaded from their model file when next read); nothing else is touched.
+Exit status 1 if any entry was damaged.`,
+		Example: `  warm verify
+  warm verify --dir /var/cache/modelcache`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.open()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			checked, bad, err := c.Verify(func(key string, err error) {
+				path, tensor := tier.KeyFile(key)
+				fmt.Fprintf(g.stderr, "warm: damaged: %s: tensor %q: %v (dropped)\n", path, tensor, err)
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "verified %d entries: %d damaged and dropped\n", checked, bad)
+			if err := c.Close(); err != nil {
+				return err
+			}
+			if bad > 0 {
+				return errReported
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/stretchr/testify/require"
+)
+
+// damageChunks flips a byte in the first n chunk values of the store in dir.
+func damageChunks(t *testing.T, dir string, n int) {
+	t.Helper()
+	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
+	require.NoError(t, err)
+	defer func() { require.NoError(t, db.Close()) }()
+	require.NoError(t, db.Update(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{'c'}})
+		defer it.Close()
+		for it.Rewind(); it.Valid() && n > 0; it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			require.NoError(t, err)
+			v[len(v)/2] ^= 0x40
+			require.NoError(t, txn.Set(it.Item().KeyCopy(nil), v))
+			n--
+		}
+		return nil
+	}))
+}
+
+func TestVerify_NamesAndDropsDamagedEntries(t *testing.T) {
+	dir := t.TempDir()
+	require.Equal(t, 0, warm(t, "--dir", dir, testModel).code)
+	r := warm(t, "verify", "--dir", dir)
+	require.Equal(t, 0, r.code, "%s", r.stderr)
+	require.Contains(t, string(r.stdout), "verified 62 entries: 0 damaged")
+
+	damageChunks(t, dir, 2)
+	r = warm(t, "verify", "--dir", dir)
+	require.Equal(t, 1, r.code)
+	lines := strings.Split(strings.TrimSpace(string(r.stderr)), "\n")
+	require.Len(t, lines, 2, "%s", r.stderr)
+	for _, l := range lines {
+		require.Contains(t, l, "posenet.bf16.safetensors")
+		require.Contains(t, l, "tensor ")
+	}
+	require.Contains(t, string(r.stdout), "2 damaged and dropped")
+
+	// Dropped, nothing else lost: the next verify is clean, 60 entries left,
+	// and warm refills the two.
+	r = warm(t, "verify", "--dir", dir)
+	require.Equal(t, 0, r.code, "%s", r.stderr)
+	require.Contains(t, string(r.stdout), "verified 60 entries")
+	r = warm(t, "--dir", dir, testModel)
+	require.Contains(t, string(r.stdout), "2 cached now, 60 already cached")
+}
