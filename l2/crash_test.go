@@ -15,6 +15,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/modelcache/modelcache/internal/testmodels"
+
 	"github.com/modelcache/modelcache/errs"
 )
 
@@ -77,11 +79,7 @@ func TestHelperCrashWriter(t *testing.T) {
 // opens, serves every entry reported as written byte for byte, and never
 // serves a partial or damaged entry.
 func TestStore_SurvivesKill9(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("L2_CRASH_SEED"); s != "" {
-		seed, _ = strconv.ParseUint(s, 10, 64)
-	}
-	t.Logf("seed %d (set L2_CRASH_SEED to replay)", seed)
+	seed := testmodels.Seed(t, "L2_CRASH_SEED")
 	r := rand.New(rand.NewPCG(seed, 1))
 	dir := t.TempDir()
 	// key -> "ok" (written), "del" (deleted), or "deleting" / "putting" (in

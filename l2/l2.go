@@ -191,7 +191,7 @@ func Open(opts *Options) (*Store, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	if err := checkTables(opts.Dir); err != nil {
+	if err := errors.Join(removeEmptyLogs(opts.Dir), checkTables(opts.Dir)); err != nil {
 		if lock != nil {
 			lock.Close()
 		}

@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -282,3 +284,19 @@ func TestStore_Closed(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// A kill between creating a memtable or value-log file and sizing it leaves
+// an empty file that Badger alone refuses to open past.
+func TestOpen_IgnoresEmptyLogsLeftByACrash(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	require.NoError(t, s.Put("k", "U8", nil, payload(100_000, 1)))
+	require.NoError(t, s.Close())
+	for _, name := range []string{"00009.mem", "000009.vlog"} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), nil, 0o644))
+	}
+	s = openStore(t, dir)
+	v, err := s.Get("k")
+	require.NoError(t, err)
+	require.Equal(t, payload(100_000, 1), v.Data)
+}

@@ -3,14 +3,14 @@ package main
 import (
 	"context"
 	"math/rand/v2"
-	"os"
 	"os/exec"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/modelcache/modelcache/internal/testmodels"
 
 	"github.com/modelcache/modelcache/tier"
 )
@@ -19,11 +19,7 @@ import (
 // entry it holds is whole, verify finds nothing damaged, and a rerun
 // completes the job.
 func TestWarm_KilledAtRandomMoments(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("WARM_CRASH_SEED"); s != "" {
-		seed, _ = strconv.ParseUint(s, 10, 64)
-	}
-	t.Logf("seed %d (set WARM_CRASH_SEED to replay)", seed)
+	seed := testmodels.Seed(t, "WARM_CRASH_SEED")
 	r := rand.New(rand.NewPCG(seed, 3))
 	files := models(t)
 	dir := t.TempDir()

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/modelcache/modelcache/tier"
 )
 
 func newEvictCmd(g *globals) *cobra.Command {
@@ -15,19 +17,16 @@ was cached. The file itself is not touched and need not exist any more.`,
 		Example: `  warm evict old-model.safetensors`,
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.open()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			for _, f := range args {
-				n, err := c.Evict(f)
-				if err != nil {
-					return err
+			return g.withCache(func(c *tier.Cache) error {
+				for _, f := range args {
+					n, err := c.Evict(f)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(g.stdout, "%s: %d entries removed\n", f, n)
 				}
-				fmt.Fprintf(g.stdout, "%s: %d entries removed\n", f, n)
-			}
-			return c.Close()
+				return nil
+			})
 		},
 	}
 }

@@ -5,6 +5,8 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
+
+	"github.com/modelcache/modelcache/tier"
 )
 
 func newGCCmd(g *globals) *cobra.Command {
@@ -18,24 +20,18 @@ reclaims the space of everything removed.`,
   warm gc --disk 50GB`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.open()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			before := c.Stats().L2
-			if err := c.GC(); err != nil {
-				return err
-			}
-			after := c.Stats().L2
-			if err := c.Close(); err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stdout, "entries %d -> %d, stored %s -> %s, disk use %s -> %s\n",
-				before.Entries, after.Entries,
-				humanize.IBytes(before.StoredBytes), humanize.IBytes(after.StoredBytes),
-				humanize.IBytes(uint64(max(before.DiskBytes, 0))), humanize.IBytes(uint64(max(after.DiskBytes, 0))))
-			return nil
+			return g.withCache(func(c *tier.Cache) error {
+				before := c.Stats().L2
+				if err := c.GC(); err != nil {
+					return err
+				}
+				after := c.Stats().L2
+				fmt.Fprintf(g.stdout, "entries %d -> %d, stored %s -> %s, disk use %s -> %s\n",
+					before.Entries, after.Entries,
+					humanize.IBytes(before.StoredBytes), humanize.IBytes(after.StoredBytes),
+					humanize.IBytes(uint64(max(before.DiskBytes, 0))), humanize.IBytes(uint64(max(after.DiskBytes, 0))))
+				return nil
+			})
 		},
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/modelcache/modelcache/tier"
 )
 
 func newGetCmd(g *globals) *cobra.Command {
@@ -28,26 +30,23 @@ stderr which tier served each read: "served-by: l1", "l2" or "source".`,
 			if ctx == nil {
 				ctx = context.Background()
 			}
-			c, err := g.open()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			var out []byte
-			for range repeat {
-				t, err := c.Tensor(ctx, args[0], args[1])
-				if err != nil {
-					return err
+			return g.withCache(func(c *tier.Cache) error {
+				var out []byte
+				for range repeat {
+					t, err := c.Tensor(ctx, args[0], args[1])
+					if err != nil {
+						return err
+					}
+					if verbose {
+						fmt.Fprintf(g.stderr, "served-by: %s\n", t.ServedBy)
+					}
+					out = t.Bytes()
 				}
-				if verbose {
-					fmt.Fprintf(g.stderr, "served-by: %s\n", t.ServedBy)
+				if _, err := g.stdout.Write(out); err != nil {
+					return fmt.Errorf("writing to stdout: %w", err)
 				}
-				out = t.Bytes()
-			}
-			if _, err := g.stdout.Write(out); err != nil {
-				return fmt.Errorf("writing to stdout: %w", err)
-			}
-			return c.Close()
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "write which tier served each read to stderr")

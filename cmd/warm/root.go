@@ -78,6 +78,20 @@ func (g *globals) open() (*tier.Cache, error) {
 	return tier.Open(&tier.Options{Dir: g.dir, MemoryBytes: mem, DiskBytes: disk, TTL: g.ttl, EncryptionKey: key, Logger: logger})
 }
 
+// withCache opens the cache, runs fn and closes the cache. A failed Close
+// (queued writes lost) is reported when fn itself succeeded.
+func (g *globals) withCache(fn func(c *tier.Cache) error) error {
+	c, err := g.open()
+	if err != nil {
+		return err
+	}
+	err = fn(c)
+	if cerr := c.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 // readKey reads an AES key: 16, 24 or 32 raw bytes, or twice as many hex
 // digits (a trailing newline is ignored).
 func readKey(path string) ([]byte, error) {

@@ -6,6 +6,9 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
+
+	"github.com/modelcache/modelcache/l2"
+	"github.com/modelcache/modelcache/tier"
 )
 
 // statsJSON is the contract of "warm stats --json".
@@ -32,12 +35,8 @@ bytes and their stored (encoded) bytes. With --json it prints one JSON object:
   warm stats --json | jq .stored_ratio`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.open()
-			if err != nil {
-				return err
-			}
-			st := c.Stats().L2
-			if err := c.Close(); err != nil {
+			var st l2.Stats
+			if err := g.withCache(func(c *tier.Cache) error { st = c.Stats().L2; return nil }); err != nil {
 				return err
 			}
 			s := statsJSON{Dir: g.dir, Entries: st.Entries, LogicalBytes: st.LogicalBytes, StoredBytes: st.StoredBytes,

@@ -20,26 +20,20 @@ Exit status 1 if any entry was damaged.`,
   warm verify --dir /var/cache/modelcache`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.open()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			checked, bad, err := c.Verify(func(key string, err error) {
-				path, tensor := tier.KeyFile(key)
-				fmt.Fprintf(g.stderr, "warm: damaged: %s: tensor %q: %v (dropped)\n", path, tensor, err)
+			return g.withCache(func(c *tier.Cache) error {
+				checked, bad, err := c.Verify(func(key string, err error) {
+					path, tensor := tier.KeyFile(key)
+					fmt.Fprintf(g.stderr, "warm: damaged: %s: tensor %q: %v (dropped)\n", path, tensor, err)
+				})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "verified %d entries: %d damaged and dropped\n", checked, bad)
+				if bad > 0 {
+					return errReported
+				}
+				return nil
 			})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stdout, "verified %d entries: %d damaged and dropped\n", checked, bad)
-			if err := c.Close(); err != nil {
-				return err
-			}
-			if bad > 0 {
-				return errReported
-			}
-			return nil
 		},
 	}
 }

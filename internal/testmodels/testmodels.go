@@ -5,8 +5,26 @@ package testmodels
 import (
 	"encoding/binary"
 	"math"
+	"os"
+	"strconv"
 	"strings"
+	"testing"
+	"time"
 )
+
+// Seed returns the seed of a randomized test: the value of the environment
+// variable env if set, else a new one. It logs the seed so that a failure can
+// be replayed.
+func Seed(tb testing.TB, env string) uint64 {
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv(env); s != "" {
+		if v, err := strconv.ParseUint(s, 10, 64); err == nil {
+			seed = v
+		}
+	}
+	tb.Logf("seed %d (set %s=%d to replay)", seed, env, seed)
+	return seed
+}
 
 // Build assembles a safetensors file from a raw JSON header and data.
 func Build(head string, data []byte) []byte {
