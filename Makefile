@@ -33,6 +33,7 @@ demo:
 test:
 	$(GO) vet ./...
 	$(GO) test -race ./...
+	$(GO) test -tags purego ./serialize/   # the portable path of the SSE2 code
 
 fmt-check:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

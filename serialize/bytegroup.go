@@ -119,6 +119,8 @@ func unshuffle(dst []byte, streams [][]byte, w int) {
 	switch w {
 	case 2:
 		s0, s1, d := streams[0][:n], streams[1][:n], dst[:2*n]
+		m := interleave2Wide(d, s0, s1)
+		s0, s1, d = s0[m:], s1[m:], d[2*m:]
 		// Reslicing as we go lets the compiler drop the bounds checks.
 		for len(s0) >= 8 && len(s1) >= 8 && len(d) >= 16 {
 			a := binary.LittleEndian.Uint64(s0)
@@ -132,6 +134,8 @@ func unshuffle(dst []byte, streams [][]byte, w int) {
 		}
 	case 4:
 		s0, s1, s2, s3, d := streams[0][:n], streams[1][:n], streams[2][:n], streams[3][:n], dst[:4*n]
+		m := interleave4Wide(d, s0, s1, s2, s3)
+		s0, s1, s2, s3, d = s0[m:], s1[m:], s2[m:], s3[m:], d[4*m:]
 		for len(s0) >= 4 && len(s1) >= 4 && len(s2) >= 4 && len(s3) >= 4 && len(d) >= 16 {
 			// Two 2-way merges: bytes 0,1 into 16-bit pairs, 2,3 likewise,
 			// then the pairs into 32-bit elements.
