@@ -46,9 +46,20 @@ staticcheck: $(STATICCHECK)
 
 check: fmt-check test staticcheck
 
+# Benchmarks: codecs, then warm bench against cold disk reads on a generated
+# 1 GiB BF16 model (not committed) and the bundled model, locally and with
+# the source throttled to network-storage speed. Results go into
+# docs/BENCHMARKS.md between the warm-bench markers, charts beside it.
+BENCH_DIR ?= $(or $(TMPDIR),/tmp)/modelcache-bench
+SYNTHETIC ?= $(BENCH_DIR)/synthetic-1g.safetensors
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./serialize/ ./l1/
-	$(GO) test -run 'RatioOnRealModels' -v ./serialize/ | grep stored/logical
+	$(GO) test -count=1 -run 'RatioOnRealModels' -v ./serialize/ | grep stored/logical
+	mkdir -p $(BENCH_DIR)
+	test -f $(SYNTHETIC) || $(GO) run ./internal/tools/genmodel -o $(SYNTHETIC) -size 1GiB
+	$(GO) build -o $(BENCH_DIR)/warm ./cmd/warm
+	$(BENCH_DIR)/warm bench --runs 3 --markdown docs/BENCHMARKS.md --section local --chart docs/bench-local.svg $(SYNTHETIC) $(DEMO_MODEL)
+	$(BENCH_DIR)/warm bench --runs 3 --source-rate 200MB --markdown docs/BENCHMARKS.md --section slow-source --chart docs/bench-slow-source.svg $(SYNTHETIC)
 
 # Run every fuzz target for FUZZTIME each.
 FUZZTIME ?= 60s

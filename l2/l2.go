@@ -26,10 +26,11 @@ import (
 )
 
 const (
-	metaPrefix  = 'm'
-	chunkPrefix = 'c'
-	idLen       = 16
-	metaFixed   = idLen + 16 // id, write time, expiry; the serialize header follows
+	metaPrefix    = 'm'
+	chunkPrefix   = 'c'
+	counterPrefix = 's'
+	idLen         = 16
+	metaFixed     = idLen + 16 // id, write time, expiry; the serialize header follows
 	// Values this large or larger go to Badger's value log, keeping the LSM
 	// tree (which compaction rewrites again and again) small.
 	valueThreshold = 64 << 10
@@ -919,6 +920,71 @@ func (s *Store) Verify(bad func(key string, err error)) (checked, corrupt int, e
 		}
 	}
 	return checked, corrupt, nil
+}
+
+// AddCounters adds deltas to named counters kept in the store for its
+// whole life (tier keeps its hit and miss counts there).
+func (s *Store) AddCounters(deltas map[string]uint64) error {
+	if s.closed.Load() {
+		return fmt.Errorf("l2: %s: %w", s.dir, errs.ErrClosed)
+	}
+	s.writeMu.RLock()
+	defer s.writeMu.RUnlock()
+	var err error
+	for range commitRetries {
+		err = s.db.Update(func(txn *badger.Txn) error {
+			for name, d := range deltas {
+				k := append([]byte{counterPrefix}, name...)
+				var v uint64
+				item, err := txn.Get(k)
+				switch {
+				case err == nil:
+					_ = item.Value(func(b []byte) error {
+						if len(b) == 8 {
+							v = binary.LittleEndian.Uint64(b)
+						}
+						return nil
+					})
+				case !errors.Is(err, badger.ErrKeyNotFound):
+					return err
+				}
+				if err := txn.Set(k, binary.LittleEndian.AppendUint64(nil, v+d)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if !errors.Is(err, badger.ErrConflict) {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("l2: %s: counters: %w", s.dir, err)
+	}
+	return nil
+}
+
+// Counters returns the counters AddCounters keeps.
+func (s *Store) Counters() (map[string]uint64, error) {
+	out := map[string]uint64{}
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{counterPrefix}, PrefetchValues: false})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			name := string(it.Item().Key()[1:])
+			_ = it.Item().Value(func(b []byte) error {
+				if len(b) == 8 {
+					out[name] = binary.LittleEndian.Uint64(b)
+				}
+				return nil
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("l2: %s: counters: %w", s.dir, err)
+	}
+	return out, nil
 }
 
 // DiskUsage is the disk space the directory takes now, as du counts it.

@@ -106,6 +106,42 @@ type Stats struct {
 
 	WriteBehindDropped uint64 // L2 writes skipped because the queue was full
 	WriteBehindErrors  uint64 // L2 writes that failed
+
+	// Lifetime counts reads since the cache directory was created: the
+	// counts of every process that used it, added up at each Close, plus
+	// this one's so far. Without L2 it is this process's alone.
+	Lifetime Counters
+}
+
+// Counters are read counts per tier.
+type Counters struct {
+	Requests    uint64 `json:"requests"`
+	L1Hits      uint64 `json:"l1_hits"`
+	L2Hits      uint64 `json:"l2_hits"`
+	L2Misses    uint64 `json:"l2_misses"`
+	SourceLoads uint64 `json:"source_loads"`
+	L2Errors    uint64 `json:"l2_errors"`
+}
+
+func (c Counters) asMap() map[string]uint64 {
+	return map[string]uint64{
+		"requests": c.Requests, "l1_hits": c.L1Hits, "l2_hits": c.L2Hits,
+		"l2_misses": c.L2Misses, "source_loads": c.SourceLoads, "l2_errors": c.L2Errors,
+	}
+}
+
+func countersFrom(m map[string]uint64) Counters {
+	return Counters{
+		Requests: m["requests"], L1Hits: m["l1_hits"], L2Hits: m["l2_hits"],
+		L2Misses: m["l2_misses"], SourceLoads: m["source_loads"], L2Errors: m["l2_errors"],
+	}
+}
+
+func (c Counters) plus(o Counters) Counters {
+	return Counters{
+		Requests: c.Requests + o.Requests, L1Hits: c.L1Hits + o.L1Hits, L2Hits: c.L2Hits + o.L2Hits,
+		L2Misses: c.L2Misses + o.L2Misses, SourceLoads: c.SourceLoads + o.SourceLoads, L2Errors: c.L2Errors + o.L2Errors,
+	}
 }
 
 type l1Value struct {
@@ -123,8 +159,8 @@ type Cache struct {
 	wb    *writeBehind
 	group singleflight.Group
 
-	closed                                                        atomic.Bool
-	requests, l1Hits, l2Hits, sourceLoads, l2Errors, staleRemoved atomic.Uint64
+	closed                                                                  atomic.Bool
+	requests, l1Hits, l2Hits, l2Misses, sourceLoads, l2Errors, staleRemoved atomic.Uint64
 }
 
 // Open opens a cache; with opts.Dir set it opens (or creates) the L2 store
@@ -214,6 +250,7 @@ func (c *Cache) load(id loader.Identity, key, name string) (*Tensor, error) {
 			c.l1.Set(key, &l1Value{dtype: v.DType, shape: v.Shape, data: v.Data}, int64(len(v.Data)))
 			return &Tensor{Name: name, DType: v.DType, Shape: v.Shape, ServedBy: L2, data: v.Data}, nil
 		case errors.Is(err, errs.ErrNotFound):
+			c.l2Misses.Add(1)
 		default:
 			// Corrupt (already dropped by l2) or failing: the file is the truth.
 			c.l2Errors.Add(1)
@@ -328,6 +365,55 @@ func (c *Cache) GC() error {
 	return c.l2.GC()
 }
 
+// CachedTensor describes one tensor held in L2.
+type CachedTensor struct {
+	Path         string // the model file
+	Version      string // its identity when cached: size:mtime:dev:inode
+	Tensor       string
+	DType        string
+	Shape        []uint64
+	LogicalBytes uint64
+	StoredBytes  uint64
+	Written      time.Time
+}
+
+// Cached calls fn for every tensor in L2, grouped by file, until fn returns
+// false.
+func (c *Cache) Cached(fn func(*CachedTensor) bool) error {
+	if c.l2 == nil {
+		return nil
+	}
+	return c.l2.Range("", func(e *l2.EntryInfo) bool {
+		p, id, name, ok := splitKey(e.Key)
+		if !ok {
+			return true
+		}
+		return fn(&CachedTensor{
+			Path: p, Version: strings.TrimPrefix(id, p+"\x00"), Tensor: name, DType: e.DType, Shape: e.Shape,
+			LogicalBytes: e.LogicalBytes, StoredBytes: e.StoredBytes, Written: e.Written,
+		})
+	})
+}
+
+// FileEntries describes the L2 entries of the current version of the file
+// at path: how many, and their logical and stored bytes.
+func (c *Cache) FileEntries(path string) (n int, logical, stored uint64, err error) {
+	if c.l2 == nil {
+		return 0, 0, 0, nil
+	}
+	id, err := loader.Stat(path)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	err = c.l2.Range(id.String()+"\x00", func(e *l2.EntryInfo) bool {
+		n++
+		logical += e.LogicalBytes
+		stored += e.StoredBytes
+		return true
+	})
+	return n, logical, stored, err
+}
+
 // Verify checks every L2 entry's checksums, drops damaged ones and reports
 // each to bad. It returns how many entries it checked and how many were bad.
 func (c *Cache) Verify(bad func(key string, err error)) (checked, corrupt int, err error) {
@@ -366,6 +452,12 @@ type WarmResult struct {
 // already holds. It returns when they are all stored or at the first error;
 // what was stored before an error stays stored.
 func (c *Cache) Warm(ctx context.Context, path string) (*WarmResult, error) {
+	return c.WarmFunc(ctx, path, nil)
+}
+
+// WarmFunc is Warm that calls progress (if not nil, from several goroutines)
+// with the logical bytes of each tensor as it is stored or found stored.
+func (c *Cache) WarmFunc(ctx context.Context, path string, progress func(bytes uint64)) (*WarmResult, error) {
 	if c.closed.Load() {
 		return nil, fmt.Errorf("tier: %w", errs.ErrClosed)
 	}
@@ -396,6 +488,9 @@ func (c *Cache) Warm(ctx context.Context, path string) (*WarmResult, error) {
 				mu.Lock()
 				res.Skipped++
 				mu.Unlock()
+				if progress != nil {
+					progress(ti.Length)
+				}
 				return nil
 			}
 			data, err := f.ReadTensor(ti.Name)
@@ -410,6 +505,9 @@ func (c *Cache) Warm(ctx context.Context, path string) (*WarmResult, error) {
 			res.Written++
 			res.WrittenBytes += ti.Length
 			mu.Unlock()
+			if progress != nil {
+				progress(ti.Length)
+			}
 			return nil
 		})
 	}
@@ -426,9 +524,13 @@ func (c *Cache) Stats() Stats {
 		Requests: c.requests.Load(), L1Hits: c.l1Hits.Load(), L2Hits: c.l2Hits.Load(),
 		SourceLoads: c.sourceLoads.Load(), L2Errors: c.l2Errors.Load(), Removed: c.staleRemoved.Load(),
 	}
+	s.Lifetime = c.session()
 	if c.l2 != nil {
 		s.L2 = c.l2.Stats()
 		s.WriteBehindDropped, s.WriteBehindErrors = c.wb.dropped.Load(), c.wb.failed.Load()
+		if stored, err := c.l2.Counters(); err == nil {
+			s.Lifetime = s.Lifetime.plus(countersFrom(stored))
+		}
 	}
 	return s
 }
@@ -451,7 +553,18 @@ func (c *Cache) Close() error {
 		c.wb.close()
 	}
 	if c.l2 != nil {
+		if cerr := c.l2.AddCounters(c.session().asMap()); cerr != nil {
+			c.log.Warn("tier: saving read counters failed", "err", cerr)
+		}
 		err = c.l2.Close()
 	}
 	return errors.Join(err, c.files.closeAll())
+}
+
+// session is this process's read counts.
+func (c *Cache) session() Counters {
+	return Counters{
+		Requests: c.requests.Load(), L1Hits: c.l1Hits.Load(), L2Hits: c.l2Hits.Load(),
+		L2Misses: c.l2Misses.Load(), SourceLoads: c.sourceLoads.Load(), L2Errors: c.l2Errors.Load(),
+	}
 }

@@ -16,6 +16,7 @@ const (
 	exitOK      = 0
 	exitFailure = 1
 	exitUsage   = 2
+	exitSignal  = 130 // interrupted, as shells report SIGINT
 )
 
 // usageError marks errors in how warm was called.
@@ -27,6 +28,9 @@ func (u usageError) Unwrap() error { return u.err }
 // errReported is returned by a command that already printed its errors;
 // it sets the exit status without printing anything more.
 var errReported = errors.New("reported")
+
+// errInterrupted: the command stopped on SIGINT after reporting so.
+var errInterrupted = errors.New("interrupted")
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -40,6 +44,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	err := cmd.Execute()
 	if err == nil {
 		return exitOK
+	}
+	if errors.Is(err, errInterrupted) {
+		return exitSignal
 	}
 	if errors.Is(err, errReported) {
 		return exitFailure

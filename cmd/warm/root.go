@@ -1,13 +1,11 @@
 package main
 
 import (
-	"context"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"time"
@@ -64,6 +62,12 @@ func (g *globals) open() (*tier.Cache, error) {
 	if err != nil {
 		return nil, err
 	}
+	return g.openAt(g.dir, mem)
+}
+
+// openAt opens the cache in dir with an L1 of mem bytes (0: the default)
+// and the other shared options.
+func (g *globals) openAt(dir string, mem int64) (*tier.Cache, error) {
 	disk, err := parseSize("disk", g.disk)
 	if err != nil {
 		return nil, err
@@ -75,7 +79,7 @@ func (g *globals) open() (*tier.Cache, error) {
 		}
 	}
 	logger := slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	return tier.Open(&tier.Options{Dir: g.dir, MemoryBytes: mem, DiskBytes: disk, TTL: g.ttl, EncryptionKey: key, Logger: logger})
+	return tier.Open(&tier.Options{Dir: dir, MemoryBytes: mem, DiskBytes: disk, TTL: g.ttl, EncryptionKey: key, Logger: logger})
 }
 
 // withCache opens the cache, runs fn and closes the cache. A failed Close
@@ -113,24 +117,36 @@ func readKey(path string) ([]byte, error) {
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	g := &globals{stdout: stdout, stderr: stderr}
+	w := &warmFlags{}
 	root := &cobra.Command{
 		Use:   "warm [flags] FILE...",
 		Short: "Pre-populate and inspect a modelcache directory",
 		Long: `warm caches every tensor of the given model files (safetensors) in the
 modelcache directory, so that services reading them through modelcache start
-from local, compressed, checksummed copies. Files already cached are skipped.
+from local, compressed, checksummed copies. Directories are searched for model
+files. Tensors already cached are skipped, so an interrupted run (Ctrl-C stops
+cleanly) resumes where it stopped. On a terminal a progress bar shows bytes,
+rate and time left.
 
-Exit status: 0 on success, 1 if any file failed, 2 on a usage error.`,
+Exit status: 0 on success, 1 if any file failed, 2 on a usage error,
+130 if interrupted.`,
 		Example: `  warm model.safetensors
   warm --dir /var/cache/modelcache shard-*.safetensors
+  warm --jobs 4 /models/                 # every model file under /models
+  warm --json model.safetensors | jq .logical_bytes
   MODELCACHE_DIR=/data/mc warm model.safetensors`,
 		Args:          cobra.MinimumNArgs(1),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.warmFiles(cmd.Context(), args)
+			if w.jobs < 1 {
+				return usageError{fmt.Errorf("--jobs must be at least 1, got %d", w.jobs)}
+			}
+			return g.warmFiles(cmd.Context(), args, w)
 		},
 	}
+	root.Flags().IntVarP(&w.jobs, "jobs", "j", 2, "files warmed at once")
+	root.Flags().BoolVar(&w.json, "json", false, "print a JSON summary instead of text")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	pf := root.PersistentFlags()
@@ -147,7 +163,7 @@ Exit status: 0 on success, 1 if any file failed, 2 on a usage error.`,
 		}
 	}
 	wrapArgs(root)
-	root.AddCommand(newGetCmd(g), newStatsCmd(g), newVerifyCmd(g), newGCCmd(g), newEvictCmd(g))
+	root.AddCommand(newGetCmd(g), newStatsCmd(g), newVerifyCmd(g), newGCCmd(g), newEvictCmd(g), newBenchCmd(g), newLsCmd(g))
 	for _, c := range root.Commands() {
 		wrapArgs(c)
 	}
@@ -166,45 +182,4 @@ func wrapArgs(c *cobra.Command) {
 		}
 		return nil
 	}
-}
-
-// warmFiles warms each file, reporting each on its own line; a bad file does
-// not stop the others, but makes the exit status 1.
-func (g *globals) warmFiles(ctx context.Context, files []string) error {
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
-	defer stop()
-	c, err := g.open()
-	if err != nil {
-		return err
-	}
-	failed := 0
-	for _, f := range files {
-		start := time.Now()
-		res, err := c.Warm(ctx, f)
-		if err != nil {
-			fmt.Fprintf(g.stderr, "warm: %s\n", err)
-			failed++
-			if ctx.Err() != nil {
-				break
-			}
-			continue
-		}
-		el := time.Since(start)
-		fmt.Fprintf(g.stdout, "%s: %d tensors, %s: %d cached now, %d already cached (%s, %s/s)\n",
-			f, res.Tensors, humanize.IBytes(res.LogicalBytes), res.Written, res.Skipped,
-			el.Round(time.Millisecond), humanize.IBytes(uint64(float64(res.LogicalBytes)/max(el.Seconds(), 1e-9))))
-	}
-	st := c.Stats().L2
-	if err := c.Close(); err != nil {
-		return err
-	}
-	fmt.Fprintf(g.stdout, "cache %s: %d entries, %s logical, %s stored\n",
-		g.dir, st.Entries, humanize.IBytes(st.LogicalBytes), humanize.IBytes(st.StoredBytes))
-	if failed > 0 {
-		return errReported
-	}
-	return nil
 }

@@ -7,7 +7,6 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
-	"github.com/modelcache/modelcache/l2"
 	"github.com/modelcache/modelcache/tier"
 )
 
@@ -20,6 +19,8 @@ type statsJSON struct {
 	StoredRatio  float64 `json:"stored_ratio"`
 	DiskBytes    int64   `json:"disk_bytes"`
 	MaxBytes     int64   `json:"max_bytes"`
+	// Reads of every process since the directory was created.
+	Reads tier.Counters `json:"reads"`
 }
 
 func newStatsCmd(g *globals) *cobra.Command {
@@ -30,17 +31,21 @@ func newStatsCmd(g *globals) *cobra.Command {
 		Long: `stats prints the number of cached entries, their logical (uncompressed)
 bytes and their stored (encoded) bytes. With --json it prints one JSON object:
 {"dir", "entries", "logical_bytes", "stored_bytes", "stored_ratio",
-"disk_bytes" (the directory's real disk use, as du counts it), "max_bytes"}.`,
+"disk_bytes" (the directory's real disk use, as du counts it), "max_bytes",
+"reads": {"requests", "l1_hits", "l2_hits", "l2_misses", "source_loads",
+"l2_errors"}}; reads count every process's tensor reads since the directory was
+created (source_loads include the tensors warm read).`,
 		Example: `  warm stats
   warm stats --json | jq .stored_ratio`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var st l2.Stats
-			if err := g.withCache(func(c *tier.Cache) error { st = c.Stats().L2; return nil }); err != nil {
+			var all tier.Stats
+			if err := g.withCache(func(c *tier.Cache) error { all = c.Stats(); return nil }); err != nil {
 				return err
 			}
+			st := all.L2
 			s := statsJSON{Dir: g.dir, Entries: st.Entries, LogicalBytes: st.LogicalBytes, StoredBytes: st.StoredBytes,
-				DiskBytes: st.DiskBytes, MaxBytes: st.MaxBytes}
+				DiskBytes: st.DiskBytes, MaxBytes: st.MaxBytes, Reads: all.Lifetime}
 			if st.LogicalBytes > 0 {
 				s.StoredRatio = float64(st.StoredBytes) / float64(st.LogicalBytes)
 			}
@@ -51,6 +56,9 @@ bytes and their stored (encoded) bytes. With --json it prints one JSON object:
 			fmt.Fprintf(g.stdout, "dir:           %s\nentries:       %d\nlogical bytes: %s (%d)\nstored bytes:  %s (%d), ratio %.3f\ndisk use:      %s (%d)\n",
 				s.Dir, s.Entries, humanize.IBytes(s.LogicalBytes), s.LogicalBytes, humanize.IBytes(s.StoredBytes), s.StoredBytes, s.StoredRatio,
 				humanize.IBytes(uint64(max(s.DiskBytes, 0))), s.DiskBytes)
+			r := s.Reads
+			fmt.Fprintf(g.stdout, "reads:         %d since the cache was created: %d from L1, %d from L2 (%d L2 misses), %d from model files, %d L2 errors\n",
+				r.Requests, r.L1Hits, r.L2Hits, r.L2Misses, r.SourceLoads, r.L2Errors)
 			return nil
 		},
 	}

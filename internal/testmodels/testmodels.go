@@ -1,10 +1,15 @@
-// Package testmodels builds model files for tests: valid ones and a corpus of
-// malformed ones that every layer (loader, tier, the CLI) must refuse.
+// Package testmodels builds model files for tests and benchmarks: synthetic
+// models with the statistics of trained weights, and a corpus of malformed
+// files that every layer (loader, tier, the CLI) must refuse.
 package testmodels
 
 import (
+	"bufio"
 	"encoding/binary"
+	"encoding/json"
+	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
@@ -86,4 +91,97 @@ func Malformed() map[string]Case {
 		"too many dims":          {Build(`{"a":{"dtype":"U8","shape":[`+strings.Repeat("1,", 64)+`1],"data_offsets":[0,1]}}`, eight[:1]), "more than 64 dims"},
 		"tensor is a string":     {Build(`{"a":"F32"}`, nil), "want \"{\""},
 	}
+}
+
+// SyntheticLayout lists the tensors of a transformer-like BF16 model of about
+// size bytes: an embedding, then layers of attention and MLP weights and
+// norms, the shapes real checkpoints have.
+func SyntheticLayout(size int64) (names []string, shapes [][]uint64) {
+	const d, vocab = 2048, 32000
+	add := func(name string, shape ...uint64) {
+		names = append(names, name)
+		shapes = append(shapes, shape)
+	}
+	add("model.embed_tokens.weight", vocab, d)
+	total := int64(vocab * d * 2)
+	for l := 0; total < size; l++ {
+		p := fmt.Sprintf("model.layers.%d.", l)
+		add(p+"input_layernorm.weight", d)
+		for _, m := range []string{"q", "k", "v", "o"} {
+			add(p+"self_attn."+m+"_proj.weight", d, d)
+		}
+		add(p+"post_attention_layernorm.weight", d)
+		add(p+"mlp.up_proj.weight", 4*d, d)
+		add(p+"mlp.down_proj.weight", d, 4*d)
+		total += 2 * (2*d + 4*d*d + 8*d*d)
+	}
+	return names, shapes
+}
+
+// WriteSyntheticBF16 writes a safetensors model of about size bytes whose
+// weights are drawn, tensor by tensor, from N(0, σ²) with σ between 0.01 and
+// 0.03 (norm weights near 1), rounded to BF16: byte statistics like those of
+// a trained transformer. It streams, so memory stays small.
+func WriteSyntheticBF16(path string, size int64, seed uint64) error {
+	names, shapes := SyntheticLayout(size)
+	type entry struct {
+		DType   string    `json:"dtype"`
+		Shape   []uint64  `json:"shape"`
+		Offsets [2]uint64 `json:"data_offsets"`
+	}
+	var head strings.Builder
+	head.WriteString("{")
+	var off uint64
+	for i, name := range names {
+		n := uint64(2)
+		for _, d := range shapes[i] {
+			n *= d
+		}
+		b, err := json.Marshal(entry{"BF16", shapes[i], [2]uint64{off, off + n}})
+		if err != nil {
+			return err
+		}
+		if i > 0 {
+			head.WriteString(",")
+		}
+		fmt.Fprintf(&head, "%q:%s", name, b)
+		off += n
+	}
+	head.WriteString("}")
+	for head.Len()%8 != 0 {
+		head.WriteString(" ")
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	if err := binary.Write(w, binary.LittleEndian, uint64(head.Len())); err != nil {
+		f.Close()
+		return err
+	}
+	w.WriteString(head.String())
+	r := rand.New(rand.NewPCG(seed, 7))
+	var buf [2]byte
+	for i, name := range names {
+		n := uint64(1)
+		for _, d := range shapes[i] {
+			n *= d
+		}
+		sigma, mean := 0.01+0.02*r.Float64(), 0.0
+		if strings.HasSuffix(name, "norm.weight") {
+			sigma, mean = 0.05, 1
+		}
+		for range n {
+			bits := math.Float32bits(float32(mean + r.NormFloat64()*sigma))
+			bits += 0x7fff + (bits>>16)&1 // round to nearest even
+			binary.LittleEndian.PutUint16(buf[:], uint16(bits>>16))
+			w.Write(buf[:])
+		}
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

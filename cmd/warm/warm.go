@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/term"
+
+	"github.com/modelcache/modelcache/loader"
+)
+
+// modelExtensions are the files warm picks up when it walks a directory.
+var modelExtensions = []string{".safetensors"}
+
+type warmFlags struct {
+	jobs int
+	json bool
+}
+
+// warmFile is one file's line of the --json summary.
+type warmFile struct {
+	File         string  `json:"file"`
+	Tensors      int     `json:"tensors"`
+	Written      int     `json:"written"`
+	Skipped      int     `json:"skipped"`
+	LogicalBytes uint64  `json:"logical_bytes"`
+	Seconds      float64 `json:"seconds"`
+	Error        string  `json:"error,omitempty"`
+}
+
+// warmSummary is the contract of "warm --json".
+type warmSummary struct {
+	Dir          string     `json:"dir"`
+	Files        []warmFile `json:"files"`
+	Failed       int        `json:"failed"`
+	Interrupted  bool       `json:"interrupted"`
+	Seconds      float64    `json:"seconds"`
+	Entries      int        `json:"entries"`
+	LogicalBytes uint64     `json:"logical_bytes"`
+	StoredBytes  uint64     `json:"stored_bytes"`
+	DiskBytes    int64      `json:"disk_bytes"`
+}
+
+// expandArgs turns the arguments into files: directories are walked for
+// model files, in name order. Paths that cannot be read are returned as
+// errors, to be reported like bad files.
+func expandArgs(args []string) ([]string, []error) {
+	var files []string
+	var errs []error
+	for _, a := range args {
+		fi, err := os.Stat(a)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !fi.IsDir() {
+			files = append(files, a)
+			continue
+		}
+		var found []string
+		err = filepath.WalkDir(a, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if d.Type().IsRegular() && slices.Contains(modelExtensions, strings.ToLower(filepath.Ext(p))) {
+				found = append(found, p)
+			}
+			return nil
+		})
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if len(found) == 0 && err == nil {
+			errs = append(errs, fmt.Errorf("%s: no model files (%s) found", a, strings.Join(modelExtensions, ", ")))
+		}
+		files = append(files, found...)
+	}
+	return files, errs
+}
+
+func isTerminal(w any) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// warmFiles warms the files, w.jobs at a time. A bad file is reported on one
+// line and does not stop the others, but makes the exit status 1.
+func (g *globals) warmFiles(ctx context.Context, args []string, w *warmFlags) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
+	defer stop()
+	begin := time.Now()
+	files, bad := expandArgs(args)
+	sum := warmSummary{Dir: g.dir}
+	for _, err := range bad {
+		fmt.Fprintf(g.stderr, "warm: %v\n", err)
+		sum.Failed++
+	}
+
+	var total uint64
+	for _, f := range files {
+		if lf, err := loader.Open(f); err == nil {
+			for _, t := range lf.Tensors() {
+				total += t.Length
+			}
+			lf.Close()
+		}
+	}
+	var bar *progressbar.ProgressBar
+	if !w.json && isTerminal(g.stderr) {
+		bar = progressbar.NewOptions64(int64(total),
+			progressbar.OptionSetWriter(g.stderr),
+			progressbar.OptionSetDescription("warming"),
+			progressbar.OptionShowBytes(true),
+			progressbar.OptionShowCount(),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish())
+	}
+
+	c, err := g.open()
+	if err != nil {
+		return err
+	}
+	results := make([]warmFile, len(files))
+	var mu sync.Mutex // serializes output lines
+	var eg errgroup.Group
+	eg.SetLimit(w.jobs)
+	for i, f := range files {
+		eg.Go(func() error {
+			r := &results[i]
+			r.File = f
+			if ctx.Err() != nil {
+				r.Error = ctx.Err().Error()
+				return nil
+			}
+			start := time.Now()
+			var progress func(uint64)
+			if bar != nil {
+				progress = func(n uint64) { _ = bar.Add64(int64(n)) }
+			}
+			res, err := c.WarmFunc(ctx, f, progress)
+			r.Seconds = time.Since(start).Seconds()
+			if res != nil {
+				r.Tensors, r.Written, r.Skipped, r.LogicalBytes = res.Tensors, res.Written, res.Skipped, res.LogicalBytes
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				r.Error = err.Error()
+				if !errors.Is(err, context.Canceled) {
+					if bar != nil {
+						_ = bar.Clear()
+					}
+					fmt.Fprintf(g.stderr, "warm: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+				}
+				return nil
+			}
+			if !w.json && bar == nil {
+				fmt.Fprintf(g.stdout, "%s: %d tensors, %s: %d cached now, %d already cached (%s, %s/s)\n",
+					f, res.Tensors, humanize.IBytes(res.LogicalBytes), res.Written, res.Skipped,
+					time.Duration(r.Seconds*float64(time.Second)).Round(time.Millisecond),
+					humanize.IBytes(uint64(float64(res.LogicalBytes)/max(r.Seconds, 1e-9))))
+			}
+			return nil
+		})
+	}
+	_ = eg.Wait()
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	st := c.Stats().L2
+	if err := c.Close(); err != nil {
+		return err
+	}
+	sum.Interrupted = ctx.Err() != nil
+	sum.Files = results
+	for _, r := range results {
+		if r.Error != "" && !(sum.Interrupted && r.Error == context.Canceled.Error()) {
+			sum.Failed++
+		}
+	}
+	sum.Seconds = time.Since(begin).Seconds()
+	sum.Entries, sum.LogicalBytes, sum.StoredBytes, sum.DiskBytes = st.Entries, st.LogicalBytes, st.StoredBytes, st.DiskBytes
+	if w.json {
+		if err := json.NewEncoder(g.stdout).Encode(sum); err != nil {
+			return err
+		}
+	} else {
+		if bar != nil {
+			for _, r := range results {
+				if r.Error == "" {
+					fmt.Fprintf(g.stdout, "%s: %d tensors, %s: %d cached now, %d already cached\n",
+						r.File, r.Tensors, humanize.IBytes(r.LogicalBytes), r.Written, r.Skipped)
+				}
+			}
+		}
+		fmt.Fprintf(g.stdout, "cache %s: %d entries, %s logical, %s stored\n",
+			g.dir, st.Entries, humanize.IBytes(st.LogicalBytes), humanize.IBytes(st.StoredBytes))
+	}
+	if sum.Interrupted {
+		done := 0
+		for _, r := range results {
+			if r.Error == "" {
+				done++
+			}
+		}
+		fmt.Fprintf(g.stderr, "warm: interrupted: %d of %d files complete; run the same command again to resume\n", done, len(files))
+		return errInterrupted
+	}
+	if sum.Failed > 0 {
+		return errReported
+	}
+	return nil
+}
