@@ -659,19 +659,27 @@ func (s *Store) touch(key string) {
 func (s *Store) readMeta(key string) (*meta, error) {
 	var m *meta
 	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(metaKey(key))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return errs.ErrNotFound
-		}
-		if err != nil {
-			return damaged(err)
-		}
-		return damaged(item.Value(func(v []byte) error {
-			m, err = parseMeta(v)
-			return err
-		}))
+		var err error
+		m, err = metaIn(txn, key)
+		return err
 	})
 	return m, err
+}
+
+func metaIn(txn *badger.Txn, key string) (*meta, error) {
+	item, err := txn.Get(metaKey(key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, errs.ErrNotFound
+	}
+	if err != nil {
+		return nil, damaged(err)
+	}
+	var m *meta
+	err = item.Value(func(v []byte) error {
+		m, err = parseMeta(v)
+		return err
+	})
+	return m, damaged(err)
 }
 
 // damaged marks Badger's own checksum failures as corruption of the entry.
@@ -683,47 +691,65 @@ func damaged(err error) error {
 }
 
 func (s *Store) get(key string) (*Value, error) {
-	m, err := s.readMeta(key)
-	if err != nil {
-		return nil, err
-	}
-	if m.expires != 0 && s.now().UnixNano() >= m.expires {
-		return &Value{expired: true}, nil
-	}
-	h := m.header
-	out := make([]byte, h.Length)
-	var g errgroup.Group
-	g.SetLimit(max(1, min(len(h.Chunks), 8)))
+	var m *meta
+	var out []byte
 	var missing atomic.Bool
-	for i := range h.Chunks {
-		g.Go(func() error {
-			start := i * int(h.ChunkSize)
-			dst := out[start : start+h.ChunkLen(i)]
-			// Chunk keys are immutable, so each may be read in its own
-			// snapshot; a chunk gone missing means a concurrent replace or
-			// delete, told apart from damage below.
-			return s.db.View(func(txn *badger.Txn) error {
-				item, err := txn.Get(chunkKey(m.id, i))
-				if errors.Is(err, badger.ErrKeyNotFound) {
-					missing.Store(true)
-					return fmt.Errorf("%w: chunk %d missing", errs.ErrCorrupt, i)
-				}
-				if err != nil {
-					return damaged(err)
-				}
-				return damaged(item.Value(func(v []byte) error { return s.codecs.DecodeChunk(h, i, dst, v) }))
-			})
-		})
-	}
-	if err := g.Wait(); err != nil {
-		if missing.Load() {
-			if cur, merr := s.readMeta(key); merr != nil || !bytes.Equal(cur.id, m.id) {
-				return nil, errs.ErrNotFound
-			}
+	// readChunk decodes chunk i. Chunk keys are immutable, so chunks may be
+	// read in snapshots of their own; a chunk gone missing means a
+	// concurrent replace or delete, told apart from damage below.
+	readChunk := func(txn *badger.Txn, i int) error {
+		h := m.header
+		start := i * int(h.ChunkSize)
+		dst := out[start : start+h.ChunkLen(i)]
+		item, err := txn.Get(chunkKey(m.id, i))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			missing.Store(true)
+			return fmt.Errorf("%w: chunk %d missing", errs.ErrCorrupt, i)
 		}
-		return nil, err
+		if err != nil {
+			return damaged(err)
+		}
+		return damaged(item.Value(func(v []byte) error { return s.codecs.DecodeChunk(h, i, dst, v) }))
 	}
-	return &Value{DType: h.DType, Shape: h.Shape, Data: out}, nil
+	expired := false
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		if m, err = metaIn(txn, key); err != nil {
+			return err
+		}
+		if m.expires != 0 && s.now().UnixNano() >= m.expires {
+			expired = true
+			return nil
+		}
+		out = make([]byte, m.header.Length)
+		// Most tensors are one chunk: read it in the meta's transaction,
+		// on this goroutine.
+		if len(m.header.Chunks) == 1 {
+			return readChunk(txn, 0)
+		}
+		return nil
+	})
+	if err == nil && !expired && len(m.header.Chunks) > 1 {
+		var g errgroup.Group
+		g.SetLimit(min(len(m.header.Chunks), 8))
+		for i := range m.header.Chunks {
+			g.Go(func() error {
+				return s.db.View(func(txn *badger.Txn) error { return readChunk(txn, i) })
+			})
+		}
+		err = g.Wait()
+	}
+	switch {
+	case expired:
+		return &Value{expired: true}, nil
+	case err == nil:
+		return &Value{DType: m.header.DType, Shape: m.header.Shape, Data: out}, nil
+	case missing.Load():
+		if cur, merr := s.readMeta(key); merr != nil || !bytes.Equal(cur.id, m.id) {
+			return nil, errs.ErrNotFound
+		}
+	}
+	return nil, err
 }
 
 // Stat describes the entry under key without reading its chunks.

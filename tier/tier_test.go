@@ -303,3 +303,29 @@ func TestCache_DiskFullDegradesToSource(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, L1, tn.ServedBy)
 }
+
+// BenchmarkCache_TensorFromL2 reads every tensor of the test model from L2
+// (L1 admits nothing): the per-tensor cost of the L2 path.
+func BenchmarkCache_TensorFromL2(b *testing.B) {
+	dir := b.TempDir()
+	c, err := Open(&Options{Dir: dir, MemoryBytes: 1})
+	require.NoError(b, err)
+	defer c.Close()
+	res, err := c.Warm(context.Background(), testModel)
+	require.NoError(b, err)
+	f, err := loader.Open(testModel)
+	require.NoError(b, err)
+	names := make([]string, 0, len(f.Tensors()))
+	for _, t := range f.Tensors() {
+		names = append(names, t.Name)
+	}
+	f.Close()
+	b.SetBytes(int64(res.LogicalBytes))
+	for b.Loop() {
+		for _, n := range names {
+			if _, err := c.Tensor(context.Background(), testModel, n); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
