@@ -457,28 +457,23 @@ func (s *Store) put(key, dtype string, shape []uint64, data []byte, ttl time.Dur
 	// Commit point: the meta record, swapped in with the old chunks' removal.
 	mk := metaKey(key)
 	var old *meta
-	for range commitRetries {
+	err = s.update(func(txn *badger.Txn) error {
 		old = nil
-		err = s.db.Update(func(txn *badger.Txn) error {
-			if item, err := txn.Get(mk); err == nil {
-				// An unreadable old record only means there is nothing to clean.
-				_ = item.Value(func(v []byte) error { old, _ = parseMeta(v); return nil })
-			} else if !errors.Is(err, badger.ErrKeyNotFound) {
-				return err
-			}
-			if old != nil {
-				for i := range old.header.Chunks {
-					if err := txn.Delete(chunkKey(old.id, i)); err != nil {
-						return err
-					}
+		if item, err := txn.Get(mk); err == nil {
+			// An unreadable old record only means there is nothing to clean.
+			_ = item.Value(func(v []byte) error { old, _ = parseMeta(v); return nil })
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		if old != nil {
+			for i := range old.header.Chunks {
+				if err := txn.Delete(chunkKey(old.id, i)); err != nil {
+					return err
 				}
 			}
-			return txn.Set(mk, mv)
-		})
-		if !errors.Is(err, badger.ErrConflict) {
-			break
 		}
-	}
+		return txn.Set(mk, mv)
+	})
 	if err != nil {
 		_ = s.deleteChunks(id, len(e.Chunks))
 		return err
@@ -494,6 +489,18 @@ func (s *Store) put(key, dtype string, shape []uint64, data []byte, ttl time.Dur
 	s.stored += ie.stored
 	s.mu.Unlock()
 	return nil
+}
+
+// update runs fn in a read-write transaction, again (from the start) when
+// it conflicted with a concurrent one, up to commitRetries times.
+func (s *Store) update(fn func(txn *badger.Txn) error) error {
+	var err error
+	for range commitRetries {
+		if err = s.db.Update(fn); !errors.Is(err, badger.ErrConflict) {
+			return err
+		}
+	}
+	return err
 }
 
 func (s *Store) deleteChunks(id []byte, n int) error {
@@ -794,35 +801,29 @@ func (s *Store) removeEntries(keys []string) error {
 	for start := 0; start < len(keys); start += batch {
 		part := keys[start:min(start+batch, len(keys))]
 		var ids [][]byte
-		var err error
-		for range commitRetries {
+		err := s.update(func(txn *badger.Txn) error {
 			ids = ids[:0]
-			err = s.db.Update(func(txn *badger.Txn) error {
-				for _, key := range part {
-					item, err := txn.Get(metaKey(key))
-					if errors.Is(err, badger.ErrKeyNotFound) {
-						continue
-					}
-					if err != nil {
-						return err
-					}
-					// Chunks of an unreadable record are swept at the next Open.
-					_ = item.Value(func(v []byte) error {
-						if m, err := parseMeta(v); err == nil {
-							ids = append(ids, append([]byte{chunkPrefix}, m.id...))
-						}
-						return nil
-					})
-					if err := txn.Delete(metaKey(key)); err != nil {
-						return err
-					}
+			for _, key := range part {
+				item, err := txn.Get(metaKey(key))
+				if errors.Is(err, badger.ErrKeyNotFound) {
+					continue
 				}
-				return nil
-			})
-			if !errors.Is(err, badger.ErrConflict) {
-				break
+				if err != nil {
+					return err
+				}
+				// Chunks of an unreadable record are swept at the next Open.
+				_ = item.Value(func(v []byte) error {
+					if m, err := parseMeta(v); err == nil {
+						ids = append(ids, append([]byte{chunkPrefix}, m.id...))
+					}
+					return nil
+				})
+				if err := txn.Delete(metaKey(key)); err != nil {
+					return err
+				}
 			}
-		}
+			return nil
+		})
 		if err != nil {
 			return fmt.Errorf("l2: %s: delete: %w", s.dir, err)
 		}
@@ -956,34 +957,28 @@ func (s *Store) AddCounters(deltas map[string]uint64) error {
 	}
 	s.writeMu.RLock()
 	defer s.writeMu.RUnlock()
-	var err error
-	for range commitRetries {
-		err = s.db.Update(func(txn *badger.Txn) error {
-			for name, d := range deltas {
-				k := append([]byte{counterPrefix}, name...)
-				var v uint64
-				item, err := txn.Get(k)
-				switch {
-				case err == nil:
-					_ = item.Value(func(b []byte) error {
-						if len(b) == 8 {
-							v = binary.LittleEndian.Uint64(b)
-						}
-						return nil
-					})
-				case !errors.Is(err, badger.ErrKeyNotFound):
-					return err
-				}
-				if err := txn.Set(k, binary.LittleEndian.AppendUint64(nil, v+d)); err != nil {
-					return err
-				}
+	err := s.update(func(txn *badger.Txn) error {
+		for name, d := range deltas {
+			k := append([]byte{counterPrefix}, name...)
+			var v uint64
+			item, err := txn.Get(k)
+			switch {
+			case err == nil:
+				_ = item.Value(func(b []byte) error {
+					if len(b) == 8 {
+						v = binary.LittleEndian.Uint64(b)
+					}
+					return nil
+				})
+			case !errors.Is(err, badger.ErrKeyNotFound):
+				return err
 			}
-			return nil
-		})
-		if !errors.Is(err, badger.ErrConflict) {
-			break
+			if err := txn.Set(k, binary.LittleEndian.AppendUint64(nil, v+d)); err != nil {
+				return err
+			}
 		}
-	}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("l2: %s: counters: %w", s.dir, err)
 	}

@@ -27,9 +27,7 @@ func statsOf(t *testing.T, dir string) map[string]float64 {
 func TestGC_DropsDeletedFilesAndShrinksToBudget(t *testing.T) {
 	dir := t.TempDir()
 	copyPath := filepath.Join(t.TempDir(), "copy.safetensors")
-	b, err := os.ReadFile(testModel)
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(copyPath, b, 0o644))
+	copyModel(t, copyPath)
 	require.Equal(t, 0, warm(t, "--dir", dir, testModel, copyPath).code)
 	require.Equal(t, 124.0, statsOf(t, dir)["entries"])
 

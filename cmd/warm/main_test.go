@@ -81,6 +81,15 @@ func tensorsOf(t *testing.T, path string) map[string][]byte {
 	return out
 }
 
+// copyModel copies the bundled model to path, for tests that change or
+// delete the file.
+func copyModel(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(testModel)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, b, 0o644))
+}
+
 func models(t *testing.T) []string {
 	files := []string{testModel}
 	shared, _ := filepath.Glob("../../../shared/testdata/models/*.safetensors")
@@ -245,4 +254,14 @@ func TestWarm_DirectoryInUse(t *testing.T) {
 	require.Equal(t, 1, r.code)
 	require.Contains(t, string(r.stderr), dir)
 	require.Contains(t, string(r.stderr), "in use by another process")
+}
+
+// Every subcommand's help has examples.
+func TestHelp_EverySubcommandHasExamples(t *testing.T) {
+	for _, sub := range []string{"get", "stats", "verify", "gc", "evict", "ls", "bench"} {
+		r := warm(t, sub, "--help")
+		require.Equal(t, 0, r.code, sub)
+		require.Contains(t, string(r.stdout), "Examples:", sub)
+		require.Contains(t, string(r.stdout), "--dir", "%s shows the shared flags", sub)
+	}
 }

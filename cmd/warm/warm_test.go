@@ -19,11 +19,9 @@ import (
 // parallel, and --json summarises the run.
 func TestWarm_DirectoriesJobsAndJSON(t *testing.T) {
 	models := t.TempDir()
-	b, err := os.ReadFile(testModel)
-	require.NoError(t, err)
 	require.NoError(t, os.MkdirAll(filepath.Join(models, "a", "b"), 0o755))
 	for _, p := range []string{"one.safetensors", "a/two.safetensors", "a/b/three.SAFETENSORS"} {
-		require.NoError(t, os.WriteFile(filepath.Join(models, p), b, 0o644))
+		copyModel(t, filepath.Join(models, p))
 	}
 	require.NoError(t, os.WriteFile(filepath.Join(models, "README.md"), []byte("not a model"), 0o644))
 
@@ -88,9 +86,7 @@ func TestWarm_InterruptAndResume(t *testing.T) {
 func TestLs(t *testing.T) {
 	dir := t.TempDir()
 	model := filepath.Join(t.TempDir(), "m.safetensors")
-	b, err := os.ReadFile(testModel)
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(model, b, 0o644))
+	copyModel(t, model)
 	require.Equal(t, 0, warm(t, "--dir", dir, model).code)
 
 	r := warm(t, "ls", "--dir", dir, "--json", "-t")
