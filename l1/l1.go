@@ -2,24 +2,61 @@ package l1
 
 import (
 	"errors"
+	"fmt"
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
 )
 
-// EntryOverhead is what one entry costs beyond its value: the map slot, the
-// list node and the key header, rounded up. It is charged to the budget.
-const EntryOverhead = 96
+// EntryOverhead is what one entry costs beyond its value: the index slot,
+// the policy's node and the key header, measured by TestEntryOverhead and
+// rounded up. It is charged to the budget.
+const EntryOverhead = 160
+
+// Policy names an eviction policy.
+type Policy string
+
+// The policies. S3FIFO is the default: it resists the scans that loading a
+// model makes (every tensor once, in file order), which flush an LRU of the
+// tensors that are hot; see docs/BENCHMARKS.md for hit ratios.
+const (
+	LRU    Policy = "lru"    // least recently used
+	FIFO   Policy = "fifo"   // first in, first out
+	LFU    Policy = "lfu"    // least frequently used, counts halved as they age
+	S3FIFO Policy = "s3fifo" // S3-FIFO (Yang et al., SOSP 2023): small FIFO, main FIFO with reinsertion, ghost keys
+)
+
+// Policies lists the policies, for flags and tests.
+var Policies = []Policy{S3FIFO, LRU, FIFO, LFU}
 
 // Options configures a Cache.
-type Options struct {
+type Options[K comparable, V any] struct {
 	// MaxBytes is the budget: the sum of admitted sizes plus EntryOverhead
 	// per entry never exceeds it. Required, > 0.
 	MaxBytes int64
+	// Policy chooses what to evict; default S3FIFO.
+	Policy Policy
+	// MaxEntryFraction: an entry larger than this fraction of MaxBytes is
+	// not admitted (Set returns false), so that one huge value cannot flush
+	// the cache. Default 0.5; 1 admits anything that fits.
+	MaxEntryFraction float64
+	// OnEvict, if set, is called for every entry evicted to make room (not
+	// for Delete or replacement), after the cache's locks are released, on
+	// the goroutine that called Set.
+	OnEvict func(key K, value V, size int64)
 }
 
-func (o *Options) validate() error {
+func (o *Options[K, V]) validate() error {
 	if o == nil || o.MaxBytes <= 0 {
 		return errors.New("l1: MaxBytes must be > 0")
+	}
+	switch o.Policy {
+	case "", LRU, FIFO, LFU, S3FIFO:
+	default:
+		return fmt.Errorf("l1: unknown policy %q (want one of lru, fifo, lfu, s3fifo)", o.Policy)
+	}
+	if o.MaxEntryFraction < 0 || o.MaxEntryFraction > 1 {
+		return fmt.Errorf("l1: MaxEntryFraction %v outside [0, 1]", o.MaxEntryFraction)
 	}
 	return nil
 }
@@ -27,136 +64,188 @@ func (o *Options) validate() error {
 // Stats are counters since the cache was created.
 type Stats struct {
 	Hits, Misses, Evictions uint64
-	Rejected                uint64 // Sets refused because the entry exceeds the budget
+	Rejected                uint64 // Sets refused because the entry is too large
 	Entries                 int
 	Bytes                   int64 // charged bytes, overhead included
 	MaxBytes                int64
 }
 
-type node[K comparable, V any] struct {
-	key        K
-	value      V
-	size       int64 // charged size, overhead included
-	prev, next *node[K, V]
+const numShards = 64 // index shards; a power of two
+
+// counterStripe holds one shard's hit and miss counts on a cache line of its
+// own, so that readers on different cores do not contend for it.
+type counterStripe struct {
+	hits, misses atomic.Uint64
+	_            [48]byte
 }
 
-// Cache is a byte-bounded LRU cache. The zero value is not usable; call New.
+type shard[K comparable, V any] struct {
+	mu    sync.RWMutex // guards items
+	items map[K]*entry[K, V]
+	_     [32]byte
+}
+
+// Cache is a byte-bounded cache with a pluggable eviction policy. It is safe
+// for concurrent use. Lookups go through a sharded index; under S3FIFO and
+// FIFO a hit takes no lock of the policy at all (S3-FIFO only bumps an atomic
+// counter), so hits scale with cores. LRU and LFU reorder on every hit and
+// take the policy lock. Decisions depend on nothing but the order of calls:
+// no goroutines, no clock.
 type Cache[K comparable, V any] struct {
-	maxBytes int64
+	seed     maphash.Seed
+	shards   [numShards]shard[K, V]
+	counters [numShards]counterStripe
+	onEvict  func(K, V, int64)
+	maxEntry int64
+	hitLock  bool // the policy must see hits under mu
 
-	// mu guards items, used and the recency list rooted at root
-	// (root.next is the most recently used).
-	mu    sync.Mutex
-	items map[K]*node[K, V]
-	used  int64
-	root  node[K, V]
+	// mu guards pol and everything reachable from it (queues, used bytes,
+	// every entry's links).
+	mu  sync.Mutex
+	pol policy[K, V]
 
-	hits, misses, evictions, rejected atomic.Uint64
+	evictions, rejected atomic.Uint64
 }
 
 // New returns an empty cache.
-func New[K comparable, V any](opts *Options) (*Cache[K, V], error) {
+func New[K comparable, V any](opts *Options[K, V]) (*Cache[K, V], error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	c := &Cache[K, V]{maxBytes: opts.MaxBytes, items: make(map[K]*node[K, V])}
-	c.root.next, c.root.prev = &c.root, &c.root
+	frac := opts.MaxEntryFraction
+	if frac == 0 {
+		frac = 0.5
+	}
+	c := &Cache[K, V]{seed: maphash.MakeSeed(), onEvict: opts.OnEvict, maxEntry: int64(float64(opts.MaxBytes) * frac)}
+	for i := range c.shards {
+		c.shards[i].items = make(map[K]*entry[K, V])
+	}
+	switch opts.Policy {
+	case LRU:
+		c.pol, c.hitLock = newLRU[K, V](opts.MaxBytes), true
+	case FIFO:
+		c.pol = newFIFO[K, V](opts.MaxBytes)
+	case LFU:
+		c.pol, c.hitLock = newLFU[K, V](opts.MaxBytes), true
+	default:
+		c.pol = newS3FIFO[K, V](opts.MaxBytes)
+	}
 	return c, nil
 }
 
-func (c *Cache[K, V]) unlink(n *node[K, V]) {
-	n.prev.next, n.next.prev = n.next, n.prev
-	n.prev, n.next = nil, nil
+func (c *Cache[K, V]) shardOf(key K) int {
+	return int(maphash.Comparable(c.seed, key) & (numShards - 1))
 }
 
-func (c *Cache[K, V]) pushFront(n *node[K, V]) {
-	n.prev, n.next = &c.root, c.root.next
-	c.root.next.prev = n
-	c.root.next = n
-}
-
-// Get returns the value for key and marks it recently used.
+// Get returns the value for key and records the hit with the policy.
 func (c *Cache[K, V]) Get(key K) (V, bool) {
-	c.mu.Lock()
-	n, ok := c.items[key]
-	if ok {
-		c.unlink(n)
-		c.pushFront(n)
-	}
-	c.mu.Unlock()
+	i := c.shardOf(key)
+	sh := &c.shards[i]
+	sh.mu.RLock()
+	e, ok := sh.items[key]
+	sh.mu.RUnlock()
 	if !ok {
-		c.misses.Add(1)
+		c.counters[i].misses.Add(1)
 		var zero V
 		return zero, false
 	}
-	c.hits.Add(1)
-	return n.value, true
+	c.counters[i].hits.Add(1)
+	e.touch()
+	if c.hitLock {
+		c.mu.Lock()
+		if !e.gone {
+			c.pol.hit(e)
+		}
+		c.mu.Unlock()
+	}
+	return e.value, true
 }
 
 // Set stores value under key, charged size bytes plus EntryOverhead, and
-// evicts least recently used entries to stay within the budget. It returns
-// false, storing nothing, when the entry alone exceeds the budget; an older
-// value under key is then removed, so a stale value is never left behind.
+// evicts to stay within the budget. It returns false, storing nothing, when
+// the entry is larger than MaxEntryFraction of the budget; an older value
+// under key is then removed, so a stale value is never left behind.
 func (c *Cache[K, V]) Set(key K, value V, size int64) bool {
 	charged := max(size, 0) + EntryOverhead
+	i := c.shardOf(key)
+	sh := &c.shards[i]
+	var evicted []*entry[K, V]
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if old, ok := c.items[key]; ok {
-		c.remove(old)
+	sh.mu.Lock()
+	old := sh.items[key]
+	if old != nil {
+		delete(sh.items, key)
 	}
-	if charged > c.maxBytes {
+	sh.mu.Unlock()
+	if old != nil {
+		c.pol.remove(old)
+		old.gone = true
+	}
+	if charged > c.maxEntry || charged > c.pol.capacity() {
+		c.mu.Unlock()
 		c.rejected.Add(1)
 		return false
 	}
-	for c.used+charged > c.maxBytes {
-		c.remove(c.root.prev)
-		c.evictions.Add(1)
+	e := &entry[K, V]{key: key, value: value, size: charged}
+	for c.pol.used()+charged > c.pol.capacity() {
+		v := c.pol.evict()
+		v.gone = true
+		vs := &c.shards[c.shardOf(v.key)]
+		vs.mu.Lock()
+		delete(vs.items, v.key)
+		vs.mu.Unlock()
+		evicted = append(evicted, v)
 	}
-	n := &node[K, V]{key: key, value: value, size: charged}
-	c.items[key] = n
-	c.used += charged
-	c.pushFront(n)
+	c.pol.add(e)
+	sh.mu.Lock()
+	sh.items[key] = e
+	sh.mu.Unlock()
+	c.mu.Unlock()
+	c.evictions.Add(uint64(len(evicted)))
+	if c.onEvict != nil {
+		for _, v := range evicted {
+			c.onEvict(v.key, v.value, v.size-EntryOverhead)
+		}
+	}
 	return true
-}
-
-func (c *Cache[K, V]) remove(n *node[K, V]) {
-	c.unlink(n)
-	delete(c.items, n.key)
-	c.used -= n.size
 }
 
 // Delete removes key if present.
 func (c *Cache[K, V]) Delete(key K) {
-	c.mu.Lock()
-	if n, ok := c.items[key]; ok {
-		c.remove(n)
-	}
-	c.mu.Unlock()
+	c.DeleteFunc(func(k K) bool { return k == key })
 }
 
 // DeleteFunc removes every entry whose key del reports true for. It holds
-// the lock throughout: del must be quick and must not use the cache.
+// the cache's locks throughout: del must be quick and must not use the cache.
 func (c *Cache[K, V]) DeleteFunc(del func(K) bool) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := 0
-	for k, nd := range c.items {
-		if del(k) {
-			c.remove(nd)
-			n++
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.Lock()
+		for k, e := range sh.items {
+			if del(k) {
+				delete(sh.items, k)
+				c.pol.remove(e)
+				e.gone = true
+				n++
+			}
 		}
+		sh.mu.Unlock()
 	}
 	return n
 }
 
 // Stats returns the counters and current occupancy.
 func (c *Cache[K, V]) Stats() Stats {
-	c.mu.Lock()
-	entries, used := len(c.items), c.used
-	c.mu.Unlock()
-	return Stats{
-		Hits: c.hits.Load(), Misses: c.misses.Load(),
-		Evictions: c.evictions.Load(), Rejected: c.rejected.Load(),
-		Entries: entries, Bytes: used, MaxBytes: c.maxBytes,
+	s := Stats{Evictions: c.evictions.Load(), Rejected: c.rejected.Load()}
+	for i := range c.counters {
+		s.Hits += c.counters[i].hits.Load()
+		s.Misses += c.counters[i].misses.Load()
 	}
+	c.mu.Lock()
+	s.Entries, s.Bytes, s.MaxBytes = c.pol.len(), c.pol.used(), c.pol.capacity()
+	c.mu.Unlock()
+	return s
 }

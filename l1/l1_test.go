@@ -2,15 +2,16 @@ package l1
 
 import (
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 )
 
-func newCache(t *testing.T, maxBytes int64) *Cache[string, []byte] {
+func newCache(t testing.TB, maxBytes int64, p Policy) *Cache[string, []byte] {
 	t.Helper()
-	c, err := New[string, []byte](&Options{MaxBytes: maxBytes})
+	c, err := New(&Options[string, []byte]{MaxBytes: maxBytes, Policy: p, MaxEntryFraction: 1})
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		s := c.Stats()
@@ -19,58 +20,172 @@ func newCache(t *testing.T, maxBytes int64) *Cache[string, []byte] {
 	return c
 }
 
-func TestNew_RequiresBudget(t *testing.T) {
-	_, err := New[string, int](nil)
-	require.Error(t, err)
-	_, err = New[string, int](&Options{MaxBytes: -1})
-	require.Error(t, err)
+func TestNew_Validates(t *testing.T) {
+	for _, o := range []*Options[string, int]{nil, {MaxBytes: -1}, {MaxBytes: 10, Policy: "arc"}, {MaxBytes: 10, MaxEntryFraction: 2}} {
+		_, err := New(o)
+		require.Error(t, err)
+	}
 }
 
-func TestCache_GetSet(t *testing.T) {
-	c := newCache(t, 10*(100+EntryOverhead))
-	_, ok := c.Get("a")
-	require.False(t, ok)
-	require.True(t, c.Set("a", []byte("A"), 100))
-	v, ok := c.Get("a")
-	require.True(t, ok)
-	require.Equal(t, []byte("A"), v)
-	require.True(t, c.Set("a", []byte("A2"), 100))
-	v, _ = c.Get("a")
-	require.Equal(t, []byte("A2"), v)
-	s := c.Stats()
-	require.Equal(t, uint64(2), s.Hits)
-	require.Equal(t, uint64(1), s.Misses)
-	require.Equal(t, 1, s.Entries)
-	require.Equal(t, int64(100+EntryOverhead), s.Bytes)
-	c.Delete("a")
-	_, ok = c.Get("a")
-	require.False(t, ok)
-	require.Zero(t, c.Stats().Bytes)
+// Invariants every policy keeps.
+func TestCache_EveryPolicy(t *testing.T) {
+	for _, p := range Policies {
+		t.Run(string(p), func(t *testing.T) {
+			unit := int64(100 + EntryOverhead)
+			c := newCache(t, 10*unit, p)
+			_, ok := c.Get("a")
+			require.False(t, ok)
+			require.True(t, c.Set("a", []byte("A"), 100))
+			v, ok := c.Get("a")
+			require.True(t, ok)
+			require.Equal(t, []byte("A"), v)
+			require.True(t, c.Set("a", []byte("A2"), 100))
+			v, _ = c.Get("a")
+			require.Equal(t, []byte("A2"), v, "a replaced value is never served")
+			for i := range 100 {
+				c.Set(fmt.Sprint(i), []byte(fmt.Sprint(i)), 100)
+				if i%3 == 0 {
+					c.Get(fmt.Sprint(i / 2))
+				}
+			}
+			s := c.Stats()
+			require.Equal(t, 10, s.Entries)
+			require.Equal(t, 10*unit, s.Bytes)
+			require.NotZero(t, s.Evictions)
+			for i := 90; i < 100; i++ {
+				if v, ok := c.Get(fmt.Sprint(i)); ok {
+					require.Equal(t, fmt.Sprint(i), string(v))
+				}
+			}
+			c.Delete("99")
+			_, ok = c.Get("99")
+			require.False(t, ok)
+		})
+	}
 }
 
-func TestCache_EvictsLeastRecentlyUsedByBytes(t *testing.T) {
+func TestLRU_EvictsLeastRecentlyUsed(t *testing.T) {
 	unit := int64(100 + EntryOverhead)
-	c := newCache(t, 3*unit)
+	c := newCache(t, 3*unit, LRU)
 	for _, k := range []string{"a", "b", "c"} {
 		require.True(t, c.Set(k, nil, 100))
 	}
-	_, _ = c.Get("a") // b is now the least recently used
+	c.Get("a")
 	require.True(t, c.Set("d", nil, 100))
 	_, ok := c.Get("b")
-	require.False(t, ok, "b should have been evicted")
+	require.False(t, ok, "b was least recently used")
 	for _, k := range []string{"a", "c", "d"} {
 		_, ok := c.Get(k)
 		require.True(t, ok, k)
 	}
 	// One entry twice the size pushes out two.
 	require.True(t, c.Set("big", nil, 2*unit-EntryOverhead))
-	s := c.Stats()
-	require.Equal(t, uint64(3), s.Evictions)
-	require.Equal(t, 2, s.Entries)
+	require.Equal(t, 2, c.Stats().Entries)
+}
+
+func TestFIFO_IgnoresHits(t *testing.T) {
+	unit := int64(100 + EntryOverhead)
+	c := newCache(t, 3*unit, FIFO)
+	for _, k := range []string{"a", "b", "c"} {
+		c.Set(k, nil, 100)
+	}
+	c.Get("a")
+	c.Set("d", nil, 100)
+	_, ok := c.Get("a")
+	require.False(t, ok, "a was first in")
+}
+
+func TestLFU_KeepsFrequentAndAges(t *testing.T) {
+	unit := int64(100 + EntryOverhead)
+	c := newCache(t, 3*unit, LFU)
+	for _, k := range []string{"a", "b", "c"} {
+		c.Set(k, nil, 100)
+	}
+	for range 5 {
+		c.Get("a")
+		c.Get("c")
+	}
+	c.Set("d", nil, 100)
+	_, ok := c.Get("b")
+	require.False(t, ok, "b had the fewest hits")
+	// Aging: a was popular long ago; after many hits on newer keys its
+	// count has been halved repeatedly and it goes before them.
+	c.Set("e", nil, 100) // evicts d (count 1)
+	for range 200 {
+		c.Get("c")
+		c.Get("e")
+	}
+	c.Set("f", nil, 100)
+	_, ok = c.Get("a")
+	require.False(t, ok, "old popularity faded")
+}
+
+// A scan of keys read once does not flush S3-FIFO's hot set; it flushes LRU.
+func TestS3FIFO_ResistsScans(t *testing.T) {
+	unit := int64(100 + EntryOverhead)
+	hot := func(c *Cache[string, []byte]) int {
+		n := 0
+		for i := range 50 {
+			if _, ok := c.Get(fmt.Sprint("hot", i)); ok {
+				n++
+			}
+		}
+		return n
+	}
+	kept := map[Policy]int{}
+	for _, p := range []Policy{S3FIFO, LRU} {
+		c := newCache(t, 100*unit, p)
+		for range 3 {
+			for i := range 50 {
+				k := fmt.Sprint("hot", i)
+				if _, ok := c.Get(k); !ok {
+					c.Set(k, nil, 100)
+				}
+			}
+		}
+		for i := range 500 { // a model load: every tensor once
+			c.Set(fmt.Sprint("scan", i), nil, 100)
+		}
+		kept[p] = hot(c)
+	}
+	require.Equal(t, 50, kept[S3FIFO], "S3-FIFO kept the hot set")
+	require.Zero(t, kept[LRU], "LRU lost it")
+}
+
+func TestCache_OversizedEntryNotAdmitted(t *testing.T) {
+	c, err := New(&Options[string, []byte]{MaxBytes: 10_000, MaxEntryFraction: 0.25})
+	require.NoError(t, err)
+	require.True(t, c.Set("keep", []byte("x"), 10))
+	require.True(t, c.Set("big", []byte("old"), 10))
+	require.False(t, c.Set("big", []byte("huge"), 2_500))
+	_, ok := c.Get("big")
+	require.False(t, ok, "a refused Set must not leave the old value behind")
+	_, ok = c.Get("keep")
+	require.True(t, ok, "a refused Set must not flush other entries")
+	require.Equal(t, uint64(1), c.Stats().Rejected)
+}
+
+// OnEvict runs after the locks are released: it may use the cache.
+func TestCache_OnEvictOutsideTheLock(t *testing.T) {
+	var c *Cache[string, []byte]
+	var evicted []string
+	c, err := New(&Options[string, []byte]{MaxBytes: 3 * (100 + EntryOverhead), Policy: LRU, MaxEntryFraction: 1,
+		OnEvict: func(k string, v []byte, size int64) {
+			require.Equal(t, int64(100), size)
+			c.Get(k) // would deadlock under the lock
+			evicted = append(evicted, k)
+		}})
+	require.NoError(t, err)
+	for _, k := range []string{"a", "b", "c", "d", "e"} {
+		c.Set(k, nil, 100)
+	}
+	require.Equal(t, []string{"a", "b"}, evicted)
+	c.Delete("c")
+	require.Len(t, evicted, 2, "Delete is not an eviction")
 }
 
 func TestCache_DeleteFunc(t *testing.T) {
-	c := newCache(t, 1<<20)
+	c := newCache(t, 1<<20, S3FIFO)
 	for _, k := range []string{"a/1", "a/2", "b/1"} {
 		c.Set(k, nil, 10)
 	}
@@ -82,49 +197,83 @@ func TestCache_DeleteFunc(t *testing.T) {
 	require.Equal(t, int64(10+EntryOverhead), s.Bytes)
 }
 
-func TestCache_OversizedEntryNotAdmitted(t *testing.T) {
-	c := newCache(t, 1000)
-	require.True(t, c.Set("keep", []byte("x"), 10))
-	require.True(t, c.Set("big", []byte("old"), 10))
-	require.False(t, c.Set("big", []byte("huge"), 1000))
-	_, ok := c.Get("big")
-	require.False(t, ok, "a refused Set must not leave the old value behind")
-	_, ok = c.Get("keep")
-	require.True(t, ok, "a refused Set must not flush other entries")
-	require.Equal(t, uint64(1), c.Stats().Rejected)
-}
-
 func TestCache_Concurrent(t *testing.T) {
-	c := newCache(t, 50*(64+EntryOverhead))
-	var wg sync.WaitGroup
-	for g := range 8 {
-		wg.Go(func() {
-			for i := range 2000 {
-				k := fmt.Sprint((i * (g + 1)) % 200)
-				if v, ok := c.Get(k); ok {
-					require.Equal(t, k, string(v))
-				} else {
-					c.Set(k, []byte(k), 64)
-				}
+	for _, p := range Policies {
+		t.Run(string(p), func(t *testing.T) {
+			c := newCache(t, 50*(64+EntryOverhead), p)
+			var wg sync.WaitGroup
+			for g := range 8 {
+				wg.Go(func() {
+					for i := range 2000 {
+						k := fmt.Sprint((i * (g + 1)) % 200)
+						if v, ok := c.Get(k); ok {
+							require.Equal(t, k, string(v))
+						} else {
+							c.Set(k, []byte(k), 64)
+						}
+						if i%500 == 0 {
+							c.Delete(k)
+						}
+					}
+				})
 			}
+			wg.Wait()
+			s := c.Stats()
+			require.Equal(t, uint64(8*2000), s.Hits+s.Misses)
+			require.LessOrEqual(t, s.Entries, 50)
 		})
 	}
-	wg.Wait()
-	s := c.Stats()
-	require.Equal(t, uint64(8*2000), s.Hits+s.Misses)
-	require.LessOrEqual(t, s.Entries, 50)
+}
+
+// A hit allocates nothing.
+func TestCache_GetAllocs(t *testing.T) {
+	for _, p := range Policies {
+		c := newCache(t, 1<<20, p)
+		c.Set("k", []byte("v"), 1)
+		require.Zero(t, testing.AllocsPerRun(100, func() { c.Get("k") }), p)
+	}
+}
+
+// EntryOverhead covers what an entry really costs: the heap growth per entry
+// of a cache of small values, measured, stays below it.
+func TestEntryOverhead(t *testing.T) {
+	for _, p := range Policies {
+		const n = 100_000
+		keys := make([]string, n)
+		for i := range keys {
+			keys[i] = fmt.Sprintf("key-%07d", i)
+		}
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		c, err := New(&Options[string, []byte]{MaxBytes: 1 << 40, Policy: p})
+		require.NoError(t, err)
+		for _, k := range keys {
+			c.Set(k, nil, 0)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		per := float64(after.HeapAlloc-before.HeapAlloc) / n
+		t.Logf("%s: %.0f bytes of metadata per entry (EntryOverhead %d)", p, per, EntryOverhead)
+		require.Less(t, per, float64(EntryOverhead), p)
+		runtime.KeepAlive(c)
+	}
 }
 
 func BenchmarkCache_GetHit(b *testing.B) {
-	c, _ := New[int, []byte](&Options{MaxBytes: 1 << 30})
-	for i := range 1024 {
-		c.Set(i, nil, 1024)
+	for _, p := range Policies {
+		b.Run(string(p), func(b *testing.B) {
+			c, _ := New(&Options[int, []byte]{MaxBytes: 1 << 30, Policy: p})
+			for i := range 1024 {
+				c.Set(i, nil, 1024)
+			}
+			b.RunParallel(func(pb *testing.PB) {
+				i := 0
+				for pb.Next() {
+					c.Get(i & 1023)
+					i++
+				}
+			})
+		})
 	}
-	b.RunParallel(func(pb *testing.PB) {
-		i := 0
-		for pb.Next() {
-			c.Get(i & 1023)
-			i++
-		}
-	})
 }

@@ -33,6 +33,8 @@ type Options struct {
 	Dir string
 	// MemoryBytes is the L1 budget; default DefaultMemoryBytes.
 	MemoryBytes int64
+	// MemoryPolicy is L1's eviction policy; default l1.S3FIFO.
+	MemoryPolicy l1.Policy
 	// DiskBytes is the L2 budget for stored bytes; 0 means no limit.
 	DiskBytes int64
 	// WriteBehindBytes bounds the tensor bytes queued for L2 writes;
@@ -181,7 +183,7 @@ func Open(opts *Options) (*Cache, error) {
 		mem = DefaultMemoryBytes
 	}
 	var err error
-	if c.l1, err = l1.New[string, *l1Value](&l1.Options{MaxBytes: mem}); err != nil {
+	if c.l1, err = l1.New(&l1.Options[string, *l1Value]{MaxBytes: mem, Policy: opts.MemoryPolicy}); err != nil {
 		return nil, err
 	}
 	if opts.Dir != "" {
@@ -247,7 +249,7 @@ func (c *Cache) load(id loader.Identity, key, name string) (*Tensor, error) {
 		switch {
 		case err == nil:
 			c.l2Hits.Add(1)
-			c.l1.Set(key, &l1Value{dtype: v.DType, shape: v.Shape, data: v.Data}, int64(len(v.Data)))
+			c.l1.Set(key, &l1Value{dtype: v.DType, shape: v.Shape, data: v.Data}, int64(len(v.Data)+len(key)))
 			return &Tensor{Name: name, DType: v.DType, Shape: v.Shape, ServedBy: L2, data: v.Data}, nil
 		case errors.Is(err, errs.ErrNotFound):
 			c.l2Misses.Add(1)
@@ -274,7 +276,7 @@ func (c *Cache) load(id loader.Identity, key, name string) (*Tensor, error) {
 	// The key is that of the version actually opened, which may be newer
 	// than the one stat'ed if the file changed in between.
 	key = tensorKey(f.Identity(), name)
-	c.l1.Set(key, &l1Value{dtype: string(ti.DType), shape: ti.Shape, data: data}, int64(len(data)))
+	c.l1.Set(key, &l1Value{dtype: string(ti.DType), shape: ti.Shape, data: data}, int64(len(data)+len(key)))
 	if c.wb != nil {
 		c.wb.enqueue(key, string(ti.DType), ti.Shape, data)
 	}

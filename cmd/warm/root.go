@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
+	"github.com/modelcache/modelcache/l1"
 	"github.com/modelcache/modelcache/tier"
 )
 
@@ -20,6 +22,7 @@ import (
 type globals struct {
 	dir     string
 	memory  string
+	policy  string
 	disk    string
 	ttl     time.Duration
 	keyFile string
@@ -72,6 +75,9 @@ func (g *globals) openAt(dir string, mem int64) (*tier.Cache, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !slices.Contains(l1.Policies, l1.Policy(g.policy)) {
+		return nil, usageError{fmt.Errorf("--memory-policy: %q is not one of %v", g.policy, l1.Policies)}
+	}
 	var key []byte
 	if g.keyFile != "" {
 		if key, err = readKey(g.keyFile); err != nil {
@@ -79,7 +85,8 @@ func (g *globals) openAt(dir string, mem int64) (*tier.Cache, error) {
 		}
 	}
 	logger := slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	return tier.Open(&tier.Options{Dir: dir, MemoryBytes: mem, DiskBytes: disk, TTL: g.ttl, EncryptionKey: key, Logger: logger})
+	return tier.Open(&tier.Options{Dir: dir, MemoryBytes: mem, MemoryPolicy: l1.Policy(g.policy), DiskBytes: disk,
+		TTL: g.ttl, EncryptionKey: key, Logger: logger})
 }
 
 // withCache opens the cache, runs fn and closes the cache. A failed Close
@@ -152,6 +159,7 @@ Exit status: 0 on success, 1 if any file failed, 2 on a usage error,
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.dir, "dir", defaultDir(), "cache directory (env MODELCACHE_DIR)")
 	pf.StringVar(&g.memory, "memory", envOr("MODELCACHE_MEMORY", ""), "RAM budget of the in-memory tier, e.g. 2GiB (env MODELCACHE_MEMORY; default 1GiB)")
+	pf.StringVar(&g.policy, "memory-policy", envOr("MODELCACHE_MEMORY_POLICY", string(l1.S3FIFO)), "eviction policy of the in-memory tier: s3fifo, lru, fifo or lfu (env MODELCACHE_MEMORY_POLICY)")
 	pf.StringVar(&g.disk, "disk", envOr("MODELCACHE_DISK", ""), "disk budget of the cache directory, e.g. 100GB; 0 for none (env MODELCACHE_DISK)")
 	ttl, ttlErr := time.ParseDuration(envOr("MODELCACHE_TTL", "0s"))
 	pf.DurationVar(&g.ttl, "ttl", ttl, "how long cached entries live, e.g. 72h; 0 for until evicted (env MODELCACHE_TTL)")

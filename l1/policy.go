@@ -1,0 +1,295 @@
+package l1
+
+import (
+	"container/heap"
+	"sync/atomic"
+)
+
+// entry is one cached value with the bookkeeping of every policy; a policy
+// uses the fields it needs. All fields but freq are guarded by Cache.mu.
+type entry[K comparable, V any] struct {
+	key   K
+	value V
+	size  int64 // charged, overhead included
+
+	prev, next *entry[K, V] // queue links (LRU, FIFO, S3-FIFO)
+	freq       atomic.Int32 // S3-FIFO: hits since insertion or reinsertion, 0..3
+	queue      uint8        // S3-FIFO: which queue holds it
+	gone       bool         // no longer in the cache
+
+	count uint32 // LFU: aged hit count
+	seq   uint64 // LFU: recency, breaks ties
+	index int    // LFU: position in the heap
+}
+
+// touch records a hit for S3-FIFO without a lock.
+func (e *entry[K, V]) touch() {
+	for {
+		f := e.freq.Load()
+		if f >= 3 || e.freq.CompareAndSwap(f, f+1) {
+			return
+		}
+	}
+}
+
+// policy is the single-threaded core of an eviction policy; Cache calls it
+// under its mutex only.
+type policy[K comparable, V any] interface {
+	add(e *entry[K, V])
+	hit(e *entry[K, V]) // only for policies that set Cache.hitLock
+	remove(e *entry[K, V])
+	evict() *entry[K, V] // removes and returns the victim; called when not empty
+	used() int64
+	capacity() int64
+	len() int
+}
+
+// queue is an intrusive doubly linked list; root.next is the head (newest).
+type queue[K comparable, V any] struct {
+	root  entry[K, V]
+	bytes int64
+	n     int
+}
+
+func (q *queue[K, V]) init() *queue[K, V] {
+	q.root.next, q.root.prev = &q.root, &q.root
+	return q
+}
+
+func (q *queue[K, V]) pushFront(e *entry[K, V]) {
+	e.prev, e.next = &q.root, q.root.next
+	q.root.next.prev = e
+	q.root.next = e
+	q.bytes += e.size
+	q.n++
+}
+
+func (q *queue[K, V]) unlink(e *entry[K, V]) {
+	e.prev.next, e.next.prev = e.next, e.prev
+	e.prev, e.next = nil, nil
+	q.bytes -= e.size
+	q.n--
+}
+
+func (q *queue[K, V]) back() *entry[K, V] {
+	if q.n == 0 {
+		return nil
+	}
+	return q.root.prev
+}
+
+// lru evicts the least recently used entry.
+type lru[K comparable, V any] struct {
+	q   queue[K, V]
+	max int64
+}
+
+func newLRU[K comparable, V any](max int64) *lru[K, V] {
+	p := &lru[K, V]{max: max}
+	p.q.init()
+	return p
+}
+
+func (p *lru[K, V]) add(e *entry[K, V])    { p.q.pushFront(e) }
+func (p *lru[K, V]) hit(e *entry[K, V])    { p.q.unlink(e); p.q.pushFront(e) }
+func (p *lru[K, V]) remove(e *entry[K, V]) { p.q.unlink(e) }
+func (p *lru[K, V]) evict() *entry[K, V] {
+	e := p.q.back()
+	p.q.unlink(e)
+	return e
+}
+func (p *lru[K, V]) used() int64     { return p.q.bytes }
+func (p *lru[K, V]) capacity() int64 { return p.max }
+func (p *lru[K, V]) len() int        { return p.q.n }
+
+// fifo evicts the oldest entry; hits change nothing.
+type fifo[K comparable, V any] struct{ lru[K, V] }
+
+func newFIFO[K comparable, V any](max int64) *fifo[K, V] {
+	p := &fifo[K, V]{lru[K, V]{max: max}}
+	p.q.init()
+	return p
+}
+
+func (p *fifo[K, V]) hit(*entry[K, V]) {}
+
+// s3fifo is S3-FIFO made byte-weighted: new entries go to a small FIFO
+// holding about 10% of the bytes; one that is hit there before it reaches
+// the end moves to the main FIFO, one that is not is evicted and its key
+// remembered in a ghost FIFO. A key that comes back while remembered goes
+// straight to the main FIFO. The main FIFO reinserts entries hit since their
+// last pass (lazy promotion, up to 3 passes). A scan (every tensor of a model
+// read once) passes through the small FIFO without disturbing the main one.
+type s3fifo[K comparable, V any] struct {
+	small, main queue[K, V]
+	max         int64
+	smallMax    int64
+	ghost       map[K]uint64 // key -> its number in ghostQ
+	ghostQ      []ghostKey[K]
+	ghostHead   int
+	ghostSeq    uint64
+}
+
+type ghostKey[K comparable] struct {
+	key K
+	seq uint64
+}
+
+const (
+	inSmall = 1
+	inMain  = 2
+)
+
+func newS3FIFO[K comparable, V any](max int64) *s3fifo[K, V] {
+	p := &s3fifo[K, V]{max: max, smallMax: max / 10, ghost: make(map[K]uint64)}
+	p.small.init()
+	p.main.init()
+	return p
+}
+
+func (p *s3fifo[K, V]) add(e *entry[K, V]) {
+	if _, ok := p.ghost[e.key]; ok {
+		delete(p.ghost, e.key)
+		e.queue = inMain
+		p.main.pushFront(e)
+		return
+	}
+	e.queue = inSmall
+	p.small.pushFront(e)
+}
+
+func (p *s3fifo[K, V]) hit(*entry[K, V]) {}
+
+func (p *s3fifo[K, V]) remove(e *entry[K, V]) {
+	if e.queue == inSmall {
+		p.small.unlink(e)
+	} else {
+		p.main.unlink(e)
+	}
+}
+
+func (p *s3fifo[K, V]) evict() *entry[K, V] {
+	for {
+		if p.small.n > 0 && (p.small.bytes > p.smallMax || p.main.n == 0) {
+			e := p.small.back()
+			p.small.unlink(e)
+			if e.freq.Load() > 0 {
+				e.freq.Store(0)
+				e.queue = inMain
+				p.main.pushFront(e)
+				continue
+			}
+			p.remember(e.key)
+			return e
+		}
+		e := p.main.back()
+		p.main.unlink(e)
+		if f := e.freq.Load(); f > 0 {
+			e.freq.Store(f - 1)
+			p.main.pushFront(e)
+			continue
+		}
+		return e
+	}
+}
+
+// remember adds key to the ghost FIFO, which holds about as many keys as the
+// main queue holds entries.
+func (p *s3fifo[K, V]) remember(key K) {
+	p.ghostSeq++
+	p.ghost[key] = p.ghostSeq
+	p.ghostQ = append(p.ghostQ, ghostKey[K]{key, p.ghostSeq})
+	for len(p.ghost) > max(p.main.n, 16) && p.ghostHead < len(p.ghostQ) {
+		g := p.ghostQ[p.ghostHead]
+		var zero ghostKey[K]
+		p.ghostQ[p.ghostHead] = zero
+		p.ghostHead++
+		if p.ghost[g.key] == g.seq {
+			delete(p.ghost, g.key)
+		}
+	}
+	// Compact the queue once half of it is consumed.
+	if p.ghostHead > len(p.ghostQ)/2 && p.ghostHead > 1024 {
+		p.ghostQ = append(p.ghostQ[:0], p.ghostQ[p.ghostHead:]...)
+		p.ghostHead = 0
+	}
+}
+
+func (p *s3fifo[K, V]) used() int64     { return p.small.bytes + p.main.bytes }
+func (p *s3fifo[K, V]) capacity() int64 { return p.max }
+func (p *s3fifo[K, V]) len() int        { return p.small.n + p.main.n }
+
+// lfu evicts the entry with the fewest hits, the older on a tie. Counts are
+// halved whenever the hits since the last halving reach ten times the number
+// of entries, so that old popularity fades.
+type lfu[K comparable, V any] struct {
+	h       lfuHeap[K, V]
+	max     int64
+	bytes   int64
+	seq     uint64
+	sinceAg int
+}
+
+func newLFU[K comparable, V any](max int64) *lfu[K, V] { return &lfu[K, V]{max: max} }
+
+func (p *lfu[K, V]) add(e *entry[K, V]) {
+	p.seq++
+	e.count, e.seq = 1, p.seq
+	heap.Push(&p.h, e)
+	p.bytes += e.size
+}
+
+func (p *lfu[K, V]) hit(e *entry[K, V]) {
+	p.seq++
+	e.count++
+	e.seq = p.seq
+	heap.Fix(&p.h, e.index)
+	if p.sinceAg++; p.sinceAg >= 10*max(len(p.h), 1) {
+		p.sinceAg = 0
+		for _, x := range p.h {
+			x.count /= 2
+		}
+		heap.Init(&p.h)
+	}
+}
+
+func (p *lfu[K, V]) remove(e *entry[K, V]) {
+	heap.Remove(&p.h, e.index)
+	p.bytes -= e.size
+}
+
+func (p *lfu[K, V]) evict() *entry[K, V] {
+	e := heap.Pop(&p.h).(*entry[K, V])
+	p.bytes -= e.size
+	return e
+}
+
+func (p *lfu[K, V]) used() int64     { return p.bytes }
+func (p *lfu[K, V]) capacity() int64 { return p.max }
+func (p *lfu[K, V]) len() int        { return len(p.h) }
+
+type lfuHeap[K comparable, V any] []*entry[K, V]
+
+func (h lfuHeap[K, V]) Len() int { return len(h) }
+func (h lfuHeap[K, V]) Less(i, j int) bool {
+	if h[i].count != h[j].count {
+		return h[i].count < h[j].count
+	}
+	return h[i].seq < h[j].seq
+}
+func (h lfuHeap[K, V]) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *lfuHeap[K, V]) Push(x any) {
+	e := x.(*entry[K, V])
+	e.index = len(*h)
+	*h = append(*h, e)
+}
+func (h *lfuHeap[K, V]) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return e
+}
