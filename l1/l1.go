@@ -40,6 +40,9 @@ type Options[K comparable, V any] struct {
 	// not admitted (Set returns false), so that one huge value cannot flush
 	// the cache. Default 0.5; 1 admits anything that fits.
 	MaxEntryFraction float64
+	// ExcludeOverhead charges entries their given size only, without
+	// EntryOverhead: for simulations that count entries or trace bytes.
+	ExcludeOverhead bool
 	// OnEvict, if set, is called for every entry evicted to make room (not
 	// for Delete or replacement), after the cache's locks are released, on
 	// the goroutine that called Set.
@@ -97,7 +100,8 @@ type Cache[K comparable, V any] struct {
 	counters [numShards]counterStripe
 	onEvict  func(K, V, int64)
 	maxEntry int64
-	hitLock  bool // the policy must see hits under mu
+	overhead int64 // charged per entry: EntryOverhead, or 0
+	hitLock  bool  // the policy must see hits under mu
 
 	// mu guards pol and everything reachable from it (queues, used bytes,
 	// every entry's links).
@@ -116,7 +120,10 @@ func New[K comparable, V any](opts *Options[K, V]) (*Cache[K, V], error) {
 	if frac == 0 {
 		frac = 0.5
 	}
-	c := &Cache[K, V]{seed: maphash.MakeSeed(), onEvict: opts.OnEvict, maxEntry: int64(float64(opts.MaxBytes) * frac)}
+	c := &Cache[K, V]{seed: maphash.MakeSeed(), onEvict: opts.OnEvict, maxEntry: int64(float64(opts.MaxBytes) * frac), overhead: EntryOverhead}
+	if opts.ExcludeOverhead {
+		c.overhead = 0
+	}
 	for i := range c.shards {
 		c.shards[i].items = make(map[K]*entry[K, V])
 	}
@@ -166,7 +173,7 @@ func (c *Cache[K, V]) Get(key K) (V, bool) {
 // the entry is larger than MaxEntryFraction of the budget; an older value
 // under key is then removed, so a stale value is never left behind.
 func (c *Cache[K, V]) Set(key K, value V, size int64) bool {
-	charged := max(size, 0) + EntryOverhead
+	charged := max(size, 0) + c.overhead
 	i := c.shardOf(key)
 	sh := &c.shards[i]
 	var evicted []*entry[K, V]
@@ -204,7 +211,7 @@ func (c *Cache[K, V]) Set(key K, value V, size int64) bool {
 	c.evictions.Add(uint64(len(evicted)))
 	if c.onEvict != nil {
 		for _, v := range evicted {
-			c.onEvict(v.key, v.value, v.size-EntryOverhead)
+			c.onEvict(v.key, v.value, v.size-c.overhead)
 		}
 	}
 	return true
