@@ -6,7 +6,7 @@ STATICCHECK_VERSION ?= v0.8.2
 DEMO_MODEL  ?= testdata/models/posenet.bf16.safetensors
 DEMO_TENSOR ?= Const_61
 
-.PHONY: all build demo test check fmt-check staticcheck bench fuzz clean
+.PHONY: all build demo test check fmt-check staticcheck bench bench-rivals fuzz clean
 
 all: build
 
@@ -67,6 +67,11 @@ fuzz:
 	$(GO) test ./serialize/ -run '^$$' -fuzz FuzzUnmarshal -fuzztime $(FUZZTIME)
 	$(GO) test ./serialize/ -run '^$$' -fuzz FuzzDecodeChunk -fuzztime $(FUZZTIME)
 	$(GO) test ./loader/ -run '^$$' -fuzz FuzzParseSafetensors -fuzztime $(FUZZTIME)
+
+# Hit ratios and throughput against rival caches (bench/ is its own module).
+bench-rivals:
+	cd bench && $(GO) test -count=1 -run HitRatios -v -timeout 30m . | grep '^ *|'
+	cd bench && $(GO) test -run '^$$' -bench . -cpu 1,2 .
 
 clean:
 	rm -rf bin

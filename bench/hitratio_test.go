@@ -1,0 +1,66 @@
+package bench
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/modelcache/modelcache/sim"
+)
+
+// TestHitRatios replays every trace of ../../shared/traces and a generated
+// model-serving trace through every contender at three sizes (1%, 5% and 25%
+// of the trace's footprint) and logs a Markdown table.
+func TestHitRatios(t *testing.T) {
+	files, _ := filepath.Glob("../../shared/traces/*.trace.*")
+	if len(files) == 0 {
+		t.Skip("../../shared/traces not present")
+	}
+	var traces []*sim.Trace
+	for _, f := range files {
+		tr, err := sim.Read(f)
+		require.NoError(t, err)
+		tr.Name = strings.TrimSuffix(strings.TrimSuffix(filepath.Base(f), ".gz"), ".xz")
+		traces = append(traces, tr)
+	}
+	var buf bytes.Buffer
+	require.NoError(t, sim.GenerateServing(&buf, &sim.ServingOptions{Requests: 1_000_000}))
+	serving, err := sim.Decode(&buf)
+	require.NoError(t, err)
+	serving.Name = "serving (generated, weighted)"
+	traces = append(traces, serving)
+
+	cs := contenders()
+	var out strings.Builder
+	out.WriteString("| trace | size |")
+	for _, c := range cs {
+		out.WriteString(" " + c.name + " |")
+	}
+	out.WriteString("\n|---|---|" + strings.Repeat("---|", len(cs)) + "\n")
+	for _, tr := range traces {
+		keys, bytes := tr.Footprint()
+		total := uint64(keys)
+		if tr.Sizes != nil {
+			total = bytes
+		}
+		for _, f := range []float64{0.01, 0.05, 0.25} {
+			size := max(uint64(f*float64(total)), 1)
+			fmt.Fprintf(&out, "| %s | %d%% |", tr.Name, int(f*100))
+			for _, c := range cs {
+				cache, ok := c.make(size, tr.Sizes != nil)
+				if !ok {
+					out.WriteString(" — |")
+					continue
+				}
+				hits := sim.Replay(tr, cache)
+				fmt.Fprintf(&out, " %.2f |", 100*float64(hits)/float64(len(tr.Keys)))
+			}
+			out.WriteString("\n")
+		}
+	}
+	t.Log("\n" + out.String())
+}
