@@ -24,10 +24,12 @@ const (
 	FIFO   Policy = "fifo"   // first in, first out
 	LFU    Policy = "lfu"    // least frequently used, counts halved as they age
 	S3FIFO Policy = "s3fifo" // S3-FIFO (Yang et al., SOSP 2023): small FIFO, main FIFO with reinsertion, ghost keys
+	// TinyLFU is W-TinyLFU: an LRU window, then admission by a frequency sketch into an SLRU.
+	TinyLFU Policy = "tinylfu"
 )
 
 // Policies lists the policies, for flags and tests.
-var Policies = []Policy{S3FIFO, LRU, FIFO, LFU}
+var Policies = []Policy{S3FIFO, TinyLFU, LRU, FIFO, LFU}
 
 // Options configures a Cache.
 type Options[K comparable, V any] struct {
@@ -54,9 +56,9 @@ func (o *Options[K, V]) validate() error {
 		return errors.New("l1: MaxBytes must be > 0")
 	}
 	switch o.Policy {
-	case "", LRU, FIFO, LFU, S3FIFO:
+	case "", LRU, FIFO, LFU, S3FIFO, TinyLFU:
 	default:
-		return fmt.Errorf("l1: unknown policy %q (want one of lru, fifo, lfu, s3fifo)", o.Policy)
+		return fmt.Errorf("l1: unknown policy %q (want one of %v)", o.Policy, Policies)
 	}
 	if o.MaxEntryFraction < 0 || o.MaxEntryFraction > 1 {
 		return fmt.Errorf("l1: MaxEntryFraction %v outside [0, 1]", o.MaxEntryFraction)
@@ -134,6 +136,8 @@ func New[K comparable, V any](opts *Options[K, V]) (*Cache[K, V], error) {
 		c.pol = newFIFO[K, V](opts.MaxBytes)
 	case LFU:
 		c.pol, c.hitLock = newLFU[K, V](opts.MaxBytes), true
+	case TinyLFU:
+		c.pol, c.hitLock = newWTinyLFU[K, V](opts.MaxBytes), true
 	default:
 		c.pol = newS3FIFO[K, V](opts.MaxBytes)
 	}

@@ -120,8 +120,9 @@ func TestLFU_KeepsFrequentAndAges(t *testing.T) {
 	require.False(t, ok, "old popularity faded")
 }
 
-// A scan of keys read once does not flush S3-FIFO's hot set; it flushes LRU.
-func TestS3FIFO_ResistsScans(t *testing.T) {
+// A scan of keys read once does not flush the hot set of S3-FIFO or
+// W-TinyLFU; it flushes LRU's.
+func TestScanResistance(t *testing.T) {
 	unit := int64(100 + EntryOverhead)
 	hot := func(c *Cache[string, []byte]) int {
 		n := 0
@@ -133,7 +134,7 @@ func TestS3FIFO_ResistsScans(t *testing.T) {
 		return n
 	}
 	kept := map[Policy]int{}
-	for _, p := range []Policy{S3FIFO, LRU} {
+	for _, p := range []Policy{S3FIFO, TinyLFU, LRU} {
 		c := newCache(t, 100*unit, p)
 		for range 3 {
 			for i := range 50 {
@@ -149,6 +150,7 @@ func TestS3FIFO_ResistsScans(t *testing.T) {
 		kept[p] = hot(c)
 	}
 	require.Equal(t, 50, kept[S3FIFO], "S3-FIFO kept the hot set")
+	require.GreaterOrEqual(t, kept[TinyLFU], 45, "W-TinyLFU kept (nearly all of) the hot set")
 	require.Zero(t, kept[LRU], "LRU lost it")
 }
 
