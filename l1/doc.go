@@ -3,8 +3,16 @@
 //
 // Every entry is charged its size as given by the caller plus a fixed
 // EntryOverhead for the cache's own bookkeeping, so the budget bounds real
-// memory. An entry larger than the budget is not admitted: it would only
-// flush everything else. Eviction is least recently used.
+// memory. An entry larger than a fraction of the budget (half, by default)
+// is not admitted: it would only flush everything else.
+//
+// # Policies
+//
+// S3FIFO (the default), TinyLFU (adaptive W-TinyLFU), LRU, FIFO and LFU with
+// aging, chosen by Options.Policy. Model loading reads every tensor once in
+// file order, a scan that flushes an LRU; S3-FIFO and W-TinyLFU resist it.
+// docs/BENCHMARKS.md compares their hit ratios with golang-lru, ristretto and
+// otter on public traces.
 //
 // l1 knows nothing of tensors or files; values are opaque and shared: the
 // cache never copies or modifies them, and neither may its callers.

@@ -159,7 +159,7 @@ Exit status: 0 on success, 1 if any file failed, 2 on a usage error,
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.dir, "dir", defaultDir(), "cache directory (env MODELCACHE_DIR)")
 	pf.StringVar(&g.memory, "memory", envOr("MODELCACHE_MEMORY", ""), "RAM budget of the in-memory tier, e.g. 2GiB (env MODELCACHE_MEMORY; default 1GiB)")
-	pf.StringVar(&g.policy, "memory-policy", envOr("MODELCACHE_MEMORY_POLICY", string(l1.S3FIFO)), "eviction policy of the in-memory tier: s3fifo, lru, fifo or lfu (env MODELCACHE_MEMORY_POLICY)")
+	pf.StringVar(&g.policy, "memory-policy", envOr("MODELCACHE_MEMORY_POLICY", string(l1.S3FIFO)), "eviction policy of the in-memory tier: s3fifo, tinylfu, lru, fifo or lfu (env MODELCACHE_MEMORY_POLICY)")
 	pf.StringVar(&g.disk, "disk", envOr("MODELCACHE_DISK", ""), "disk budget of the cache directory, e.g. 100GB; 0 for none (env MODELCACHE_DISK)")
 	ttl, ttlErr := time.ParseDuration(envOr("MODELCACHE_TTL", "0s"))
 	pf.DurationVar(&g.ttl, "ttl", ttl, "how long cached entries live, e.g. 72h; 0 for until evicted (env MODELCACHE_TTL)")

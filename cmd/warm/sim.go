@@ -99,7 +99,11 @@ serving to --out instead.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&policies, "policy", strings.Join([]string{string(l1.S3FIFO), string(l1.LRU), string(l1.FIFO), string(l1.LFU)}, ","), "policies, comma-separated")
+	var all []string
+	for _, p := range l1.Policies {
+		all = append(all, string(p))
+	}
+	f.StringVar(&policies, "policy", strings.Join(all, ","), "policies, comma-separated")
 	f.StringVar(&sizes, "size", "auto", "cache sizes, comma-separated (entries, or bytes with units for weighted traces), or auto")
 	f.BoolVar(&weighted, "weighted", false, "require sizes in the trace and count bytes")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per trace, policy and size")
