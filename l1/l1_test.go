@@ -279,3 +279,28 @@ func BenchmarkCache_GetHit(b *testing.B) {
 		})
 	}
 }
+
+// The cache's real memory, values included, stays within its budget + 5%
+// however many entries it turns over.
+func TestCache_RealMemoryWithinBudget(t *testing.T) {
+	var budget int64 = 32 << 20
+	for _, p := range []Policy{S3FIFO, TinyLFU} {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		c, err := New(&Options[string, []byte]{MaxBytes: budget, Policy: p})
+		require.NoError(t, err)
+		for i := range 200_000 {
+			// Sizes Go's allocator serves exactly, so that its rounding
+			// is not counted against the cache.
+			v := make([]byte, 512<<(i%3))
+			c.Set(fmt.Sprintf("key-%d", i), v, int64(len(v)))
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+		t.Logf("%s: heap grew %d KiB for a budget of %d KiB", p, grew>>10, budget>>10)
+		require.LessOrEqual(t, grew, int64(float64(budget)*1.05), p)
+		runtime.KeepAlive(c)
+	}
+}

@@ -2,6 +2,7 @@ package l1
 
 import (
 	"container/heap"
+	"hash/maphash"
 	"sync/atomic"
 )
 
@@ -125,15 +126,17 @@ type s3fifo[K comparable, V any] struct {
 	small, main queue[K, V]
 	max         int64
 	smallMax    int64
-	ghost       map[K]uint64 // key -> its number in ghostQ
-	ghostQ      []ghostKey[K]
-	ghostHead   int
-	ghostSeq    uint64
+	// The ghost FIFO remembers evicted keys by hash, so that it holds no
+	// key alive; a collision only sends a new key to main early.
+	seed      maphash.Seed
+	ghost     map[uint64]uint64 // key hash -> its number in ghostQ
+	ghostQ    []ghostKey
+	ghostHead int
+	ghostSeq  uint64
 }
 
-type ghostKey[K comparable] struct {
-	key K
-	seq uint64
+type ghostKey struct {
+	hash, seq uint64
 }
 
 const (
@@ -142,15 +145,16 @@ const (
 )
 
 func newS3FIFO[K comparable, V any](max int64) *s3fifo[K, V] {
-	p := &s3fifo[K, V]{max: max, smallMax: max / 10, ghost: make(map[K]uint64)}
+	p := &s3fifo[K, V]{max: max, smallMax: max / 10, seed: maphash.MakeSeed(), ghost: make(map[uint64]uint64)}
 	p.small.init()
 	p.main.init()
 	return p
 }
 
 func (p *s3fifo[K, V]) add(e *entry[K, V]) {
-	if _, ok := p.ghost[e.key]; ok {
-		delete(p.ghost, e.key)
+	h := maphash.Comparable(p.seed, e.key)
+	if _, ok := p.ghost[h]; ok {
+		delete(p.ghost, h)
 		e.queue = inMain
 		p.main.pushFront(e)
 		return
@@ -197,16 +201,15 @@ func (p *s3fifo[K, V]) evict() *entry[K, V] {
 // remember adds key to the ghost FIFO, which holds about as many keys as the
 // main queue holds entries.
 func (p *s3fifo[K, V]) remember(key K) {
+	h := maphash.Comparable(p.seed, key)
 	p.ghostSeq++
-	p.ghost[key] = p.ghostSeq
-	p.ghostQ = append(p.ghostQ, ghostKey[K]{key, p.ghostSeq})
+	p.ghost[h] = p.ghostSeq
+	p.ghostQ = append(p.ghostQ, ghostKey{h, p.ghostSeq})
 	for len(p.ghost) > max(p.main.n, 16) && p.ghostHead < len(p.ghostQ) {
 		g := p.ghostQ[p.ghostHead]
-		var zero ghostKey[K]
-		p.ghostQ[p.ghostHead] = zero
 		p.ghostHead++
-		if p.ghost[g.key] == g.seq {
-			delete(p.ghost, g.key)
+		if p.ghost[g.hash] == g.seq {
+			delete(p.ghost, g.hash)
 		}
 	}
 	// Compact the queue once half of it is consumed.
