@@ -160,56 +160,61 @@ func (p *wtinylfu[K, V]) used() int64 {
 func (p *wtinylfu[K, V]) capacity() int64 { return p.max }
 func (p *wtinylfu[K, V]) len() int        { return p.window.n + p.probation.n + p.protected.n }
 
-// sketch is a count-min sketch of 4-bit counters, four rows, halved every
-// 10 × width additions so that old popularity fades (TinyLFU's reset).
+// sketch is a count-min sketch of 4-bit counters laid out as Caffeine's
+// FrequencySketch: sixteen counters to a uint64, and the four counters of a
+// key all in one 64-byte block, so that recording or estimating a key
+// touches one cache line. Counters are halved every 10 × width additions so
+// that old popularity fades (TinyLFU's reset).
 type sketch struct {
-	rows      [4][]uint8 // one counter per byte: simple, and small enough here
-	mask      uint64
+	table     []uint64
+	blockMask uint64
 	additions int
 	period    int
 }
 
 func (s *sketch) init(entries int) {
-	w := 64
-	for w < 2*entries {
-		w *= 2
+	n := 8 // one block at least
+	for n < entries/4 {
+		n *= 2
 	}
-	for i := range s.rows {
-		s.rows[i] = make([]uint8, w)
-	}
-	s.mask = uint64(w - 1)
-	s.additions, s.period = 0, 10*w
+	s.table = make([]uint64, n)
+	s.blockMask = uint64(n>>3) - 1
+	s.additions, s.period = 0, 10*max(entries, 64)
 }
 
-func (s *sketch) capacity() int { return len(s.rows[0]) / 2 }
+// capacity is the number of entries the table is sized for.
+func (s *sketch) capacity() int { return max(len(s.table)*4, 64) }
 
-func (s *sketch) index(h uint64, i int) uint64 {
-	h ^= h >> 33
-	h *= 0xff51afd7ed558ccd + uint64(i)*0x9e3779b97f4a7c15
-	h ^= h >> 29
-	return h & s.mask
+// slots yields, for each of the key's four counters, the word and the
+// counter (0-15) within it.
+func (s *sketch) slot(h uint64, i int) (word int, shift uint) {
+	block := (h & s.blockMask) << 3
+	c := (h * 0x9e3779b97f4a7c15) >> (uint(i) << 3)
+	idx := (c >> 1) & 15
+	off := c & 1
+	return int(block + off + uint64(i)<<1), uint(idx) << 2
 }
 
 func (s *sketch) add(h uint64) {
-	for i := range s.rows {
-		if c := &s.rows[i][s.index(h, i)]; *c < 15 {
-			*c++
+	for i := range 4 {
+		w, sh := s.slot(h, i)
+		if (s.table[w]>>sh)&15 < 15 {
+			s.table[w] += 1 << sh
 		}
 	}
 	if s.additions++; s.additions >= s.period {
 		s.additions = 0
-		for i := range s.rows {
-			for j := range s.rows[i] {
-				s.rows[i][j] >>= 1
-			}
+		for i := range s.table {
+			s.table[i] = (s.table[i] >> 1) & 0x7777777777777777
 		}
 	}
 }
 
 func (s *sketch) estimate(h uint64) uint8 {
-	m := uint8(15)
-	for i := range s.rows {
-		m = min(m, s.rows[i][s.index(h, i)])
+	m := uint64(15)
+	for i := range 4 {
+		w, sh := s.slot(h, i)
+		m = min(m, (s.table[w]>>sh)&15)
 	}
-	return m
+	return uint8(m)
 }
