@@ -67,6 +67,7 @@ fuzz:
 	$(GO) test ./serialize/ -run '^$$' -fuzz FuzzUnmarshal -fuzztime $(FUZZTIME)
 	$(GO) test ./serialize/ -run '^$$' -fuzz FuzzDecodeChunk -fuzztime $(FUZZTIME)
 	$(GO) test ./loader/ -run '^$$' -fuzz FuzzParseSafetensors -fuzztime $(FUZZTIME)
+	$(GO) test ./sim/ -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
 
 # Hit ratios and throughput against rival caches (bench/ is its own module).
 bench-rivals:

@@ -104,3 +104,26 @@ func TestRead_SharedTraces(t *testing.T) {
 		require.NotEmpty(t, tr.Keys, f)
 	}
 }
+
+// FuzzDecode: any bytes give a trace or an error, never a panic; a trace's
+// sizes, if any, match its keys.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte("1\n2\n3\n"))
+	f.Add([]byte("a 10\nb 20\n"))
+	f.Add([]byte{0, 0, 0, 7, 0, 0, 0, 9})
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte("1 5\n2 6\n"))
+	zw.Close()
+	f.Add(gz.Bytes())
+	f.Add([]byte{0xfd, '7', 'z', 'X', 'Z', 0, 1, 2})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tr, err := Decode(bytes.NewReader(b))
+		if err != nil {
+			return
+		}
+		if tr.Sizes != nil {
+			require.Len(t, tr.Sizes, len(tr.Keys))
+		}
+	})
+}
