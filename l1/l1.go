@@ -225,7 +225,19 @@ func (c *Cache[K, V]) Set(key K, value V, size int64) bool {
 
 // Delete removes key if present.
 func (c *Cache[K, V]) Delete(key K) {
-	c.DeleteFunc(func(k K) bool { return k == key })
+	sh := &c.shards[c.shardOf(key)]
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sh.mu.Lock()
+	e, ok := sh.items[key]
+	if ok {
+		delete(sh.items, key)
+	}
+	sh.mu.Unlock()
+	if ok {
+		c.pol.remove(e)
+		e.gone = true
+	}
 }
 
 // DeleteFunc removes every entry whose key del reports true for. It holds

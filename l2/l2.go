@@ -783,12 +783,13 @@ func infoOf(key string, m *meta) *EntryInfo {
 	return info
 }
 
-// Delete removes the entry under key; a missing key is not an error.
-func (s *Store) Delete(key string) error {
+// Delete removes the entries under keys; missing keys are not an error.
+// Removing many at once costs one pass over the chunks, not one per key.
+func (s *Store) Delete(keys ...string) error {
 	if s.closed.Load() {
 		return fmt.Errorf("l2: %s: %w", s.dir, errs.ErrClosed)
 	}
-	return s.removeEntries([]string{key})
+	return s.removeEntries(keys)
 }
 
 // removeEntries deletes the meta records of keys (the commit point: the

@@ -104,7 +104,7 @@ func AutoSizes(t *Trace, n int) []uint64 {
 	for i := range n {
 		f := lo
 		if n > 1 {
-			f = lo * pow(hi/lo, float64(i)/float64(n-1))
+			f = lo * math.Pow(hi/lo, float64(i)/float64(n-1))
 		}
 		s := max(uint64(f*float64(total)), 1)
 		if len(out) == 0 || s != out[len(out)-1] {
@@ -113,5 +113,3 @@ func AutoSizes(t *Trace, n int) []uint64 {
 	}
 	return out
 }
-
-func pow(b, e float64) float64 { return math.Pow(b, e) }

@@ -289,7 +289,7 @@ func (c *Cache) load(id loader.Identity, key, name string) (*Tensor, error) {
 func (c *Cache) acquire(id loader.Identity) (*loader.File, func(), error) {
 	f, release, opened, err := c.files.acquire(id)
 	if err == nil && opened && c.l2 != nil {
-		if rerr := c.removeVersions(f.Path(), func(version string) bool { return version != f.Identity().String() }); rerr != nil {
+		if _, rerr := c.removeVersions(f.Path(), func(version string) bool { return version != f.Identity().String() }); rerr != nil {
 			c.log.Warn("tier: removing entries of older versions failed", "path", f.Path(), "err", rerr)
 		}
 	}
@@ -316,8 +316,9 @@ func KeyFile(key string) (path, tensor string) {
 	return p, name
 }
 
-// removeVersions removes the L2 entries of path whose identity drop says to.
-func (c *Cache) removeVersions(path string, drop func(identity string) bool) error {
+// removeVersions removes the L2 entries of path whose identity drop says to
+// and returns how many.
+func (c *Cache) removeVersions(path string, drop func(identity string) bool) (int, error) {
 	var stale []string
 	err := c.l2.Range(path+"\x00", func(e *l2.EntryInfo) bool {
 		if _, id, _, ok := splitKey(e.Key); ok && drop(id) {
@@ -326,15 +327,13 @@ func (c *Cache) removeVersions(path string, drop func(identity string) bool) err
 		return true
 	})
 	if err != nil || len(stale) == 0 {
-		return err
+		return 0, err
 	}
-	for _, k := range stale {
-		if err := c.l2.Delete(k); err != nil {
-			return err
-		}
+	if err := c.l2.Delete(stale...); err != nil {
+		return 0, err
 	}
 	c.staleRemoved.Add(uint64(len(stale)))
-	return nil
+	return len(stale), nil
 }
 
 // GC removes L2 entries whose source file is gone or has changed, then
@@ -360,7 +359,7 @@ func (c *Cache) GC() error {
 		if id, err := loader.Stat(p); err == nil {
 			current = id.String()
 		}
-		if err := c.removeVersions(p, func(id string) bool { return id != current }); err != nil {
+		if _, err := c.removeVersions(p, func(id string) bool { return id != current }); err != nil {
 			return err
 		}
 	}
@@ -425,19 +424,18 @@ func (c *Cache) Verify(bad func(key string, err error)) (checked, corrupt int, e
 	return c.l2.Verify(bad)
 }
 
-// Evict removes every L2 and L1 entry of the file at path, whatever version.
+// Evict removes every L2 and L1 entry of the file at path, whatever version,
+// and returns how many L2 entries it removed.
 func (c *Cache) Evict(path string) (int, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return 0, err
 	}
+	c.l1.DeleteFunc(func(k string) bool { return strings.HasPrefix(k, abs+"\x00") })
 	if c.l2 == nil {
 		return 0, nil
 	}
-	before := c.staleRemoved.Load()
-	err = c.removeVersions(abs, func(string) bool { return true })
-	c.l1.DeleteFunc(func(k string) bool { return strings.HasPrefix(k, abs+"\x00") })
-	return int(c.staleRemoved.Load() - before), err
+	return c.removeVersions(abs, func(string) bool { return true })
 }
 
 // WarmResult says what Warm did.

@@ -329,3 +329,22 @@ func BenchmarkCache_TensorFromL2(b *testing.B) {
 		}
 	}
 }
+
+// Evict drops the file's tensors from L1 too, with or without L2.
+func TestCache_EvictClearsL1(t *testing.T) {
+	for _, dir := range []string{"", t.TempDir()} {
+		c := openCache(t, &Options{Dir: dir})
+		ctx := context.Background()
+		_, err := c.Tensor(ctx, testModel, "Const_61")
+		require.NoError(t, err)
+		tn, err := c.Tensor(ctx, testModel, "Const_61")
+		require.NoError(t, err)
+		require.Equal(t, L1, tn.ServedBy)
+		c.Flush()
+		_, err = c.Evict(testModel)
+		require.NoError(t, err)
+		tn, err = c.Tensor(ctx, testModel, "Const_61")
+		require.NoError(t, err)
+		require.Equal(t, Source, tn.ServedBy, "dir %q", dir)
+	}
+}

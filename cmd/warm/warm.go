@@ -112,17 +112,18 @@ func (g *globals) warmFiles(ctx context.Context, args []string, w *warmFlags) er
 		sum.Failed++
 	}
 
-	var total uint64
-	for _, f := range files {
-		if lf, err := loader.Open(f); err == nil {
-			for _, t := range lf.Tensors() {
-				total += t.Length
-			}
-			lf.Close()
-		}
-	}
 	var bar *progressbar.ProgressBar
 	if !w.json && isTerminal(g.stderr) {
+		// Only the bar needs the total: each header is parsed again by Warm.
+		var total uint64
+		for _, f := range files {
+			if lf, err := loader.Open(f); err == nil {
+				for _, t := range lf.Tensors() {
+					total += t.Length
+				}
+				lf.Close()
+			}
+		}
 		bar = progressbar.NewOptions64(int64(total),
 			progressbar.OptionSetWriter(g.stderr),
 			progressbar.OptionSetDescription("warming"),
