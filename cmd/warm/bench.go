@@ -46,12 +46,24 @@ type benchReport struct {
 	Latency       map[string]latency `json:"latency"`
 }
 
-func (r *benchReport) rate(mode string) float64 {
-	return map[string]float64{
-		"cold_raw": r.ColdRawGBps, "warm_raw": r.WarmRawGBps,
-		"l2_cold": r.L2ColdGBps, "l2_warm": r.L2WarmGBps, "l1": r.L1GBps,
-	}[mode]
+// rateOf is the field holding the rate of a mode.
+func (r *benchReport) rateOf(mode string) *float64 {
+	switch mode {
+	case "cold_raw":
+		return &r.ColdRawGBps
+	case "warm_raw":
+		return &r.WarmRawGBps
+	case "l2_cold":
+		return &r.L2ColdGBps
+	case "l2_warm":
+		return &r.L2WarmGBps
+	case "l1":
+		return &r.L1GBps
+	}
+	panic("warm: unknown bench mode " + mode)
 }
+
+func (r *benchReport) rate(mode string) float64 { return *r.rateOf(mode) }
 
 type benchOptions struct {
 	runs       int
@@ -329,19 +341,7 @@ func (g *globals) benchFile(ctx context.Context, path, dir string, o benchOption
 		}
 		m := median(results[mode])
 		rep.Latency[mode] = percentiles(m.per)
-		rate := gbps(rep.Bytes, m.total)
-		switch mode {
-		case "cold_raw":
-			rep.ColdRawGBps = rate
-		case "warm_raw":
-			rep.WarmRawGBps = rate
-		case "l2_cold":
-			rep.L2ColdGBps = rate
-		case "l2_warm":
-			rep.L2WarmGBps = rate
-		case "l1":
-			rep.L1GBps = rate
-		}
+		*rep.rateOf(mode) = gbps(rep.Bytes, m.total)
 	}
 	return rep, nil
 }
