@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 )
@@ -47,6 +48,12 @@ type Options[K comparable, V any] struct {
 	// ExcludeOverhead charges entries their given size only, without
 	// EntryOverhead: for simulations that count entries or trace bytes.
 	ExcludeOverhead bool
+	// CountHits makes Stats count hits. Off, a hit writes no shared memory
+	// but its entry's frequency bits (once saturated, none), so hits scale
+	// with cores; on, every hit also increments a counter, which costs
+	// about 6 ns on two contending cores (docs/BENCHMARKS.md). Otter and
+	// Caffeine make the same choice. Misses are always counted.
+	CountHits bool
 	// OnEvict, if set, is called for every entry evicted to make room (not
 	// for Delete or replacement), after the cache's locks are released, on
 	// the goroutine that called Set.
@@ -70,7 +77,7 @@ func (o *Options[K, V]) validate() error {
 
 // Stats are counters since the cache was created.
 type Stats struct {
-	Hits, Misses, Evictions uint64
+	Hits, Misses, Evictions uint64 // Hits only with Options.CountHits
 	Rejected                uint64 // Sets refused because the entry is too large
 	Entries                 int
 	Bytes                   int64 // charged bytes, overhead included
@@ -79,33 +86,29 @@ type Stats struct {
 
 const numShards = 64 // index shards; a power of two
 
-// counterStripe holds one shard's hit and miss counts on a cache line of its
-// own, so that readers on different cores do not contend for it.
+// counterStripe holds hit and miss counts on cache lines of their own, so
+// that readers on different cores do not contend for them; 128 bytes, as the
+// adjacent-line prefetcher moves lines in pairs.
 type counterStripe struct {
 	hits, misses atomic.Uint64
-	_            [48]byte
-}
-
-type shard[K comparable, V any] struct {
-	mu    sync.RWMutex // guards items
-	items map[K]*entry[K, V]
-	_     [32]byte
+	_            [112]byte
 }
 
 // Cache is a byte-bounded cache with a pluggable eviction policy. It is safe
-// for concurrent use. Lookups go through a sharded index; under S3FIFO and
-// FIFO a hit takes no lock of the policy at all (S3-FIFO only bumps an atomic
-// counter), so hits scale with cores. LRU and LFU reorder on every hit and
+// for concurrent use. Lookups take no lock (see index); under S3FIFO and
+// FIFO a hit takes no lock of the policy either (S3-FIFO only bumps an
+// entry's saturating counter), so hits scale with cores. LRU and LFU reorder on every hit and
 // take the policy lock. Decisions depend on nothing but the order of calls:
 // no goroutines, no clock.
 type Cache[K comparable, V any] struct {
 	seed     maphash.Seed
-	shards   [numShards]shard[K, V]
+	idx      index[K, V]
 	counters [numShards]counterStripe
 	onEvict  func(K, V, int64)
 	maxEntry int64
 	overhead int64 // charged per entry: EntryOverhead, or 0
 	hitLock  bool  // the policy must see hits under mu
+	countHit bool
 
 	// mu guards pol and everything reachable from it (queues, used bytes,
 	// every entry's links).
@@ -124,13 +127,11 @@ func New[K comparable, V any](opts *Options[K, V]) (*Cache[K, V], error) {
 	if frac == 0 {
 		frac = 0.5
 	}
-	c := &Cache[K, V]{seed: maphash.MakeSeed(), onEvict: opts.OnEvict, maxEntry: int64(float64(opts.MaxBytes) * frac), overhead: EntryOverhead}
+	c := &Cache[K, V]{seed: maphash.MakeSeed(), onEvict: opts.OnEvict, countHit: opts.CountHits, maxEntry: int64(float64(opts.MaxBytes) * frac), overhead: EntryOverhead}
 	if opts.ExcludeOverhead {
 		c.overhead = 0
 	}
-	for i := range c.shards {
-		c.shards[i].items = make(map[K]*entry[K, V])
-	}
+	c.idx.init()
 	switch opts.Policy {
 	case LRU:
 		c.pol, c.hitLock = newLRU[K, V](opts.MaxBytes), true
@@ -146,27 +147,31 @@ func New[K comparable, V any](opts *Options[K, V]) (*Cache[K, V], error) {
 	return c, nil
 }
 
-func (c *Cache[K, V]) shardOf(key K) int {
-	return int(maphash.Comparable(c.seed, key) & (numShards - 1))
+func (c *Cache[K, V]) hash(key K) uint64 { return maphash.Comparable(c.seed, key) }
+
+// stripe picks a counter stripe at random. By key, goroutines hitting one
+// hot key would share a stripe and move its cache line between their cores
+// on every hit; a per-processor stripe (a sync.Pool token) was measured and
+// cost more than it saved.
+func (c *Cache[K, V]) stripe() *counterStripe {
+	return &c.counters[rand.Uint32()&(numShards-1)]
 }
 
 // Get returns the value for key and records the hit with the policy.
 func (c *Cache[K, V]) Get(key K) (V, bool) {
-	i := c.shardOf(key)
-	sh := &c.shards[i]
-	sh.mu.RLock()
-	e, ok := sh.items[key]
-	sh.mu.RUnlock()
-	if !ok {
-		c.counters[i].misses.Add(1)
+	e := c.idx.get(c.hash(key), key)
+	if e == nil {
+		c.stripe().misses.Add(1)
 		var zero V
 		return zero, false
 	}
-	c.counters[i].hits.Add(1)
+	if c.countHit {
+		c.stripe().hits.Add(1)
+	}
 	e.touch()
 	if c.hitLock {
 		c.mu.Lock()
-		if !e.gone {
+		if !e.gone.Load() {
 			c.pol.hit(e)
 		}
 		c.mu.Unlock()
@@ -180,39 +185,27 @@ func (c *Cache[K, V]) Get(key K) (V, bool) {
 // under key is then removed, so a stale value is never left behind.
 func (c *Cache[K, V]) Set(key K, value V, size int64) bool {
 	charged := max(size, 0) + c.overhead
-	i := c.shardOf(key)
-	sh := &c.shards[i]
+	h := c.hash(key)
 	var evicted []*entry[K, V]
 	c.mu.Lock()
-	sh.mu.Lock()
-	old := sh.items[key]
-	if old != nil {
-		delete(sh.items, key)
-	}
-	sh.mu.Unlock()
-	if old != nil {
+	if old := c.idx.remove(h, key); old != nil {
+		old.gone.Store(true)
 		c.pol.remove(old)
-		old.gone = true
 	}
 	if charged > c.maxEntry || charged > c.pol.capacity() {
 		c.mu.Unlock()
 		c.rejected.Add(1)
 		return false
 	}
-	e := &entry[K, V]{key: key, value: value, size: charged}
+	e := &entry[K, V]{key: key, value: value, size: charged, hash: h}
 	for c.pol.used()+charged > c.pol.capacity() {
 		v := c.pol.evict()
-		v.gone = true
-		vs := &c.shards[c.shardOf(v.key)]
-		vs.mu.Lock()
-		delete(vs.items, v.key)
-		vs.mu.Unlock()
+		v.gone.Store(true)
+		c.idx.remove(v.hash, v.key)
 		evicted = append(evicted, v)
 	}
 	c.pol.add(e)
-	sh.mu.Lock()
-	sh.items[key] = e
-	sh.mu.Unlock()
+	c.idx.insert(e)
 	c.mu.Unlock()
 	c.evictions.Add(uint64(len(evicted)))
 	if c.onEvict != nil {
@@ -225,18 +218,12 @@ func (c *Cache[K, V]) Set(key K, value V, size int64) bool {
 
 // Delete removes key if present.
 func (c *Cache[K, V]) Delete(key K) {
-	sh := &c.shards[c.shardOf(key)]
+	h := c.hash(key)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	sh.mu.Lock()
-	e, ok := sh.items[key]
-	if ok {
-		delete(sh.items, key)
-	}
-	sh.mu.Unlock()
-	if ok {
+	if e := c.idx.remove(h, key); e != nil {
+		e.gone.Store(true)
 		c.pol.remove(e)
-		e.gone = true
 	}
 }
 
@@ -245,21 +232,18 @@ func (c *Cache[K, V]) Delete(key K) {
 func (c *Cache[K, V]) DeleteFunc(del func(K) bool) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n := 0
-	for i := range c.shards {
-		sh := &c.shards[i]
-		sh.mu.Lock()
-		for k, e := range sh.items {
-			if del(k) {
-				delete(sh.items, k)
-				c.pol.remove(e)
-				e.gone = true
-				n++
-			}
+	var doomed []*entry[K, V]
+	c.idx.each(func(e *entry[K, V]) {
+		if del(e.key) {
+			doomed = append(doomed, e)
 		}
-		sh.mu.Unlock()
+	})
+	for _, e := range doomed {
+		c.idx.remove(e.hash, e.key)
+		e.gone.Store(true)
+		c.pol.remove(e)
 	}
-	return n
+	return len(doomed)
 }
 
 // Stats returns the counters and current occupancy.

@@ -11,7 +11,7 @@ import (
 
 func newCache(t testing.TB, maxBytes int64, p Policy) *Cache[string, []byte] {
 	t.Helper()
-	c, err := New(&Options[string, []byte]{MaxBytes: maxBytes, Policy: p, MaxEntryFraction: 1})
+	c, err := New(&Options[string, []byte]{MaxBytes: maxBytes, Policy: p, MaxEntryFraction: 1, CountHits: true})
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		s := c.Stats()

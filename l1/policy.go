@@ -2,22 +2,24 @@ package l1
 
 import (
 	"container/heap"
-	"hash/maphash"
 	"sync/atomic"
 )
 
 // entry is one cached value with the bookkeeping of every policy; a policy
-// uses the fields it needs. All fields but freq are guarded by Cache.mu.
+// uses the fields it needs. key, value, size and hash are set before the
+// entry is published and never change; freq and gone are atomic; the rest is
+// guarded by Cache.mu.
 type entry[K comparable, V any] struct {
 	key   K
 	value V
-	size  int64 // charged, overhead included
+	size  int64  // charged, overhead included
+	hash  uint64 // of key, with the cache's seed
 
 	prev, next *entry[K, V] // queue links (LRU, FIFO, S3-FIFO)
 	freq       atomic.Int32 // S3-FIFO: hits since insertion or reinsertion, 0..3
 	queue      uint8        // S3-FIFO, W-TinyLFU: which queue holds it
 	fresh      bool         // W-TinyLFU: just left the window, admission pending
-	gone       bool         // no longer in the cache
+	gone       atomic.Bool  // no longer in the cache
 
 	count uint32 // LFU: aged hit count
 	seq   uint64 // LFU: recency, breaks ties
@@ -128,7 +130,6 @@ type s3fifo[K comparable, V any] struct {
 	smallMax    int64
 	// The ghost FIFO remembers evicted keys by hash, so that it holds no
 	// key alive; a collision only sends a new key to main early.
-	seed      maphash.Seed
 	ghost     map[uint64]uint64 // key hash -> its number in ghostQ
 	ghostQ    []ghostKey
 	ghostHead int
@@ -145,14 +146,14 @@ const (
 )
 
 func newS3FIFO[K comparable, V any](max int64) *s3fifo[K, V] {
-	p := &s3fifo[K, V]{max: max, smallMax: max / 10, seed: maphash.MakeSeed(), ghost: make(map[uint64]uint64)}
+	p := &s3fifo[K, V]{max: max, smallMax: max / 10, ghost: make(map[uint64]uint64)}
 	p.small.init()
 	p.main.init()
 	return p
 }
 
 func (p *s3fifo[K, V]) add(e *entry[K, V]) {
-	h := maphash.Comparable(p.seed, e.key)
+	h := e.hash
 	if _, ok := p.ghost[h]; ok {
 		delete(p.ghost, h)
 		e.queue = inMain
@@ -184,7 +185,7 @@ func (p *s3fifo[K, V]) evict() *entry[K, V] {
 				p.main.pushFront(e)
 				continue
 			}
-			p.remember(e.key)
+			p.remember(e.hash)
 			return e
 		}
 		e := p.main.back()
@@ -200,8 +201,7 @@ func (p *s3fifo[K, V]) evict() *entry[K, V] {
 
 // remember adds key to the ghost FIFO, which holds about as many keys as the
 // main queue holds entries.
-func (p *s3fifo[K, V]) remember(key K) {
-	h := maphash.Comparable(p.seed, key)
+func (p *s3fifo[K, V]) remember(h uint64) {
 	p.ghostSeq++
 	p.ghost[h] = p.ghostSeq
 	p.ghostQ = append(p.ghostQ, ghostKey{h, p.ghostSeq})

@@ -1,7 +1,5 @@
 package l1
 
-import "hash/maphash"
-
 // wtinylfu is W-TinyLFU (Einziger, Friedman, Manes, 2017), as in Caffeine
 // and otter, byte-weighted: new entries enter a small LRU window (1% of the
 // bytes); an entry leaving the window is admitted to the main space (an
@@ -13,7 +11,6 @@ type wtinylfu[K comparable, V any] struct {
 	window, probation, protected queue[K, V]
 	max, windowMax, protectedMax int64
 	sketch                       sketch
-	seed                         maphash.Seed
 
 	// The window's size climbs the hill of the hit ratio (Caffeine's
 	// adaptive W-TinyLFU): after each sample of requests, move it by step in
@@ -30,7 +27,7 @@ const (
 )
 
 func newWTinyLFU[K comparable, V any](max int64) *wtinylfu[K, V] {
-	p := &wtinylfu[K, V]{max: max, windowMax: max / 100, seed: maphash.MakeSeed(), step: -0.0625 * float64(max)}
+	p := &wtinylfu[K, V]{max: max, windowMax: max / 100, step: -0.0625 * float64(max)}
 	p.protectedMax = (max - p.windowMax) * 8 / 10
 	p.window.init()
 	p.probation.init()
@@ -39,13 +36,11 @@ func newWTinyLFU[K comparable, V any](max int64) *wtinylfu[K, V] {
 	return p
 }
 
-func (p *wtinylfu[K, V]) hash(k K) uint64 { return maphash.Comparable(p.seed, k) }
-
-func (p *wtinylfu[K, V]) record(k K) {
+func (p *wtinylfu[K, V]) record(h uint64) {
 	if n := p.len(); n > p.sketch.capacity() {
 		p.sketch.init(n)
 	}
-	p.sketch.add(p.hash(k))
+	p.sketch.add(h)
 }
 
 // climb adjusts the window once per sample of requests (10 per entry).
@@ -88,7 +83,7 @@ func (p *wtinylfu[K, V]) shrinkWindow() {
 func (p *wtinylfu[K, V]) add(e *entry[K, V]) {
 	p.misses++
 	p.climb()
-	p.record(e.key)
+	p.record(e.hash)
 	e.queue = inWindow
 	p.window.pushFront(e)
 	// What overflows the window enters probation as a candidate; whether it
@@ -98,7 +93,7 @@ func (p *wtinylfu[K, V]) add(e *entry[K, V]) {
 
 func (p *wtinylfu[K, V]) hit(e *entry[K, V]) {
 	p.hits++
-	p.record(e.key)
+	p.record(e.hash)
 	switch e.queue {
 	case inWindow:
 		p.window.unlink(e)
@@ -145,7 +140,7 @@ func (p *wtinylfu[K, V]) evict() *entry[K, V] {
 	}
 	if c := p.probation.root.next; c != v && c.fresh {
 		c.fresh = false
-		if p.sketch.estimate(p.hash(c.key)) <= p.sketch.estimate(p.hash(v.key)) {
+		if p.sketch.estimate(c.hash) <= p.sketch.estimate(v.hash) {
 			p.probation.unlink(c)
 			return c
 		}

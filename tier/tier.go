@@ -183,7 +183,7 @@ func Open(opts *Options) (*Cache, error) {
 		mem = DefaultMemoryBytes
 	}
 	var err error
-	if c.l1, err = l1.New(&l1.Options[string, *l1Value]{MaxBytes: mem, Policy: opts.MemoryPolicy}); err != nil {
+	if c.l1, err = l1.New(&l1.Options[string, *l1Value]{MaxBytes: mem, Policy: opts.MemoryPolicy, CountHits: true}); err != nil {
 		return nil, err
 	}
 	if opts.Dir != "" {
