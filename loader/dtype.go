@@ -22,6 +22,12 @@ const (
 	F8E5M2 DType = "F8_E5M2"
 )
 
+// Complex types, from .npy files: pairs of F32 or F64, real part first.
+const (
+	C64  DType = "C64"
+	C128 DType = "C128"
+)
+
 var dtypeSizes = map[DType]int{
 	BOOL: 1, U8: 1, I8: 1, F8E4M3: 1, F8E5M2: 1,
 	U16: 2, I16: 2, F16: 2, BF16: 2,
@@ -29,5 +35,17 @@ var dtypeSizes = map[DType]int{
 	U64: 8, I64: 8, F64: 8,
 }
 
-// Size is the size of one element in bytes, or 0 for an unknown dtype.
-func (d DType) Size() int { return dtypeSizes[d] }
+var complexSizes = map[DType]int{C64: 8, C128: 16}
+
+// safetensorsDType reports whether d is one of safetensors' own dtypes.
+func safetensorsDType(d DType) bool { return dtypeSizes[d] > 0 }
+
+// Size is the size of one element in bytes, or 0 for a dtype that has no
+// whole-byte elements (GGUF's block-quantized types, see GGMLType) or is
+// unknown.
+func (d DType) Size() int {
+	if n := dtypeSizes[d]; n > 0 {
+		return n
+	}
+	return complexSizes[d]
+}

@@ -1,12 +1,16 @@
 package loader
 
 import (
+	"bytes"
+	"compress/flate"
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
 
 	"github.com/edsrzf/mmap-go"
@@ -14,28 +18,103 @@ import (
 	"github.com/modelcache/modelcache/errs"
 )
 
+// Format is the kind of a model file.
+type Format string
+
+// The formats Open reads.
+const (
+	Safetensors Format = "safetensors"
+	GGUF        Format = "gguf"
+	NPY         Format = "npy"
+	NPZ         Format = "npz"
+	// Plain is any other file: one tensor named PlainTensor, dtype U8, the
+	// whole file.
+	Plain Format = "plain"
+)
+
+// PlainTensor is the name of a plain file's single tensor.
+const PlainTensor = "-"
+
+// Source is a model that lists its tensors and reads them: a *File (one
+// file of any format) or a *Sharded checkpoint.
+type Source interface {
+	Path() string
+	Format() Format
+	Tensors() []TensorInfo
+	Tensor(name string) (TensorInfo, bool)
+	// ReadTensor returns a new copy of the tensor's bytes, little-endian
+	// and in row-major (C) order whatever the file stores.
+	ReadTensor(name string) ([]byte, error)
+	Close() error
+}
+
 // File is an open, validated model file. Its methods are safe for
-// concurrent use.
+// concurrent use. It never hands out bytes of its mapping, only copies, so
+// Close may unmap as soon as no ReadTensor is running.
 type File struct {
 	id       Identity
+	format   Format
 	tensors  []TensorInfo
+	reads    []tensorRead // parallel to tensors
 	byName   map[string]int
 	metadata map[string]string
+	gguf     *GGUFHeader
 
 	// mu guards data: readers hold it shared while they copy from the
 	// mapping, Close holds it exclusively to unmap.
-	mu   sync.RWMutex
-	data mmap.MMap
+	mu     sync.RWMutex
+	data   mmap.MMap
+	closed bool
+}
+
+// tensorRead says how a tensor's stored bytes become its value.
+type tensorRead struct {
+	stored  uint64 // bytes at Offset: Length, or the compressed size
+	deflate bool   // stored bytes are a raw DEFLATE stream (npz)
+	skip    uint64 // inflated bytes to drop first (the member's .npy header)
+	crc     uint32 // CRC-32 of the whole inflated member, when deflate
+	swap    int    // byte-swap elements of this width (big-endian .npy)
+	fortran bool   // stored in column-major order (.npy fortran_order)
+	elem    int    // element size, for fortran
 }
 
 func invalid(path, format string, args ...any) error {
 	return fmt.Errorf("loader: %s: %w: %s", path, errs.ErrInvalidModel, fmt.Sprintf(format, args...))
 }
 
-// Open opens and validates the safetensors file at path and maps it into
-// memory. The identity is that of the file as opened, so bytes read later
-// belong to that version even if the path is replaced meanwhile.
-func Open(path string) (*File, error) {
+// FormatOf tells the format of the file at path from its name, then from its
+// first bytes: .safetensors, .gguf, .npy and .npz by extension; a file with
+// another name whose first bytes are GGUF's or NumPy's magic as such; any
+// other file as Plain. A malformed .safetensors file is therefore an error,
+// never a plain file.
+func FormatOf(path string, head []byte) Format {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".safetensors":
+		return Safetensors
+	case ".gguf":
+		return GGUF
+	case ".npy":
+		return NPY
+	case ".npz":
+		return NPZ
+	}
+	switch {
+	case bytes.HasPrefix(head, []byte(ggufMagic)):
+		return GGUF
+	case bytes.HasPrefix(head, []byte(npyMagic)):
+		return NPY
+	}
+	return Plain
+}
+
+// Open opens and validates the model file at path, in the format FormatOf
+// tells, and maps it into memory. The identity is that of the file as
+// opened, so bytes read later belong to that version even if the path is
+// replaced meanwhile.
+func Open(path string) (*File, error) { return OpenFormat(path, "") }
+
+// OpenFormat is Open with the format given; "" detects it.
+func OpenFormat(path string, format Format) (*File, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("loader: %s: %w", path, err)
@@ -52,43 +131,85 @@ func Open(path string) (*File, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, invalid(abs, "not a regular file")
 	}
-	size := fi.Size()
-	var prefix [8]byte
-	if _, err := f.ReadAt(prefix[:], 0); err != nil {
-		if err == io.EOF {
-			return nil, invalid(abs, "%d bytes, too short for a safetensors header", size)
+	m := &File{id: identityOf(abs, fi)}
+	if fi.Size() > 0 {
+		if m.data, err = mmap.Map(f, mmap.RDONLY, 0); err != nil {
+			return nil, fmt.Errorf("loader: %s: mmap: %w", abs, err)
 		}
-		return nil, fmt.Errorf("loader: %s: %w", abs, err)
 	}
-	n := binary.LittleEndian.Uint64(prefix[:])
-	// Check the claimed length before allocating for it.
-	if n > MaxSafetensorsHeader {
-		return nil, invalid(abs, "header length %d exceeds the %d byte limit", n, MaxSafetensorsHeader)
+	if format == "" {
+		var head [8]byte
+		_ = guarded(func() { copy(head[:], m.data) })
+		format = FormatOf(abs, head[:])
 	}
-	if n > uint64(size)-8 {
-		return nil, invalid(abs, "header length %d runs past the end of a %d byte file", n, size)
+	m.format = format
+	// The file may shrink under the mapping while it is parsed.
+	if err := guarded(func() { err = m.parse() }); err != nil {
+		err = fmt.Errorf("%w (was the file truncated while in use?)", err)
 	}
-	head := make([]byte, n)
-	if _, err := f.ReadAt(head, 8); err != nil {
-		return nil, fmt.Errorf("loader: %s: reading header: %w", abs, err)
-	}
-	h, err := ParseSafetensors(head, uint64(size))
 	if err != nil {
-		return nil, invalid(abs, "%v", err)
+		_ = m.Close()
+		return nil, err
 	}
-	m := &File{
-		id:       identityOf(abs, fi),
-		tensors:  h.Tensors,
-		byName:   make(map[string]int, len(h.Tensors)),
-		metadata: h.Metadata,
-	}
-	for i, t := range h.Tensors {
+	m.byName = make(map[string]int, len(m.tensors))
+	for i, t := range m.tensors {
 		m.byName[t.Name] = i
 	}
-	if m.data, err = mmap.Map(f, mmap.RDONLY, 0); err != nil {
-		return nil, fmt.Errorf("loader: %s: mmap: %w", abs, err)
+	if m.reads == nil {
+		m.reads = make([]tensorRead, len(m.tensors))
+		for i, t := range m.tensors {
+			m.reads[i].stored = t.Length
+		}
 	}
 	return m, nil
+}
+
+func (m *File) parse() error {
+	abs, data := m.id.Path, []byte(m.data)
+	switch m.format {
+	case Safetensors:
+		if len(data) < 8 {
+			return invalid(abs, "%d bytes, too short for a safetensors header", len(data))
+		}
+		n := binary.LittleEndian.Uint64(data)
+		// Check the claimed length before using it.
+		if n > MaxSafetensorsHeader {
+			return invalid(abs, "header length %d exceeds the %d byte limit", n, MaxSafetensorsHeader)
+		}
+		if n > uint64(len(data))-8 {
+			return invalid(abs, "header length %d runs past the end of a %d byte file", n, len(data))
+		}
+		h, err := ParseSafetensors(data[8:8+n], uint64(len(data)))
+		if err != nil {
+			return invalid(abs, "%v", err)
+		}
+		m.tensors, m.metadata = h.Tensors, h.Metadata
+	case GGUF:
+		h, err := ParseGGUF(data)
+		if err != nil {
+			return invalid(abs, "%v", err)
+		}
+		m.tensors, m.gguf, m.metadata = h.Tensors, h, h.StringMetadata()
+	case NPY:
+		a, err := ParseNPY(data)
+		if err != nil {
+			return invalid(abs, "%v", err)
+		}
+		a.Tensor.Name = strings.TrimSuffix(filepath.Base(abs), filepath.Ext(abs))
+		m.tensors, m.reads = []TensorInfo{a.Tensor}, []tensorRead{a.read()}
+	case NPZ:
+		ts, rs, err := parseNPZ(data)
+		if err != nil {
+			return invalid(abs, "%v", err)
+		}
+		m.tensors, m.reads = ts, rs
+	case Plain:
+		n := uint64(len(data))
+		m.tensors = []TensorInfo{{Name: PlainTensor, DType: U8, Shape: []uint64{n}, Length: n}}
+	default:
+		return fmt.Errorf("loader: %s: format %q: %w", abs, m.format, errs.ErrUnsupported)
+	}
+	return nil
 }
 
 // Identity is the version of the file that was opened.
@@ -97,8 +218,12 @@ func (f *File) Identity() Identity { return f.id }
 // Path is the file's absolute path.
 func (f *File) Path() string { return f.id.Path }
 
-// Tensors lists the tensors in the order of their offsets. The slice is
-// shared; do not modify it.
+// Format is the file's format.
+func (f *File) Format() Format { return f.format }
+
+// Tensors lists the tensors: in the order of their offsets for
+// safetensors, in the file's order for the others. The slice is shared; do
+// not modify it.
 func (f *File) Tensors() []TensorInfo { return f.tensors }
 
 // Tensor looks up one tensor by name.
@@ -110,46 +235,110 @@ func (f *File) Tensor(name string) (TensorInfo, bool) {
 	return f.tensors[i], true
 }
 
-// Metadata is the file's string metadata (safetensors __metadata__), or nil.
+// Metadata is the file's metadata as strings: safetensors' __metadata__, or
+// GGUF's key-value pairs formatted (arrays of more than 16 elements are
+// abbreviated; GGUFHeader has them whole). Nil for the other formats.
 func (f *File) Metadata() map[string]string { return f.metadata }
 
-// ReadTensor returns a new copy of the named tensor's bytes. A file truncated
-// or otherwise unreadable underneath the mapping is an error, not a crash.
+// GGUF is the parsed header of a GGUF file, with its typed metadata, or nil.
+func (f *File) GGUF() *GGUFHeader { return f.gguf }
+
+// ReadTensor returns a new copy of the named tensor's bytes, little-endian
+// and row-major. A file truncated or otherwise unreadable underneath the
+// mapping is an error, not a crash.
 func (f *File) ReadTensor(name string) ([]byte, error) {
-	t, ok := f.Tensor(name)
+	i, ok := f.byName[name]
 	if !ok {
 		return nil, fmt.Errorf("loader: %s: tensor %q: %w", f.id.Path, name, errs.ErrNotFound)
 	}
-	buf := make([]byte, t.Length)
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if f.data == nil {
+	t, r := f.tensors[i], f.reads[i]
+	stored := make([]byte, r.stored)
+	closed, err := f.copyOut(stored, t.Offset)
+	if closed {
 		return nil, fmt.Errorf("loader: %s: %w", f.id.Path, errs.ErrClosed)
 	}
-	if err := copyGuarded(buf, f.data[t.Offset:t.Offset+t.Length]); err != nil {
+	if err != nil {
 		return nil, fmt.Errorf("loader: %s: tensor %q: %w (was the file truncated while in use?)", f.id.Path, name, err)
 	}
-	return buf, nil
+	out := stored
+	if r.deflate {
+		if out, err = inflate(stored, r.skip, t.Length, r.crc); err != nil {
+			return nil, invalid(f.id.Path, "tensor %q: %v", name, err)
+		}
+	}
+	if r.swap > 1 {
+		swapBytes(out, r.swap)
+	}
+	if r.fortran {
+		out = fortranToC(out, t.Shape, r.elem)
+	}
+	return out, nil
 }
 
-// copyGuarded copies from a mapping, turning the fault raised by a page that
-// no longer exists into an error.
-func copyGuarded(dst, src []byte) (err error) {
+// copyOut copies from the mapping at off, unless the file is closed.
+func (f *File) copyOut(dst []byte, off uint64) (closed bool, err error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return true, nil
+	}
+	return false, guarded(func() { copy(dst, f.data[off:off+uint64(len(dst))]) })
+}
+
+// inflate decompresses a raw DEFLATE stream that must hold exactly skip+n
+// bytes whose CRC-32 is crc, and returns the last n.
+func inflate(comp []byte, skip, n uint64, crc uint32) ([]byte, error) {
+	zr := flate.NewReader(bytes.NewReader(comp))
+	defer zr.Close()
+	h := crc32.NewIEEE()
+	if _, err := io.CopyN(h, zr, int64(skip)); err != nil {
+		return nil, fmt.Errorf("inflating: %w", err)
+	}
+	// Grow with what actually inflates, not with what the archive declares.
+	var buf bytes.Buffer
+	buf.Grow(int(min(n, 64<<20)))
+	if k, err := io.CopyN(&buf, zr, int64(n)); err != nil {
+		return nil, fmt.Errorf("inflating: %d of %d bytes: %w", k, n, err)
+	}
+	out := buf.Bytes()
+	h.Write(out)
+	if k, _ := zr.Read(make([]byte, 1)); k != 0 {
+		return nil, fmt.Errorf("member inflates to more than its declared %d bytes", skip+n)
+	}
+	if h.Sum32() != crc {
+		return nil, fmt.Errorf("CRC-32 %08x, the archive says %08x", h.Sum32(), crc)
+	}
+	return out, nil
+}
+
+// guarded runs f, turning the fault raised by a page of a mapping that no
+// longer exists (a file truncated underneath it) into an error.
+func guarded(f func()) (err error) {
 	old := debug.SetPanicOnFault(true)
 	defer func() {
 		debug.SetPanicOnFault(old)
 		if r := recover(); r != nil {
+			// A fault carries its address (see debug.SetPanicOnFault);
+			// anything else is a bug, not a vanished page.
+			if _, ok := r.(interface{ Addr() uintptr }); !ok {
+				panic(r)
+			}
 			err = fmt.Errorf("memory fault reading the mapped file: %v", r)
 		}
 	}()
-	copy(dst, src)
+	f()
 	return nil
 }
 
-// Close unmaps the file. Bytes returned by ReadTensor stay valid.
+// Close unmaps the file once the reads in progress are done. Bytes returned
+// by ReadTensor stay valid.
 func (f *File) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.closed {
+		return nil
+	}
+	f.closed = true
 	if f.data == nil {
 		return nil
 	}

@@ -230,7 +230,7 @@ func (p *stParser) tensor(name string) (TensorInfo, error) {
 				return ti, err
 			}
 			ti.DType = DType(s)
-			if ti.DType.Size() == 0 {
+			if !safetensorsDType(ti.DType) {
 				return ti, fmt.Errorf("%s: unknown dtype %.40q", what, s)
 			}
 		case "shape":

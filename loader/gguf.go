@@ -1,0 +1,612 @@
+package loader
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/modelcache/modelcache/errs"
+)
+
+// GGUF files, as ggml's docs/gguf.md specifies them (versions 2 and 3,
+// little-endian): a header, typed key-value metadata, tensor infos, padding
+// to general.alignment, then the tensor data.
+
+const ggufMagic = "GGUF"
+
+// Limits on what a GGUF header may ask for. Every count is also bounded by
+// the bytes left in the file, so allocation stays in proportion to its size.
+const (
+	GGUFDefaultAlignment = 32
+	GGUFMaxDims          = 4  // GGML_MAX_DIMS
+	GGUFMaxName          = 64 // GGML_MAX_NAME, bytes of a tensor name
+	GGUFMaxArrayDepth    = 4  // arrays of arrays, nested at most this deep
+)
+
+// GGUFType is the type of a metadata value.
+type GGUFType uint32
+
+// The 13 metadata value types.
+const (
+	GGUFUint8 GGUFType = iota
+	GGUFInt8
+	GGUFUint16
+	GGUFInt16
+	GGUFUint32
+	GGUFInt32
+	GGUFFloat32
+	GGUFBool
+	GGUFString
+	GGUFArray
+	GGUFUint64
+	GGUFInt64
+	GGUFFloat64
+)
+
+var ggufTypeNames = [...]string{"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "bool", "string", "array", "uint64", "int64", "float64"}
+
+func (t GGUFType) String() string {
+	if int(t) < len(ggufTypeNames) {
+		return ggufTypeNames[t]
+	}
+	return fmt.Sprintf("type(%d)", uint32(t))
+}
+
+// fixed is the size of a scalar value, 0 for string and array.
+func (t GGUFType) fixed() int {
+	switch t {
+	case GGUFUint8, GGUFInt8, GGUFBool:
+		return 1
+	case GGUFUint16, GGUFInt16:
+		return 2
+	case GGUFUint32, GGUFInt32, GGUFFloat32:
+		return 4
+	case GGUFUint64, GGUFInt64, GGUFFloat64:
+		return 8
+	}
+	return 0
+}
+
+// GGUFKV is one metadata pair. Value holds a uint8, int8, uint16, int16,
+// uint32, int32, float32, bool, string, uint64, int64, float64, or a
+// GGUFArrayValue.
+type GGUFKV struct {
+	Key   string
+	Type  GGUFType
+	Value any
+}
+
+// GGUFArrayValue is an array: Values is a []uint8, []int8, ..., []string,
+// or a []GGUFArrayValue for an array of arrays.
+type GGUFArrayValue struct {
+	Elem   GGUFType
+	Values any
+}
+
+// Len is the number of elements.
+func (a GGUFArrayValue) Len() int {
+	switch v := a.Values.(type) {
+	case []uint8:
+		return len(v)
+	case []int8:
+		return len(v)
+	case []uint16:
+		return len(v)
+	case []int16:
+		return len(v)
+	case []uint32:
+		return len(v)
+	case []int32:
+		return len(v)
+	case []float32:
+		return len(v)
+	case []bool:
+		return len(v)
+	case []string:
+		return len(v)
+	case []uint64:
+		return len(v)
+	case []int64:
+		return len(v)
+	case []float64:
+		return len(v)
+	case []GGUFArrayValue:
+		return len(v)
+	}
+	return 0
+}
+
+// GGMLType is the type of a tensor's elements; most are block-quantized.
+type GGMLType uint32
+
+type ggmlTraits struct {
+	name             string
+	block, blockSize uint64 // elements per block, bytes per block
+}
+
+// ggmlTypes holds every type ggml defines today; the gaps are types removed
+// from ggml (Q4_2, Q4_3, the Q4_0_x_y and IQ4_NL_x_y repackings), which
+// files must not hold.
+var ggmlTypes = map[GGMLType]ggmlTraits{
+	0: {"F32", 1, 4}, 1: {"F16", 1, 2}, 2: {"Q4_0", 32, 18}, 3: {"Q4_1", 32, 20},
+	6: {"Q5_0", 32, 22}, 7: {"Q5_1", 32, 24}, 8: {"Q8_0", 32, 34}, 9: {"Q8_1", 32, 36},
+	10: {"Q2_K", 256, 84}, 11: {"Q3_K", 256, 110}, 12: {"Q4_K", 256, 144}, 13: {"Q5_K", 256, 176},
+	14: {"Q6_K", 256, 210}, 15: {"Q8_K", 256, 292}, 16: {"IQ2_XXS", 256, 66}, 17: {"IQ2_XS", 256, 74},
+	18: {"IQ3_XXS", 256, 98}, 19: {"IQ1_S", 256, 50}, 20: {"IQ4_NL", 32, 18}, 21: {"IQ3_S", 256, 110},
+	22: {"IQ2_S", 256, 82}, 23: {"IQ4_XS", 256, 136}, 24: {"I8", 1, 1}, 25: {"I16", 1, 2},
+	26: {"I32", 1, 4}, 27: {"I64", 1, 8}, 28: {"F64", 1, 8}, 29: {"IQ1_M", 256, 56},
+	30: {"BF16", 1, 2}, 34: {"TQ1_0", 256, 54}, 35: {"TQ2_0", 256, 66}, 39: {"MXFP4", 32, 17},
+}
+
+// String is ggml's name of the type, which is also the DType of its tensors.
+func (t GGMLType) String() string {
+	if tr, ok := ggmlTypes[t]; ok {
+		return tr.name
+	}
+	return fmt.Sprintf("ggml_type(%d)", uint32(t))
+}
+
+// BlockSize is the number of elements per block and the bytes of one block
+// (1 and the element size for the unquantized types); ok is false for a
+// type ggml does not define.
+func (t GGMLType) BlockSize() (elems, bytes uint64, ok bool) {
+	tr, ok := ggmlTypes[t]
+	return tr.block, tr.blockSize, ok
+}
+
+// GGUFHeader is a parsed GGUF file.
+type GGUFHeader struct {
+	Version   uint32
+	Metadata  []GGUFKV // in file order
+	Alignment uint64
+	// Tensors are in file order. Shape is outermost first, as NumPy and
+	// safetensors give it: GGUF's ne[] reversed. Offset is absolute.
+	Tensors    []TensorInfo
+	Types      []GGMLType // of Tensors[i]
+	DataOffset uint64     // start of the tensor data section
+}
+
+// Lookup returns the metadata value of key.
+func (h *GGUFHeader) Lookup(key string) (GGUFKV, bool) {
+	for _, kv := range h.Metadata {
+		if kv.Key == key {
+			return kv, true
+		}
+	}
+	return GGUFKV{}, false
+}
+
+// StringMetadata formats the metadata, arrays of more than 16 elements
+// abbreviated to their type and length.
+func (h *GGUFHeader) StringMetadata() map[string]string {
+	m := make(map[string]string, len(h.Metadata))
+	for _, kv := range h.Metadata {
+		if a, ok := kv.Value.(GGUFArrayValue); ok {
+			if n := a.Len(); n > 16 {
+				m[kv.Key] = fmt.Sprintf("[%d × %s]", n, a.Elem)
+				continue
+			}
+			m[kv.Key] = fmt.Sprint(a.Values)
+			continue
+		}
+		m[kv.Key] = fmt.Sprint(kv.Value)
+	}
+	return m
+}
+
+// ParseGGUF validates a whole GGUF file and parses its header. Errors
+// describe the defect; they do not name a file.
+func ParseGGUF(b []byte) (*GGUFHeader, error) {
+	r := &ggufReader{b: b}
+	if len(b) < 24 || string(b[:4]) != ggufMagic {
+		return nil, errors.New("not a GGUF file (no GGUF magic)")
+	}
+	r.off = 4
+	h := &GGUFHeader{Alignment: GGUFDefaultAlignment}
+	h.Version, _ = r.u32()
+	switch {
+	case h.Version == 2 || h.Version == 3:
+	case h.Version == 1:
+		return nil, fmt.Errorf("GGUF version 1 (32-bit counts): %w; convert it to v3", errs.ErrUnsupported)
+	case bits.ReverseBytes32(h.Version) == 2 || bits.ReverseBytes32(h.Version) == 3:
+		return nil, fmt.Errorf("big-endian GGUF: %w", errs.ErrUnsupported)
+	default:
+		return nil, fmt.Errorf("GGUF version %d: %w (2 and 3 are read)", h.Version, errs.ErrUnsupported)
+	}
+	nt, _ := r.u64()
+	nkv, _ := r.u64()
+	// The smallest tensor info is 8 (name length) + 4 + 8 + 4 + 8 bytes, the
+	// smallest pair 8 + 4 + 1; counts that cannot fit are refused before
+	// anything is allocated for them.
+	if nt > r.left()/32 {
+		return nil, fmt.Errorf("%d tensors cannot fit in %d bytes", nt, len(b))
+	}
+	if nkv > r.left()/13 {
+		return nil, fmt.Errorf("%d metadata pairs cannot fit in %d bytes", nkv, len(b))
+	}
+	h.Metadata = make([]GGUFKV, 0, nkv)
+	keys := make(map[string]bool, nkv)
+	for i := range nkv {
+		key, err := r.str()
+		if err != nil {
+			return nil, fmt.Errorf("metadata pair %d: key: %w", i, err)
+		}
+		if !utf8.ValidString(key) || key == "" {
+			return nil, fmt.Errorf("metadata pair %d: key %.64q is empty or not UTF-8", i, key)
+		}
+		if keys[key] {
+			return nil, fmt.Errorf("metadata key %.64q given twice", key)
+		}
+		keys[key] = true
+		t, err := r.u32()
+		if err != nil {
+			return nil, fmt.Errorf("metadata %.64q: %w", key, err)
+		}
+		v, err := r.value(GGUFType(t), 0)
+		if err != nil {
+			return nil, fmt.Errorf("metadata %.64q: %w", key, err)
+		}
+		h.Metadata = append(h.Metadata, GGUFKV{Key: key, Type: GGUFType(t), Value: v})
+		if key == "general.alignment" {
+			a, ok := v.(uint32)
+			if !ok {
+				return nil, fmt.Errorf("general.alignment is a %s, not a uint32", GGUFType(t))
+			}
+			if a == 0 || a&(a-1) != 0 {
+				return nil, fmt.Errorf("general.alignment %d is not a power of two", a)
+			}
+			h.Alignment = uint64(a)
+		}
+	}
+	h.Tensors = make([]TensorInfo, 0, nt)
+	h.Types = make([]GGMLType, 0, nt)
+	names := make(map[string]bool, nt)
+	for i := range nt {
+		ti, typ, err := r.tensorInfo(names)
+		if err != nil {
+			return nil, fmt.Errorf("tensor %d: %w", i, err)
+		}
+		h.Tensors, h.Types = append(h.Tensors, ti), append(h.Types, typ)
+	}
+	pad := (h.Alignment - r.off%h.Alignment) % h.Alignment
+	h.DataOffset = r.off + pad
+	if nt == 0 {
+		return h, nil
+	}
+	if h.DataOffset > uint64(len(b)) {
+		return nil, fmt.Errorf("tensor data would start at %d, past the end of %d bytes", h.DataOffset, len(b))
+	}
+	dataLen := uint64(len(b)) - h.DataOffset
+	order := make([]int, len(h.Tensors))
+	for i := range order {
+		order[i] = i
+	}
+	for _, t := range h.Tensors {
+		if t.Offset%h.Alignment != 0 {
+			return nil, fmt.Errorf("tensor %.64q: offset %d is not a multiple of the alignment %d", t.Name, t.Offset, h.Alignment)
+		}
+		if t.Offset > dataLen || t.Length > dataLen-t.Offset {
+			return nil, fmt.Errorf("tensor %.64q: %d bytes at data offset %d run past the end of the %d byte data section", t.Name, t.Length, t.Offset, dataLen)
+		}
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		return cmpUint(h.Tensors[a].Offset, h.Tensors[b].Offset)
+	})
+	for k := 1; k < len(order); k++ {
+		p, q := h.Tensors[order[k-1]], h.Tensors[order[k]]
+		if p.Offset+p.Length > q.Offset {
+			return nil, fmt.Errorf("tensors %.64q and %.64q overlap", p.Name, q.Name)
+		}
+	}
+	for i := range h.Tensors {
+		h.Tensors[i].Offset += h.DataOffset
+	}
+	return h, nil
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+type ggufReader struct {
+	b   []byte
+	off uint64
+}
+
+var errShort = errors.New("unexpected end of file")
+
+func (r *ggufReader) left() uint64 { return uint64(len(r.b)) - r.off }
+
+func (r *ggufReader) take(n uint64) ([]byte, error) {
+	if n > r.left() {
+		return nil, errShort
+	}
+	p := r.b[r.off : r.off+n]
+	r.off += n
+	return p, nil
+}
+
+func (r *ggufReader) u32() (uint32, error) {
+	p, err := r.take(4)
+	if err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint32(p), nil
+}
+
+func (r *ggufReader) u64() (uint64, error) {
+	p, err := r.take(8)
+	if err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint64(p), nil
+}
+
+func (r *ggufReader) str() (string, error) {
+	n, err := r.u64()
+	if err != nil {
+		return "", err
+	}
+	if n > r.left() {
+		return "", fmt.Errorf("string of %d bytes runs past the end of the file", n)
+	}
+	p, _ := r.take(n)
+	return string(p), nil
+}
+
+// value reads one value of type t; depth counts enclosing arrays.
+func (r *ggufReader) value(t GGUFType, depth int) (any, error) {
+	if sz := t.fixed(); sz > 0 {
+		p, err := r.take(uint64(sz))
+		if err != nil {
+			return nil, err
+		}
+		return scalar(t, p)
+	}
+	switch t {
+	case GGUFString:
+		return r.str()
+	case GGUFArray:
+		if depth >= GGUFMaxArrayDepth {
+			return nil, fmt.Errorf("arrays nested more than %d deep", GGUFMaxArrayDepth)
+		}
+		et, err := r.u32()
+		if err != nil {
+			return nil, err
+		}
+		n, err := r.u64()
+		if err != nil {
+			return nil, err
+		}
+		return r.array(GGUFType(et), n, depth+1)
+	}
+	return nil, fmt.Errorf("unknown value type %d", uint32(t))
+}
+
+func scalar(t GGUFType, p []byte) (any, error) {
+	le := binary.LittleEndian
+	switch t {
+	case GGUFUint8:
+		return p[0], nil
+	case GGUFInt8:
+		return int8(p[0]), nil
+	case GGUFBool:
+		if p[0] > 1 {
+			return nil, fmt.Errorf("bool value %d is neither 0 nor 1", p[0])
+		}
+		return p[0] == 1, nil
+	case GGUFUint16:
+		return le.Uint16(p), nil
+	case GGUFInt16:
+		return int16(le.Uint16(p)), nil
+	case GGUFUint32:
+		return le.Uint32(p), nil
+	case GGUFInt32:
+		return int32(le.Uint32(p)), nil
+	case GGUFFloat32:
+		return math.Float32frombits(le.Uint32(p)), nil
+	case GGUFUint64:
+		return le.Uint64(p), nil
+	case GGUFInt64:
+		return int64(le.Uint64(p)), nil
+	case GGUFFloat64:
+		return math.Float64frombits(le.Uint64(p)), nil
+	}
+	return nil, fmt.Errorf("unknown value type %d", uint32(t))
+}
+
+func (r *ggufReader) array(et GGUFType, n uint64, depth int) (any, error) {
+	// Check the count against the bytes left before allocating: each
+	// element takes at least min bytes.
+	min := uint64(et.fixed())
+	switch et {
+	case GGUFString:
+		min = 8
+	case GGUFArray:
+		min = 12
+	}
+	if min == 0 {
+		return nil, fmt.Errorf("array of unknown type %d", uint32(et))
+	}
+	if n > r.left()/min {
+		return nil, fmt.Errorf("array of %d %s elements cannot fit in the %d bytes left", n, et, r.left())
+	}
+	a := GGUFArrayValue{Elem: et}
+	switch et {
+	case GGUFString:
+		v := make([]string, n)
+		for i := range v {
+			s, err := r.str()
+			if err != nil {
+				return nil, fmt.Errorf("element %d: %w", i, err)
+			}
+			v[i] = s
+		}
+		a.Values = v
+	case GGUFArray:
+		v := make([]GGUFArrayValue, n)
+		for i := range v {
+			x, err := r.value(GGUFArray, depth)
+			if err != nil {
+				return nil, fmt.Errorf("element %d: %w", i, err)
+			}
+			v[i] = x.(GGUFArrayValue)
+		}
+		a.Values = v
+	default:
+		p, _ := r.take(n * min)
+		var err error
+		if a.Values, err = scalars(et, p, int(n)); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// scalars decodes n fixed-size values into a typed slice.
+func scalars(t GGUFType, p []byte, n int) (any, error) {
+	le := binary.LittleEndian
+	switch t {
+	case GGUFUint8:
+		return slices.Clone(p), nil
+	case GGUFInt8:
+		v := make([]int8, n)
+		for i := range v {
+			v[i] = int8(p[i])
+		}
+		return v, nil
+	case GGUFBool:
+		v := make([]bool, n)
+		for i := range v {
+			if p[i] > 1 {
+				return nil, fmt.Errorf("element %d: bool value %d is neither 0 nor 1", i, p[i])
+			}
+			v[i] = p[i] == 1
+		}
+		return v, nil
+	case GGUFUint16, GGUFInt16:
+		u := make([]uint16, n)
+		for i := range u {
+			u[i] = le.Uint16(p[2*i:])
+		}
+		if t == GGUFUint16 {
+			return u, nil
+		}
+		v := make([]int16, n)
+		for i := range v {
+			v[i] = int16(u[i])
+		}
+		return v, nil
+	case GGUFUint32, GGUFInt32, GGUFFloat32:
+		switch t {
+		case GGUFUint32:
+			v := make([]uint32, n)
+			for i := range v {
+				v[i] = le.Uint32(p[4*i:])
+			}
+			return v, nil
+		case GGUFInt32:
+			v := make([]int32, n)
+			for i := range v {
+				v[i] = int32(le.Uint32(p[4*i:]))
+			}
+			return v, nil
+		}
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = math.Float32frombits(le.Uint32(p[4*i:]))
+		}
+		return v, nil
+	case GGUFUint64:
+		v := make([]uint64, n)
+		for i := range v {
+			v[i] = le.Uint64(p[8*i:])
+		}
+		return v, nil
+	case GGUFInt64:
+		v := make([]int64, n)
+		for i := range v {
+			v[i] = int64(le.Uint64(p[8*i:]))
+		}
+		return v, nil
+	case GGUFFloat64:
+		v := make([]float64, n)
+		for i := range v {
+			v[i] = math.Float64frombits(le.Uint64(p[8*i:]))
+		}
+		return v, nil
+	}
+	return nil, fmt.Errorf("unknown value type %d", uint32(t))
+}
+
+func (r *ggufReader) tensorInfo(names map[string]bool) (TensorInfo, GGMLType, error) {
+	var ti TensorInfo
+	name, err := r.str()
+	if err != nil {
+		return ti, 0, fmt.Errorf("name: %w", err)
+	}
+	if name == "" || len(name) > GGUFMaxName || !utf8.ValidString(name) || strings.IndexByte(name, 0) >= 0 {
+		return ti, 0, fmt.Errorf("name %.80q is empty, longer than %d bytes, or not UTF-8", name, GGUFMaxName)
+	}
+	if names[name] {
+		return ti, 0, fmt.Errorf("tensor %q given twice", name)
+	}
+	names[name] = true
+	ti.Name = name
+	nd, err := r.u32()
+	if err != nil {
+		return ti, 0, err
+	}
+	if nd == 0 || nd > GGUFMaxDims {
+		return ti, 0, fmt.Errorf("tensor %q: %d dimensions (1 to %d allowed)", name, nd, GGUFMaxDims)
+	}
+	ne := make([]uint64, nd)
+	n := uint64(1)
+	for i := range ne {
+		if ne[i], err = r.u64(); err != nil {
+			return ti, 0, err
+		}
+		if ne[i] == 0 || ne[i] > math.MaxInt64 {
+			return ti, 0, fmt.Errorf("tensor %q: dimension %d is %d", name, i, ne[i])
+		}
+		hi, lo := bits.Mul64(n, ne[i])
+		if hi != 0 || lo > math.MaxInt64 {
+			return ti, 0, fmt.Errorf("tensor %q: dimensions %v: element count overflows", name, ne[:i+1])
+		}
+		n = lo
+	}
+	t, err := r.u32()
+	if err != nil {
+		return ti, 0, err
+	}
+	typ := GGMLType(t)
+	block, bsize, ok := typ.BlockSize()
+	if !ok {
+		return ti, 0, fmt.Errorf("tensor %q: unknown ggml type %d", name, t)
+	}
+	if ne[0]%block != 0 {
+		return ti, 0, fmt.Errorf("tensor %q: first dimension %d is not a multiple of %s's block of %d", name, ne[0], typ, block)
+	}
+	hi, length := bits.Mul64(n/block, bsize)
+	if hi != 0 || length > math.MaxInt64 {
+		return ti, 0, fmt.Errorf("tensor %q: byte size overflows", name)
+	}
+	if ti.Offset, err = r.u64(); err != nil {
+		return ti, 0, err
+	}
+	ti.DType, ti.Length = DType(typ.String()), length
+	slices.Reverse(ne)
+	ti.Shape = ne
+	return ti, typ, nil
+}

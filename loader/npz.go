@@ -1,0 +1,146 @@
+package loader
+
+import (
+	"archive/zip"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/modelcache/modelcache/errs"
+)
+
+// MaxNPZMembers bounds the arrays of one .npz file.
+const MaxNPZMembers = 1 << 20
+
+// deflateMaxRatio is the most DEFLATE can expand: 258 bytes from a
+// 2-bit code, about 1032:1. A member that declares more is refused before
+// anything is inflated.
+const deflateMaxRatio = 1032
+
+// ParseNPZ validates a whole .npz file (a zip of .npy files, stored or
+// deflated, as numpy.savez and savez_compressed write them) and lists its
+// arrays; each is named as its member without ".npy".
+func ParseNPZ(b []byte) ([]TensorInfo, error) {
+	ts, _, err := parseNPZ(b)
+	return ts, err
+}
+
+func parseNPZ(b []byte) ([]TensorInfo, []tensorRead, error) {
+	zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		return nil, nil, fmt.Errorf("not a valid zip archive: %w", err)
+	}
+	if len(zr.File) > MaxNPZMembers {
+		return nil, nil, fmt.Errorf("%d members, more than the %d allowed", len(zr.File), MaxNPZMembers)
+	}
+	ts := make([]TensorInfo, 0, len(zr.File))
+	rs := make([]tensorRead, 0, len(zr.File))
+	seen := make(map[string]bool, len(zr.File))
+	for _, f := range zr.File {
+		t, r, err := npzMember(b, f)
+		if err != nil {
+			return nil, nil, fmt.Errorf("member %.100q: %w", f.Name, err)
+		}
+		if seen[t.Name] {
+			return nil, nil, fmt.Errorf("member %.100q: array %q given twice", f.Name, t.Name)
+		}
+		seen[t.Name] = true
+		ts, rs = append(ts, t), append(rs, r)
+	}
+	return ts, rs, nil
+}
+
+func npzMember(b []byte, f *zip.File) (TensorInfo, tensorRead, error) {
+	var t TensorInfo
+	var r tensorRead
+	name, ok := strings.CutSuffix(f.Name, ".npy")
+	if !ok || name == "" {
+		return t, r, errors.New("not a .npy member")
+	}
+	if f.Flags&1 != 0 {
+		return t, r, fmt.Errorf("encrypted: %w", errs.ErrUnsupported)
+	}
+	off, err := f.DataOffset()
+	if err != nil {
+		return t, r, err
+	}
+	csize, usize := f.CompressedSize64, f.UncompressedSize64
+	if uint64(off) > uint64(len(b)) || csize > uint64(len(b))-uint64(off) {
+		return t, r, fmt.Errorf("%d compressed bytes at offset %d run past the end of the archive", csize, off)
+	}
+	var head []byte
+	switch f.Method {
+	case zip.Store:
+		if csize != usize {
+			return t, r, fmt.Errorf("stored member of %d bytes declares %d uncompressed", csize, usize)
+		}
+		head = b[off : uint64(off)+csize]
+	case zip.Deflate:
+		if usize/deflateMaxRatio > csize+1 {
+			return t, r, fmt.Errorf("declares %d bytes from %d compressed, more than DEFLATE can produce", usize, csize)
+		}
+		r.deflate = true
+		// Inflate only as far as the .npy header goes.
+		rc, err := f.Open()
+		if err != nil {
+			return t, r, err
+		}
+		head, err = readNPYHead(rc)
+		rc.Close()
+		if err != nil {
+			return t, r, err
+		}
+	default:
+		return t, r, fmt.Errorf("compression method %d: %w (stored and deflated are read)", f.Method, errs.ErrUnsupported)
+	}
+	a, err := ParseNPYHeader(head)
+	if err != nil {
+		return t, r, err
+	}
+	if usize-a.Tensor.Offset != a.Tensor.Length || usize < a.Tensor.Offset {
+		return t, r, fmt.Errorf("data is %d bytes, dtype %s and shape %v need %d", usize-min(usize, a.Tensor.Offset), a.Descr, a.Tensor.Shape, a.Tensor.Length)
+	}
+	t = a.Tensor
+	t.Name = name
+	rr := a.read()
+	rr.deflate, rr.crc = r.deflate, f.CRC32
+	rr.skip, rr.stored = t.Offset, csize
+	t.Offset = uint64(off)
+	return t, rr, nil
+}
+
+// readNPYHead reads a .npy header from the start of a member.
+func readNPYHead(rd io.Reader) ([]byte, error) {
+	pre := make([]byte, 12)
+	n, err := io.ReadFull(rd, pre)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, fmt.Errorf("inflating: %w", err)
+	}
+	pre = pre[:n]
+	if n < 10 || string(pre[:6]) != npyMagic {
+		return nil, errors.New("not a .npy file (no \\x93NUMPY magic)")
+	}
+	var total uint64
+	if pre[6] == 1 {
+		total = 10 + uint64(binary.LittleEndian.Uint16(pre[8:]))
+	} else if n == 12 {
+		total = 12 + uint64(binary.LittleEndian.Uint32(pre[8:]))
+	} else {
+		return pre, nil // ParseNPYHeader says what is wrong
+	}
+	if total > 12+MaxNPYHeader {
+		return pre, nil
+	}
+	if total <= uint64(n) {
+		return pre, nil
+	}
+	rest := make([]byte, total-uint64(n))
+	m, err := io.ReadFull(rd, rest)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, fmt.Errorf("inflating: %w", err)
+	}
+	return append(pre, rest[:m]...), nil
+}
