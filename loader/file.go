@@ -70,9 +70,10 @@ type File struct {
 // tensorRead says how a tensor's stored bytes become its value.
 type tensorRead struct {
 	stored  uint64 // bytes at Offset: Length, or the compressed size
-	deflate bool   // stored bytes are a raw DEFLATE stream (npz)
-	skip    uint64 // inflated bytes to drop first (the member's .npy header)
-	crc     uint32 // CRC-32 of the whole inflated member, when deflate
+	member  bool   // stored bytes are a whole .npz member, CRC-checked
+	deflate bool   // the member is a raw DEFLATE stream
+	skip    uint64 // member bytes to drop first (its .npy header)
+	crc     uint32 // CRC-32 of the whole member, uncompressed
 	swap    int    // byte-swap elements of this width (big-endian .npy)
 	fortran bool   // stored in column-major order (.npy fortran_order)
 	elem    int    // element size, for fortran
@@ -261,10 +262,16 @@ func (f *File) ReadTensor(name string) ([]byte, error) {
 		return nil, fmt.Errorf("loader: %s: tensor %q: %w (was the file truncated while in use?)", f.id.Path, name, err)
 	}
 	out := stored
-	if r.deflate {
+	switch {
+	case r.deflate:
 		if out, err = inflate(stored, r.skip, t.Length, r.crc); err != nil {
 			return nil, invalid(f.id.Path, "tensor %q: %v", name, err)
 		}
+	case r.member:
+		if c := crc32.ChecksumIEEE(stored); c != r.crc {
+			return nil, invalid(f.id.Path, "tensor %q: CRC-32 %08x, the archive says %08x", name, c, r.crc)
+		}
+		out = stored[r.skip:]
 	}
 	if r.swap > 1 {
 		swapBytes(out, r.swap)
@@ -302,8 +309,11 @@ func inflate(comp []byte, skip, n uint64, crc uint32) ([]byte, error) {
 	}
 	out := buf.Bytes()
 	h.Write(out)
-	if k, _ := zr.Read(make([]byte, 1)); k != 0 {
-		return nil, fmt.Errorf("member inflates to more than its declared %d bytes", skip+n)
+	if k, err := io.ReadFull(zr, make([]byte, 1)); k != 0 || err != io.EOF {
+		if k != 0 {
+			return nil, fmt.Errorf("member inflates to more than its declared %d bytes", skip+n)
+		}
+		return nil, fmt.Errorf("DEFLATE stream does not end after %d bytes: %w", skip+n, err)
 	}
 	if h.Sum32() != crc {
 		return nil, fmt.Errorf("CRC-32 %08x, the archive says %08x", h.Sum32(), crc)

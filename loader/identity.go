@@ -14,6 +14,7 @@ type Identity struct {
 	ModTime int64 // nanoseconds since the Unix epoch
 	Dev     uint64
 	Inode   uint64
+	IsDir   bool // a directory (a sharded checkpoint's); not part of String
 }
 
 // String is a stable, unique spelling of the identity, usable as a key.
@@ -35,7 +36,7 @@ func Stat(path string) (Identity, error) {
 }
 
 func identityOf(abs string, fi os.FileInfo) Identity {
-	id := Identity{Path: abs, Size: fi.Size(), ModTime: fi.ModTime().UnixNano()}
+	id := Identity{Path: abs, Size: fi.Size(), ModTime: fi.ModTime().UnixNano(), IsDir: fi.IsDir()}
 	id.Dev, id.Inode = devIno(fi)
 	return id
 }

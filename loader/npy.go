@@ -98,7 +98,6 @@ func ParseNPYHeader(b []byte) (*NPYArray, error) {
 	return a, nil
 }
 
-
 // parseDict parses the header, a Python dict literal such as
 // {'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }.
 func (a *NPYArray) parseDict(h []byte) error {

@@ -106,7 +106,7 @@ func npzMember(b []byte, f *zip.File) (TensorInfo, tensorRead, error) {
 	t = a.Tensor
 	t.Name = name
 	rr := a.read()
-	rr.deflate, rr.crc = r.deflate, f.CRC32
+	rr.member, rr.deflate, rr.crc = true, r.deflate, f.CRC32
 	rr.skip, rr.stored = t.Offset, csize
 	t.Offset = uint64(off)
 	return t, rr, nil

@@ -159,7 +159,10 @@ type Cache struct {
 	l2    *l2.Store // nil without L2
 	files *fileTable
 	wb    *writeBehind
-	group singleflight.Group
+	// indexes caches parsed shard indexes by index path, with the identity
+	// they were parsed at.
+	indexes sync.Map // string -> *shardIndex
+	group   singleflight.Group
 
 	closed                                                                  atomic.Bool
 	requests, l1Hits, l2Hits, l2Misses, sourceLoads, l2Errors, staleRemoved atomic.Uint64
@@ -218,6 +221,16 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (*Tensor, error) 
 	id, err := loader.Stat(path)
 	if err != nil {
 		return nil, err
+	}
+	if sharded(id) {
+		// Route the name to its shard; the shard's own identity keys it.
+		shard, err := c.shardOf(id, name)
+		if err != nil {
+			return nil, err
+		}
+		if id, err = loader.Stat(shard); err != nil {
+			return nil, err
+		}
 	}
 	key := tensorKey(id, name)
 	if v, ok := c.l1.Get(key); ok {
@@ -402,17 +415,26 @@ func (c *Cache) FileEntries(path string) (n int, logical, stored uint64, err err
 	if c.l2 == nil {
 		return 0, 0, 0, nil
 	}
-	id, err := loader.Stat(path)
+	paths, err := modelFiles(path)
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	err = c.l2.Range(id.String()+"\x00", func(e *l2.EntryInfo) bool {
-		n++
-		logical += e.LogicalBytes
-		stored += e.StoredBytes
-		return true
-	})
-	return n, logical, stored, err
+	for _, p := range paths {
+		id, err := loader.Stat(p)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		err = c.l2.Range(id.String()+"\x00", func(e *l2.EntryInfo) bool {
+			n++
+			logical += e.LogicalBytes
+			stored += e.StoredBytes
+			return true
+		})
+		if err != nil {
+			return 0, 0, 0, err
+		}
+	}
+	return n, logical, stored, nil
 }
 
 // Verify checks every L2 entry's checksums, drops damaged ones and reports
@@ -427,15 +449,27 @@ func (c *Cache) Verify(bad func(key string, err error)) (checked, corrupt int, e
 // Evict removes every L2 and L1 entry of the file at path, whatever version,
 // and returns how many L2 entries it removed.
 func (c *Cache) Evict(path string) (int, error) {
-	abs, err := filepath.Abs(path)
+	paths, err := modelFiles(path)
 	if err != nil {
 		return 0, err
 	}
-	c.l1.DeleteFunc(func(k string) bool { return strings.HasPrefix(k, abs+"\x00") })
-	if c.l2 == nil {
-		return 0, nil
+	n := 0
+	for _, p := range paths {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return n, err
+		}
+		c.l1.DeleteFunc(func(k string) bool { return strings.HasPrefix(k, abs+"\x00") })
+		if c.l2 == nil {
+			continue
+		}
+		k, err := c.removeVersions(abs, func(string) bool { return true })
+		n += k
+		if err != nil {
+			return n, err
+		}
 	}
-	return c.removeVersions(abs, func(string) bool { return true })
+	return n, nil
 }
 
 // WarmResult says what Warm did.
@@ -448,8 +482,10 @@ type WarmResult struct {
 	WrittenBytes uint64 // logical bytes written now
 }
 
-// Warm writes every tensor of the file at path to L2, skipping those it
-// already holds. It returns when they are all stored or at the first error;
+// Warm writes every tensor of the model at path to L2, skipping those it
+// already holds. path is a file of any format loader reads, or a sharded
+// checkpoint (its index, or the directory holding it), whose shards are
+// all checked against the index first. It returns when they are all stored or at the first error;
 // what was stored before an error stays stored.
 func (c *Cache) Warm(ctx context.Context, path string) (*WarmResult, error) {
 	return c.WarmFunc(ctx, path, nil)
@@ -467,6 +503,9 @@ func (c *Cache) WarmFunc(ctx context.Context, path string, progress func(bytes u
 	id, err := loader.Stat(path)
 	if err != nil {
 		return nil, err
+	}
+	if sharded(id) {
+		return c.warmSharded(ctx, path, progress)
 	}
 	f, release, err := c.acquire(id)
 	if err != nil {

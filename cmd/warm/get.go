@@ -16,11 +16,18 @@ func newGetCmd(g *globals) *cobra.Command {
 		Use:   "get [flags] FILE TENSOR",
 		Short: "Write a tensor's raw bytes to stdout, through the cache",
 		Long: `get reads one tensor through the cache (RAM, then the cache directory, then
-the file itself) and writes its raw bytes to stdout. With -v it writes to
-stderr which tier served each read: "served-by: l1", "l2" or "source".`,
+the file itself) and writes its raw bytes (little-endian, row-major) to
+stdout. FILE is any model warm accepts; TENSOR is a safetensors or GGUF tensor
+name, a .npz member without ".npy", a .npy file's name without ".npy", or "-"
+for a plain file's single entry. With -v it writes to stderr which tier
+served each read: "served-by: l1", "l2" or "source".`,
 		Example: `  warm get model.safetensors lm_head.weight > head.bin
   warm get -v model.safetensors lm_head.weight | sha256sum
-  warm get -v -n 2 model.safetensors lm_head.weight > /dev/null   # second read from l1`,
+  warm get -v -n 2 model.safetensors lm_head.weight > /dev/null   # second read from l1
+  warm get llama.gguf blk.0.attn_q.weight > q.bin
+  warm get /models/Llama-3-8B model.embed_tokens.weight > embed.bin
+  warm get inputs.npz tokens > tokens.bin
+  warm get tokenizer.json - | jq .model.type`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if repeat < 1 {

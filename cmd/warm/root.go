@@ -128,18 +128,24 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "warm [flags] FILE...",
 		Short: "Pre-populate and inspect a modelcache directory",
-		Long: `warm caches every tensor of the given model files (safetensors) in the
-modelcache directory, so that services reading them through modelcache start
-from local, compressed, checksummed copies. Directories are searched for model
-files. Tensors already cached are skipped, so an interrupted run (Ctrl-C stops
-cleanly) resumes where it stopped. On a terminal a progress bar shows bytes,
-rate and time left.
+		Long: `warm caches every tensor of the given models in the modelcache directory,
+so that services reading them through modelcache start from local,
+compressed, checksummed copies. A model is a safetensors, GGUF (v2, v3),
+.npy or .npz file, a sharded safetensors checkpoint (its directory or its
+model.safetensors.index.json), or any other file named on the command line,
+cached whole as one entry named "-" (tokenizers, configs, raw inputs).
+Directories are searched for .safetensors, .gguf, .npy and .npz files and
+sharded checkpoints. Tensors already cached are skipped, so an interrupted
+run (Ctrl-C stops cleanly) resumes where it stopped. On a terminal a progress
+bar shows bytes, rate and time left.
 
 Exit status: 0 on success, 1 if any file failed, 2 on a usage error,
 130 if interrupted.`,
 		Example: `  warm model.safetensors
-  warm --dir /var/cache/modelcache shard-*.safetensors
-  warm --jobs 4 /models/                 # every model file under /models
+  warm --dir /var/cache/modelcache llama-3-8b-q4_k_m.gguf
+  warm /models/Llama-3-8B/               # a sharded checkpoint, validated whole
+  warm inputs.npz tokenizer.json         # arrays, and a plain file
+  warm --jobs 4 /models/                 # every model under /models
   warm --json model.safetensors | jq .logical_bytes
   MODELCACHE_DIR=/data/mc warm model.safetensors`,
 		Args:          cobra.MinimumNArgs(1),

@@ -22,8 +22,10 @@ import (
 	"github.com/modelcache/modelcache/loader"
 )
 
-// modelExtensions are the files warm picks up when it walks a directory.
-var modelExtensions = []string{".safetensors"}
+// modelExtensions are the files warm picks up when it walks a directory;
+// other files are cached only when named (as plain files). A directory
+// holding a model.safetensors.index.json is one sharded model.
+var modelExtensions = []string{".safetensors", ".gguf", ".npy", ".npz"}
 
 type warmFlags struct {
 	jobs int
@@ -54,8 +56,8 @@ type warmSummary struct {
 	DiskBytes    int64      `json:"disk_bytes"`
 }
 
-// expandArgs turns the arguments into files: directories are walked for
-// model files, in name order. Paths that cannot be read are returned as
+// expandArgs turns the arguments into models: directories are walked for
+// model files and sharded checkpoints, in name order. Paths that cannot be read are returned as
 // errors, to be reported like bad files.
 func expandArgs(args []string) ([]string, []error) {
 	var files []string
@@ -71,11 +73,23 @@ func expandArgs(args []string) ([]string, []error) {
 			continue
 		}
 		var found []string
+		shardDirs := map[string]bool{}
 		err = filepath.WalkDir(a, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
 			}
-			if d.Type().IsRegular() && slices.Contains(modelExtensions, strings.ToLower(filepath.Ext(p))) {
+			if d.IsDir() {
+				if _, ok := loader.ShardIndexPath(p); ok {
+					shardDirs[p] = true
+					found = append(found, p)
+				}
+				return nil
+			}
+			ext := strings.ToLower(filepath.Ext(p))
+			if ext == ".safetensors" && shardDirs[filepath.Dir(p)] {
+				return nil // warmed with its checkpoint
+			}
+			if d.Type().IsRegular() && slices.Contains(modelExtensions, ext) {
 				found = append(found, p)
 			}
 			return nil
@@ -117,7 +131,7 @@ func (g *globals) warmFiles(ctx context.Context, args []string, w *warmFlags) er
 		// Only the bar needs the total: each header is parsed again by Warm.
 		var total uint64
 		for _, f := range files {
-			if lf, err := loader.Open(f); err == nil {
+			if lf, err := loader.OpenSource(f); err == nil {
 				for _, t := range lf.Tensors() {
 					total += t.Length
 				}
