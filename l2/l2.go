@@ -29,6 +29,7 @@ const (
 	metaPrefix    = 'm'
 	chunkPrefix   = 'c'
 	counterPrefix = 's'
+	auxPrefix     = 'x'
 	idLen         = 16
 	metaFixed     = idLen + 16 // id, write time, expiry; the serialize header follows
 	// Values this large or larger go to Badger's value log, keeping the LSM
@@ -1063,3 +1064,46 @@ func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error(fmt.Sprintf(f, a.
 func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn(fmt.Sprintf(f, a...)) }
 func (badgerLogger) Infof(string, ...any)          {}
 func (badgerLogger) Debugf(string, ...any)         {}
+
+// SetAux stores a small record beside the entries, outside the disk budget
+// and never evicted (tier keeps the content digests of files there); a nil
+// value deletes it.
+func (s *Store) SetAux(name string, value []byte) error {
+	if s.closed.Load() {
+		return fmt.Errorf("l2: %s: %w", s.dir, errs.ErrClosed)
+	}
+	s.writeMu.RLock()
+	defer s.writeMu.RUnlock()
+	k := append([]byte{auxPrefix}, name...)
+	err := s.update(func(txn *badger.Txn) error {
+		if value == nil {
+			return txn.Delete(k)
+		}
+		return txn.Set(k, value)
+	})
+	if err != nil {
+		return fmt.Errorf("l2: %s: aux %q: %w", s.dir, name, err)
+	}
+	return nil
+}
+
+// Aux returns the records SetAux stored under names starting with prefix.
+func (s *Store) Aux(prefix string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: append([]byte{auxPrefix}, prefix...)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			out[string(it.Item().Key()[1:])] = v
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("l2: %s: aux: %w", s.dir, err)
+	}
+	return out, nil
+}

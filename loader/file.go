@@ -145,8 +145,8 @@ func OpenFormat(path string, format Format) (*File, error) {
 	}
 	m.format = format
 	// The file may shrink under the mapping while it is parsed.
-	if err := guarded(func() { err = m.parse() }); err != nil {
-		err = fmt.Errorf("%w (was the file truncated while in use?)", err)
+	if ferr := guarded(func() { err = m.parse() }); ferr != nil {
+		err = fmt.Errorf("loader: %s: %w (was the file truncated while in use?)", abs, ferr)
 	}
 	if err != nil {
 		_ = m.Close()

@@ -49,6 +49,13 @@ type Options struct {
 	// ReserveBytes is the free space L2 writes leave on the file system;
 	// see l2.Options.ReserveBytes.
 	ReserveBytes int64
+	// ContentDigest keys tensors by the BLAKE3 digest of their file's
+	// content instead of by its path and version, so that copies of one
+	// file at different paths (every replica's own download, a model under
+	// two names) share their cached tensors. Each version of a file is
+	// hashed once, when it is first read (about 2 GB/s), and its digest is
+	// kept in L2 so that a restart does not hash it again.
+	ContentDigest bool
 	// Logger receives warnings (corrupt entries, failed writes); default
 	// slog.Default().
 	Logger *slog.Logger
@@ -162,6 +169,11 @@ type Cache struct {
 	// indexes caches parsed shard indexes by index path, with the identity
 	// they were parsed at.
 	indexes sync.Map // string -> *shardIndex
+	// With Options.ContentDigest: digests by identity, and one hashing of
+	// a version at a time.
+	digest  bool
+	digests sync.Map // identity string -> loader.Digest
+	hashing singleflight.Group
 	group   singleflight.Group
 
 	closed                                                                  atomic.Bool
@@ -177,7 +189,7 @@ func Open(opts *Options) (*Cache, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	c := &Cache{log: opts.Logger, files: newFileTable()}
+	c := &Cache{log: opts.Logger, files: newFileTable(), digest: opts.ContentDigest}
 	if c.log == nil {
 		c.log = slog.Default()
 	}
@@ -206,10 +218,6 @@ func Open(opts *Options) (*Cache, error) {
 	return c, nil
 }
 
-func tensorKey(id loader.Identity, name string) string {
-	return id.String() + "\x00" + name
-}
-
 // Tensor returns the named tensor of the model file at path, from the
 // fastest tier that has it. Errors wrap errs.ErrNotFound for a tensor the
 // file does not have and errs.ErrInvalidModel for a malformed file.
@@ -232,7 +240,10 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (*Tensor, error) 
 			return nil, err
 		}
 	}
-	key := tensorKey(id, name)
+	key, err := c.keyOf(id, name)
+	if err != nil {
+		return nil, err
+	}
 	if v, ok := c.l1.Get(key); ok {
 		c.l1Hits.Add(1)
 		return &Tensor{Name: name, DType: v.dtype, Shape: v.shape, ServedBy: L1, data: v.data}, nil
@@ -288,7 +299,9 @@ func (c *Cache) load(id loader.Identity, key, name string) (*Tensor, error) {
 	c.sourceLoads.Add(1)
 	// The key is that of the version actually opened, which may be newer
 	// than the one stat'ed if the file changed in between.
-	key = tensorKey(f.Identity(), name)
+	if key, err = c.keyOf(f.Identity(), name); err != nil {
+		return nil, err
+	}
 	c.l1.Set(key, &l1Value{dtype: string(ti.DType), shape: ti.Shape, data: data}, int64(len(data)+len(key)))
 	if c.wb != nil {
 		c.wb.enqueue(key, string(ti.DType), ti.Shape, data)
@@ -301,7 +314,7 @@ func (c *Cache) load(id loader.Identity, key, name string) (*Tensor, error) {
 // removed: they can never be read again.
 func (c *Cache) acquire(id loader.Identity) (*loader.File, func(), error) {
 	f, release, opened, err := c.files.acquire(id)
-	if err == nil && opened && c.l2 != nil {
+	if err == nil && opened && c.l2 != nil && !c.digest {
 		if _, rerr := c.removeVersions(f.Path(), func(version string) bool { return version != f.Identity().String() }); rerr != nil {
 			c.log.Warn("tier: removing entries of older versions failed", "path", f.Path(), "err", rerr)
 		}
@@ -350,7 +363,8 @@ func (c *Cache) removeVersions(path string, drop func(identity string) bool) (in
 }
 
 // GC removes L2 entries whose source file is gone or has changed, then
-// evicts down to the disk budget and reclaims disk space.
+// evicts down to the disk budget and reclaims disk space. Entries keyed by
+// content digest are never stale; they leave by the disk budget or Evict.
 func (c *Cache) GC() error {
 	if c.closed.Load() {
 		return fmt.Errorf("tier: %w", errs.ErrClosed)
@@ -360,11 +374,14 @@ func (c *Cache) GC() error {
 	}
 	paths := map[string]bool{}
 	if err := c.l2.Range("", func(e *l2.EntryInfo) bool {
-		if p, _, _, ok := splitKey(e.Key); ok {
+		if p, _, _, ok := splitKey(e.Key); ok && !isDigestPath(p) {
 			paths[p] = true
 		}
 		return true
 	}); err != nil {
+		return err
+	}
+	if err := c.gcDigests(); err != nil {
 		return err
 	}
 	for p := range paths {
@@ -424,7 +441,11 @@ func (c *Cache) FileEntries(path string) (n int, logical, stored uint64, err err
 		if err != nil {
 			return 0, 0, 0, err
 		}
-		err = c.l2.Range(id.String()+"\x00", func(e *l2.EntryInfo) bool {
+		prefix, err := c.prefixOf(id)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		err = c.l2.Range(prefix, func(e *l2.EntryInfo) bool {
 			n++
 			logical += e.LogicalBytes
 			stored += e.StoredBytes
@@ -447,7 +468,9 @@ func (c *Cache) Verify(bad func(key string, err error)) (checked, corrupt int, e
 }
 
 // Evict removes every L2 and L1 entry of the file at path, whatever version,
-// and returns how many L2 entries it removed.
+// and returns how many L2 entries it removed. With Options.ContentDigest it
+// removes the entries of the file's current content, which copies of it at
+// other paths share.
 func (c *Cache) Evict(path string) (int, error) {
 	paths, err := modelFiles(path)
 	if err != nil {
@@ -458,6 +481,17 @@ func (c *Cache) Evict(path string) (int, error) {
 		abs, err := filepath.Abs(p)
 		if err != nil {
 			return n, err
+		}
+		if c.digest {
+			id, err := loader.Stat(abs)
+			if err != nil {
+				return n, err
+			}
+			prefix, err := c.prefixOf(id)
+			if err != nil {
+				return n, err
+			}
+			abs, _, _ = strings.Cut(prefix, "\x00")
 		}
 		c.l1.DeleteFunc(func(k string) bool { return strings.HasPrefix(k, abs+"\x00") })
 		if c.l2 == nil {
@@ -512,6 +546,10 @@ func (c *Cache) WarmFunc(ctx context.Context, path string, progress func(bytes u
 		return nil, err
 	}
 	defer release()
+	prefix, err := c.prefixOf(f.Identity())
+	if err != nil {
+		return nil, err
+	}
 	res := &WarmResult{Path: f.Path(), Tensors: len(f.Tensors())}
 	var mu sync.Mutex // guards res's counters
 	g, gctx := errgroup.WithContext(ctx)
@@ -522,7 +560,7 @@ func (c *Cache) WarmFunc(ctx context.Context, path string, progress func(bytes u
 			if err := gctx.Err(); err != nil {
 				return err
 			}
-			key := tensorKey(f.Identity(), ti.Name)
+			key := prefix + ti.Name
 			if _, err := c.l2.Stat(key); err == nil {
 				mu.Lock()
 				res.Skipped++

@@ -62,3 +62,21 @@ func TestWarm_EveryFormat(t *testing.T) {
 	require.Equal(t, 0, r.code)
 	require.Equal(t, "served-by: l2\n", string(r.stderr))
 }
+
+// --content-digest: a copy of a warmed model at another path is served
+// from the cache.
+func TestWarm_ContentDigest(t *testing.T) {
+	models := t.TempDir()
+	a, b := filepath.Join(models, "a.safetensors"), filepath.Join(models, "b.safetensors")
+	copyModel(t, a)
+	copyModel(t, b)
+	dir := t.TempDir()
+	r := warm(t, "--dir", dir, "--content-digest", a)
+	require.Equal(t, 0, r.code, "%s", r.stderr)
+	r = warm(t, "get", "--dir", dir, "--content-digest", "-v", b, "Const_61")
+	require.Equal(t, 0, r.code, "%s", r.stderr)
+	require.Equal(t, "served-by: l2\n", string(r.stderr))
+	require.Equal(t, tensorsOf(t, b)["Const_61"], r.stdout)
+	r = warm(t, "get", "--dir", dir, "-v", b, "Const_61")
+	require.Equal(t, "served-by: source\n", string(r.stderr), "without the flag, keys are by path")
+}

@@ -1,0 +1,101 @@
+package tier
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/modelcache/modelcache/loader"
+)
+
+// Keys are "path\x00version\x00tensor" by default, and
+// "blake3:<hex>\x00content\x00tensor" with Options.ContentDigest. Paths are
+// absolute, so the two never meet, and splitKey reads both.
+
+const (
+	digestVersion   = "content"
+	digestAuxPrefix = "digest\x00" // L2 aux records: identity -> digest
+)
+
+// prefixOf is the key prefix of the tensors of version id.
+func (c *Cache) prefixOf(id loader.Identity) (string, error) {
+	if !c.digest {
+		return id.String() + "\x00", nil
+	}
+	d, err := c.digestOf(id)
+	if err != nil {
+		return "", err
+	}
+	return d.String() + "\x00" + digestVersion + "\x00", nil
+}
+
+func (c *Cache) keyOf(id loader.Identity, name string) (string, error) {
+	p, err := c.prefixOf(id)
+	return p + name, err
+}
+
+// digestFile is loader.DigestFile; tests count its calls.
+var digestFile = loader.DigestFile
+
+func isDigestPath(p string) bool { return strings.HasPrefix(p, "blake3:") }
+
+// digestOf returns the digest of version id: remembered, kept in L2, or
+// hashed now (once, however many callers ask).
+func (c *Cache) digestOf(id loader.Identity) (loader.Digest, error) {
+	ids := id.String()
+	if d, ok := c.digests.Load(ids); ok {
+		return d.(loader.Digest), nil
+	}
+	v, err, _ := c.hashing.Do(ids, func() (any, error) {
+		if d, ok := c.digests.Load(ids); ok {
+			return d, nil
+		}
+		if c.l2 != nil {
+			if recs, err := c.l2.Aux(digestAuxPrefix + ids); err == nil {
+				if raw, ok := recs[digestAuxPrefix+ids]; ok {
+					if d, err := loader.ParseDigest(string(raw)); err == nil {
+						c.digests.Store(ids, d)
+						return d, nil
+					}
+				}
+			}
+		}
+		d, hashed, err := digestFile(id.Path)
+		if err != nil {
+			return nil, err
+		}
+		if hashed != id {
+			return nil, fmt.Errorf("tier: %s: changed between stat and hashing; read it again", id.Path)
+		}
+		c.digests.Store(ids, d)
+		if c.l2 != nil {
+			if err := c.l2.SetAux(digestAuxPrefix+ids, []byte(d.String())); err != nil {
+				c.log.Warn("tier: keeping a digest failed", "path", id.Path, "err", err)
+			}
+		}
+		return d, nil
+	})
+	if err != nil {
+		return loader.Digest{}, err
+	}
+	return v.(loader.Digest), nil
+}
+
+// gcDigests forgets the digests of versions that are no longer current.
+func (c *Cache) gcDigests() error {
+	recs, err := c.l2.Aux(digestAuxPrefix)
+	if err != nil {
+		return err
+	}
+	for name := range recs {
+		ids := strings.TrimPrefix(name, digestAuxPrefix)
+		path, _, _ := strings.Cut(ids, "\x00")
+		if id, err := loader.Stat(path); err == nil && id.String() == ids {
+			continue
+		}
+		c.digests.Delete(ids)
+		if err := c.l2.SetAux(name, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
