@@ -67,6 +67,10 @@ fuzz:
 	$(GO) test ./serialize/ -run '^$$' -fuzz FuzzUnmarshal -fuzztime $(FUZZTIME)
 	$(GO) test ./serialize/ -run '^$$' -fuzz FuzzDecodeChunk -fuzztime $(FUZZTIME)
 	$(GO) test ./loader/ -run '^$$' -fuzz FuzzParseSafetensors -fuzztime $(FUZZTIME)
+	$(GO) test ./loader/ -run '^$$' -fuzz FuzzParseGGUF -fuzztime $(FUZZTIME)
+	$(GO) test ./loader/ -run '^$$' -fuzz FuzzParseNPY -fuzztime $(FUZZTIME)
+	$(GO) test ./loader/ -run '^$$' -fuzz FuzzParseNPZ -fuzztime $(FUZZTIME)
+	$(GO) test ./loader/ -run '^$$' -fuzz FuzzParseShardIndex -fuzztime $(FUZZTIME)
 	$(GO) test ./sim/ -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
 
 # Hit ratios and throughput against rival caches (bench/ is its own module).

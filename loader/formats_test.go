@@ -486,3 +486,28 @@ func FuzzParseShardIndex(f *testing.F) {
 		}
 	})
 }
+
+// A GGUF or .npz file truncated under its mapping is an error on read.
+func TestFormats_TruncatedWhileMapped(t *testing.T) {
+	for _, name := range []string{"v3.gguf", "deflated.npz", "stored.npz"} {
+		b, err := os.ReadFile(filepath.Join(formatsDir, name))
+		require.NoError(t, err)
+		p := filepath.Join(t.TempDir(), name)
+		require.NoError(t, os.WriteFile(p, b, 0o644))
+		f, err := Open(p)
+		require.NoError(t, err)
+		require.NoError(t, os.Truncate(p, 0))
+		failed := 0
+		for _, ti := range f.Tensors() {
+			if ti.Length == 0 {
+				continue
+			}
+			if _, err := f.ReadTensor(ti.Name); err != nil {
+				require.Contains(t, err.Error(), p)
+				failed++
+			}
+		}
+		require.Positive(t, failed, name)
+		require.NoError(t, f.Close())
+	}
+}
