@@ -1,18 +1,27 @@
 package tier
 
 import (
+	"container/list"
 	"sync"
 
 	"github.com/modelcache/modelcache/loader"
 )
 
+// maxIdleFiles bounds the model files kept open with no reader. Each is a
+// mapping, and a process has at most vm.max_map_count (65530 by default) of
+// them: a service reading a hundred thousand .npy inputs must not hold them
+// all open.
+const maxIdleFiles = 256
+
 // fileTable keeps model files open, one version per path, so that the
 // index of a file is parsed once. A file replaced by a newer version is
-// closed when its last reader releases it.
+// closed when its last reader releases it; beyond maxIdleFiles, files no one
+// is reading are closed, least recently released first.
 type fileTable struct {
-	// mu guards byPath and every openFile's refs and stale.
+	// mu guards byPath, idle, and every openFile's refs, stale and elem.
 	mu     sync.Mutex
 	byPath map[string]*openFile
+	idle   *list.List // of *openFile with refs == 0, most recent at the front
 	// opening collapses concurrent opens of one version.
 	opening sync.Map // identity string -> *sync.Mutex
 }
@@ -20,10 +29,13 @@ type fileTable struct {
 type openFile struct {
 	f     *loader.File
 	refs  int
-	stale bool // replaced in byPath; close at refs == 0
+	stale bool          // replaced in byPath; close at refs == 0
+	elem  *list.Element // in idle, when refs == 0
 }
 
-func newFileTable() *fileTable { return &fileTable{byPath: make(map[string]*openFile)} }
+func newFileTable() *fileTable {
+	return &fileTable{byPath: make(map[string]*openFile), idle: list.New()}
+}
 
 // acquire returns the open file for the version id, opening it if needed
 // (opened says so), and a release func the caller must call when done.
@@ -48,6 +60,7 @@ func (t *fileTable) acquire(id loader.Identity) (f *loader.File, release func(),
 	if old, ok := t.byPath[id.Path]; ok {
 		old.stale = true
 		if old.refs == 0 {
+			t.idle.Remove(old.elem)
 			_ = old.f.Close()
 		}
 	}
@@ -64,6 +77,10 @@ func (t *fileTable) get(id loader.Identity) *openFile {
 	if !ok || of.f.Identity() != id {
 		return nil
 	}
+	if of.refs == 0 {
+		t.idle.Remove(of.elem)
+		of.elem = nil
+	}
 	of.refs++
 	return of
 }
@@ -73,13 +90,30 @@ func (t *fileTable) releaser(of *openFile) func() {
 	return func() {
 		once.Do(func() {
 			t.mu.Lock()
-			of.refs--
-			if of.stale && of.refs == 0 {
-				_ = of.f.Close()
+			defer t.mu.Unlock()
+			if of.refs--; of.refs > 0 {
+				return
 			}
-			t.mu.Unlock()
+			if of.stale {
+				_ = of.f.Close()
+				return
+			}
+			of.elem = t.idle.PushFront(of)
+			for t.idle.Len() > maxIdleFiles {
+				old := t.idle.Remove(t.idle.Back()).(*openFile)
+				old.elem = nil
+				delete(t.byPath, old.f.Path())
+				_ = old.f.Close()
+			}
 		})
 	}
+}
+
+// open is the number of files open, for tests.
+func (t *fileTable) open() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.byPath)
 }
 
 func (t *fileTable) closeAll() error {
@@ -92,5 +126,6 @@ func (t *fileTable) closeAll() error {
 		}
 		delete(t.byPath, p)
 	}
+	t.idle.Init()
 	return first
 }

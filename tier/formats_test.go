@@ -2,6 +2,7 @@ package tier
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -117,4 +118,26 @@ func TestCache_ShardedWarmAndChange(t *testing.T) {
 	removed, err := c.Evict(filepath.Join(model, "model-00002-of-00002.safetensors"))
 	require.NoError(t, err)
 	require.Equal(t, 1, removed)
+}
+
+// Reading many small files keeps at most maxIdleFiles of them mapped, and a
+// file closed for that is reopened when read again.
+func TestCache_BoundsOpenFiles(t *testing.T) {
+	ctx := context.Background()
+	raw, err := os.ReadFile(formats + "/u1.npy")
+	require.NoError(t, err)
+	dir := t.TempDir()
+	c := openCache(t, &Options{MemoryBytes: 1 << 10}) // too small to keep them: every read goes to the file
+	n := maxIdleFiles + 50
+	for i := range n {
+		p := filepath.Join(dir, fmt.Sprintf("x%03d.npy", i))
+		require.NoError(t, os.WriteFile(p, raw, 0o644))
+		_, err := c.Tensor(ctx, p, fmt.Sprintf("x%03d", i))
+		require.NoError(t, err)
+	}
+	require.Equal(t, maxIdleFiles, c.files.open())
+	tn, err := c.Tensor(ctx, filepath.Join(dir, "x000.npy"), "x000")
+	require.NoError(t, err)
+	require.Equal(t, Source, tn.ServedBy)
+	require.Equal(t, []byte{0, 1, 127, 128, 255}, tn.Bytes())
 }
