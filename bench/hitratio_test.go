@@ -3,7 +3,10 @@ package bench
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -14,9 +17,14 @@ import (
 
 // TestHitRatios replays every trace of ../../shared/traces and a generated
 // model-serving trace through every contender at three sizes (1%, 5% and 25%
-// of the trace's footprint) and logs a Markdown table.
+// of the trace's footprint) and logs a Markdown table. HITRATIO_TRACES and
+// HITRATIO_CONTENDERS (regular expressions) narrow the run, for trying a
+// change on a few traces.
 func TestHitRatios(t *testing.T) {
+	traceRE := regexp.MustCompile(os.Getenv("HITRATIO_TRACES"))
+	contenderRE := regexp.MustCompile(os.Getenv("HITRATIO_CONTENDERS"))
 	files, _ := filepath.Glob("../../shared/traces/*.trace.*")
+	files = slices.DeleteFunc(files, func(f string) bool { return !traceRE.MatchString(f) })
 	if len(files) == 0 {
 		t.Skip("../../shared/traces not present")
 	}
@@ -32,9 +40,11 @@ func TestHitRatios(t *testing.T) {
 	serving, err := sim.Decode(&buf)
 	require.NoError(t, err)
 	serving.Name = "serving (generated, weighted)"
-	traces = append(traces, serving)
+	if traceRE.MatchString(serving.Name) {
+		traces = append(traces, serving)
+	}
 
-	cs := contenders()
+	cs := slices.DeleteFunc(contenders(), func(c contender) bool { return !contenderRE.MatchString(c.name) })
 	var out strings.Builder
 	out.WriteString("| trace | size |")
 	for _, c := range cs {

@@ -304,3 +304,25 @@ func TestCache_RealMemoryWithinBudget(t *testing.T) {
 		runtime.KeepAlive(c)
 	}
 }
+
+// A loop over more keys than fit: LRU and FIFO hit nothing, W-TinyLFU keeps a
+// fixed part of the loop (all keys are equally frequent, so candidates do
+// not displace what main holds) and hits about capacity/loop of requests.
+func TestTinyLFU_Loop(t *testing.T) {
+	const capacity, loop = 100, 400
+	ratio := func(p Policy) float64 {
+		c, err := New(&Options[int, int]{MaxBytes: capacity, Policy: p, ExcludeOverhead: true, MaxEntryFraction: 1})
+		require.NoError(t, err)
+		hits := 0
+		for i := range 50 * loop {
+			if _, ok := c.Get(i % loop); ok {
+				hits++
+			} else {
+				c.Set(i%loop, i, 1)
+			}
+		}
+		return float64(hits) / (50 * loop)
+	}
+	require.Zero(t, ratio(LRU))
+	require.Greater(t, ratio(TinyLFU), 0.6*capacity/loop)
+}

@@ -18,7 +18,6 @@ type entry[K comparable, V any] struct {
 	prev, next *entry[K, V] // queue links (LRU, FIFO, S3-FIFO)
 	freq       atomic.Int32 // S3-FIFO: hits since insertion or reinsertion, 0..3
 	queue      uint8        // S3-FIFO, W-TinyLFU: which queue holds it
-	fresh      bool         // W-TinyLFU: just left the window, admission pending
 	gone       atomic.Bool  // no longer in the cache
 
 	count uint32 // LFU: aged hit count

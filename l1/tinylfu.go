@@ -8,9 +8,11 @@ package l1
 // read of every tensor of a model (a scan) therefore cannot push out what is
 // read often.
 type wtinylfu[K comparable, V any] struct {
-	window, probation, protected queue[K, V]
-	max, windowMax, protectedMax int64
-	sketch                       sketch
+	// Entries that leave the window wait in pending, oldest at the back,
+	// until an eviction compares each with probation's victim.
+	window, pending, probation, protected queue[K, V]
+	max, windowMax, protectedMax          int64
+	sketch                                sketch
 
 	// The window's size climbs the hill of the hit ratio (Caffeine's
 	// adaptive W-TinyLFU): after each sample of requests, move it by step in
@@ -18,21 +20,31 @@ type wtinylfu[K comparable, V any] struct {
 	hits, misses int
 	prevRatio    float64
 	step         float64 // bytes, signed
+
+	rand uint64 // xorshift state: deterministic
 }
 
 const (
 	inWindow    = 3
 	inProbation = 4
 	inProtected = 5
+	inPending   = 6
+
+	// A candidate this frequent is admitted at random 1 time in 128 even
+	// when it loses, as in Caffeine: otherwise an attacker who makes a key
+	// hot could keep it out forever.
+	admitHashDoSThreshold = 6
 )
 
 func newWTinyLFU[K comparable, V any](max int64) *wtinylfu[K, V] {
 	p := &wtinylfu[K, V]{max: max, windowMax: max / 100, step: -0.0625 * float64(max)}
 	p.protectedMax = (max - p.windowMax) * 8 / 10
 	p.window.init()
+	p.pending.init()
 	p.probation.init()
 	p.protected.init()
 	p.sketch.init(256)
+	p.rand = 0x9e3779b97f4a7c15
 	return p
 }
 
@@ -47,6 +59,11 @@ func (p *wtinylfu[K, V]) record(h uint64) {
 func (p *wtinylfu[K, V]) climb() {
 	n := p.hits + p.misses
 	if n < max(10*p.len(), 1000) {
+		return
+	}
+	if p.used() < p.max/2 {
+		// Not evicting yet: the hit ratio says nothing about the split.
+		p.hits, p.misses = 0, 0
 		return
 	}
 	ratio := float64(p.hits) / float64(n)
@@ -69,14 +86,14 @@ func (p *wtinylfu[K, V]) climb() {
 	p.shrinkWindow()
 }
 
-// shrinkWindow moves what overflows the window into probation as admission
+// shrinkWindow moves what overflows the window to pending, as admission
 // candidates.
 func (p *wtinylfu[K, V]) shrinkWindow() {
 	for p.window.bytes > p.windowMax && p.window.n > 1 {
 		c := p.window.back()
 		p.window.unlink(c)
-		c.queue, c.fresh = inProbation, true
-		p.probation.pushFront(c)
+		c.queue = inPending
+		p.pending.pushFront(c)
 	}
 }
 
@@ -84,10 +101,18 @@ func (p *wtinylfu[K, V]) add(e *entry[K, V]) {
 	p.misses++
 	p.climb()
 	p.record(e.hash)
+	// Candidates that no eviction has compared since they left the window
+	// left it while there was room: they are admitted, as in Caffeine,
+	// where only the entries a maintenance pass moves are candidates.
+	for c := p.pending.back(); c != nil; c = p.pending.back() {
+		p.pending.unlink(c)
+		c.queue = inProbation
+		p.probation.pushFront(c)
+	}
 	e.queue = inWindow
 	p.window.pushFront(e)
-	// What overflows the window enters probation as a candidate; whether it
-	// stays is decided when something must be evicted.
+	// What overflows the window becomes a candidate; whether it stays is
+	// decided when something must be evicted.
 	p.shrinkWindow()
 }
 
@@ -98,9 +123,9 @@ func (p *wtinylfu[K, V]) hit(e *entry[K, V]) {
 	case inWindow:
 		p.window.unlink(e)
 		p.window.pushFront(e)
-	case inProbation:
-		p.probation.unlink(e)
-		e.queue, e.fresh = inProtected, false
+	case inProbation, inPending:
+		p.queueOf(e).unlink(e)
+		e.queue = inProtected
 		p.protected.pushFront(e)
 		for p.protected.bytes > p.protectedMax && p.protected.n > 1 {
 			d := p.protected.back()
@@ -120,40 +145,70 @@ func (p *wtinylfu[K, V]) queueOf(e *entry[K, V]) *queue[K, V] {
 		return &p.window
 	case inProbation:
 		return &p.probation
+	case inPending:
+		return &p.pending
 	}
 	return &p.protected
 }
 
 func (p *wtinylfu[K, V]) remove(e *entry[K, V]) { p.queueOf(e).unlink(e) }
 
-// evict gives up probation's least recently used entry, unless a candidate
-// that just left the window is asked for less often than it: then the
-// candidate goes instead (TinyLFU admission).
+// evict compares the oldest candidate (from pending, else the window's
+// least recently used entry) with probation's least recently used entry
+// and gives up the one the sketch says is asked for less often (TinyLFU
+// admission); an admitted candidate joins probation. With no candidate, or
+// no victim, the other goes; with neither, protected's oldest.
 func (p *wtinylfu[K, V]) evict() *entry[K, V] {
+	c := p.pending.back()
+	if c == nil {
+		c = p.window.back()
+	}
 	v := p.probation.back()
 	if v == nil {
-		if v = p.protected.back(); v == nil {
-			v = p.window.back()
+		if c == nil {
+			c = p.protected.back()
 		}
-		p.queueOf(v).unlink(v)
+		p.queueOf(c).unlink(c)
+		return c
+	}
+	if c == nil {
+		p.probation.unlink(v)
 		return v
 	}
-	if c := p.probation.root.next; c != v && c.fresh {
-		c.fresh = false
-		if p.sketch.estimate(c.hash) <= p.sketch.estimate(v.hash) {
-			p.probation.unlink(c)
-			return c
+	if p.admit(c, v) {
+		p.probation.unlink(v)
+		if c.queue == inPending {
+			p.pending.unlink(c)
+			c.queue = inProbation
+			p.probation.pushFront(c)
 		}
+		return v
 	}
-	p.probation.unlink(v)
-	return v
+	p.queueOf(c).unlink(c)
+	return c
+}
+
+func (p *wtinylfu[K, V]) admit(c, v *entry[K, V]) bool {
+	cf, vf := p.sketch.estimate(c.hash), p.sketch.estimate(v.hash)
+	if cf > vf {
+		return true
+	}
+	if cf >= admitHashDoSThreshold {
+		p.rand ^= p.rand << 13
+		p.rand ^= p.rand >> 7
+		p.rand ^= p.rand << 17
+		return p.rand&127 == 0
+	}
+	return false
 }
 
 func (p *wtinylfu[K, V]) used() int64 {
-	return p.window.bytes + p.probation.bytes + p.protected.bytes
+	return p.window.bytes + p.pending.bytes + p.probation.bytes + p.protected.bytes
 }
 func (p *wtinylfu[K, V]) capacity() int64 { return p.max }
-func (p *wtinylfu[K, V]) len() int        { return p.window.n + p.probation.n + p.protected.n }
+func (p *wtinylfu[K, V]) len() int {
+	return p.window.n + p.pending.n + p.probation.n + p.protected.n
+}
 
 // sketch is a count-min sketch of 4-bit counters laid out as Caffeine's
 // FrequencySketch: sixteen counters to a uint64, and the four counters of a
@@ -168,8 +223,11 @@ type sketch struct {
 }
 
 func (s *sketch) init(entries int) {
+	// One word (16 counters) per entry, as Caffeine sizes its sketch: a
+	// quarter of that, tried first, made collisions inflate the estimates
+	// and cost admission 2-4 points on the LIRS traces.
 	n := 8 // one block at least
-	for n < entries/4 {
+	for n < entries {
 		n *= 2
 	}
 	s.table = make([]uint64, n)
@@ -178,7 +236,7 @@ func (s *sketch) init(entries int) {
 }
 
 // capacity is the number of entries the table is sized for.
-func (s *sketch) capacity() int { return max(len(s.table)*4, 64) }
+func (s *sketch) capacity() int { return max(len(s.table), 64) }
 
 // slots yields, for each of the key's four counters, the word and the
 // counter (0-15) within it.
