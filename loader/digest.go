@@ -13,8 +13,8 @@ import (
 // Digest is the BLAKE3-256 hash of a file's content. BLAKE3 because a
 // content-addressed cache shared between machines must not be poisonable
 // by a crafted collision, so the hash must be cryptographic, and BLAKE3 is
-// the fastest such hash in Go here (2.2 GB/s on one core of the bench
-// machine, SHA-256 1.0 GB/s; docs/BENCHMARKS.md).
+// the fastest such hash in Go here (2.2 GB/s on a buffer where SHA-256
+// does 1.0; docs/BENCHMARKS.md).
 type Digest [32]byte
 
 // String spells the digest with its algorithm: "blake3:" and 64 hex digits.
