@@ -1,15 +1,18 @@
-// Package loader reads model files: it parses and validates their index of
-// tensors, identifies the version of a file on disk, and reads tensor bytes
-// through mmap.
+// Package loader reads model files: safetensors (single files and sharded
+// checkpoints), GGUF v2/v3, NumPy .npy and .npz, and any other file as one
+// plain entry (see Source, Open, OpenSource and docs/FORMATS.md). It parses
+// and validates their index of tensors, identifies the version of a file on
+// disk (or digests its content), and reads tensor bytes through mmap.
 //
 // # Trust
 //
 // Model files come from outside and are not trusted. Every header is
-// validated before any tensor is read: lengths are checked against the file
-// before anything is allocated, JSON is parsed strictly (no duplicate names,
-// no unknown fields, no nesting beyond the format's own), and every tensor's
-// byte range must match its dtype and shape, lie inside the file, and tile
-// the data section without gaps or overlaps. Errors wrap errs.ErrInvalidModel
+// validated before any tensor is read: lengths and counts are checked
+// against the bytes left before anything is allocated for them, headers are
+// parsed strictly (no duplicate names or keys, no unknown fields, bounded
+// nesting), and every tensor's byte range must match its dtype and shape and
+// lie inside the file (safetensors: tile the data section; GGUF: aligned,
+// without overlaps). Errors wrap errs.ErrInvalidModel
 // and name the file and the defect.
 //
 // A file truncated while it is mapped would raise SIGBUS on access, which
