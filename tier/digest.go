@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/loader"
 )
 
@@ -31,6 +32,42 @@ func (c *Cache) prefixOf(id loader.Identity) (string, error) {
 func (c *Cache) keyOf(id loader.Identity, name string) (string, error) {
 	p, err := c.prefixOf(id)
 	return p + name, err
+}
+
+// keyModeAux records in L2 how its keys are made: "path" or "content".
+const keyModeAux = "keymode"
+
+// checkKeyMode makes the cache key the way its directory was first keyed:
+// keyed the other way, every entry would miss and be cached a second time
+// beside itself. A directory without the record but with entries predates
+// it and is keyed by path. A difference from Options is logged.
+func (c *Cache) checkKeyMode(dir string) error {
+	mode := func(digest bool) string {
+		if digest {
+			return "content"
+		}
+		return "path"
+	}
+	recs, err := c.l2.Aux(keyModeAux)
+	if err != nil {
+		return err
+	}
+	have, ok := recs[keyModeAux]
+	if !ok && c.l2.Stats().Entries > 0 {
+		have, ok = []byte("path"), true
+	}
+	if !ok {
+		return c.l2.SetAux(keyModeAux, []byte(mode(c.digest)))
+	}
+	switch string(have) {
+	case mode(c.digest):
+	case "path", "content":
+		c.log.Warn("tier: the cache directory keys by "+string(have)+", as it was created; ContentDigest is set accordingly", "dir", dir)
+		c.digest = string(have) == "content"
+	default:
+		return fmt.Errorf("tier: %s: %w: key mode %.20q", dir, errs.ErrCorrupt, have)
+	}
+	return nil
 }
 
 // digestFile is loader.DigestFile; tests count its calls.

@@ -88,3 +88,27 @@ func TestCache_ContentDigestSharesCopies(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 }
+
+// A directory keeps the key mode it was created with, whatever later opens
+// ask for, so that its entries never all miss.
+func TestCache_KeyModeIsRecorded(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	c, err := Open(&Options{Dir: dir, ContentDigest: true})
+	require.NoError(t, err)
+	_, err = c.Warm(ctx, testModel)
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	c = openCache(t, &Options{Dir: dir})
+	require.True(t, c.digest)
+	tn, err := c.Tensor(ctx, testModel, "Const_61")
+	require.NoError(t, err)
+	require.Equal(t, L2, tn.ServedBy)
+
+	dir = t.TempDir()
+	c, err = Open(&Options{Dir: dir})
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	c = openCache(t, &Options{Dir: dir, ContentDigest: true})
+	require.False(t, c.digest)
+}

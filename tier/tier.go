@@ -54,7 +54,9 @@ type Options struct {
 	// file at different paths (every replica's own download, a model under
 	// two names) share their cached tensors. Each version of a file is
 	// hashed once, when it is first read (about 2 GB/s), and its digest is
-	// kept in L2 so that a restart does not hash it again.
+	// kept in L2 so that a restart does not hash it again. A directory keeps
+	// the mode it was created with: opening it the other way logs a warning
+	// and keys as the directory does.
 	ContentDigest bool
 	// Logger receives warnings (corrupt entries, failed writes); default
 	// slog.Default().
@@ -207,6 +209,10 @@ func Open(opts *Options) (*Cache, error) {
 			EncryptionKey: opts.EncryptionKey, ReserveBytes: opts.ReserveBytes, Logger: c.log,
 		})
 		if err != nil {
+			return nil, err
+		}
+		if err := c.checkKeyMode(opts.Dir); err != nil {
+			c.l2.Close()
 			return nil, err
 		}
 		wbBytes := opts.WriteBehindBytes
