@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/bits"
 	"strconv"
 	"unicode/utf8"
 
@@ -161,29 +160,12 @@ func (a *NPYArray) parseDict(h []byte) error {
 			return fmt.Errorf("header has no %q", k)
 		}
 	}
-	n, ok := elements(a.Tensor.Shape)
-	if !ok {
-		return fmt.Errorf("shape %v: element count overflows", a.Tensor.Shape)
-	}
-	hi, length := bits.Mul64(n, uint64(a.Tensor.DType.Size()))
-	if hi != 0 || length > 1<<62 {
+	length, ok := byteSize(a.Tensor.DType, a.Tensor.Shape)
+	if !ok || length > 1<<62 {
 		return fmt.Errorf("shape %v of %s: byte size overflows", a.Tensor.Shape, a.Descr)
 	}
 	a.Tensor.Length = length
 	return nil
-}
-
-// elements is the product of shape, and whether it did not overflow.
-func elements(shape []uint64) (uint64, bool) {
-	n := uint64(1)
-	for _, d := range shape {
-		hi, lo := bits.Mul64(n, d)
-		if hi != 0 {
-			return 0, false
-		}
-		n = lo
-	}
-	return n, true
 }
 
 var npyKinds = map[string]DType{
