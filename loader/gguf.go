@@ -481,73 +481,41 @@ func scalars(t GGUFType, p []byte, n int) (any, error) {
 	case GGUFUint8:
 		return slices.Clone(p), nil
 	case GGUFInt8:
-		v := make([]int8, n)
-		for i := range v {
-			v[i] = int8(p[i])
-		}
-		return v, nil
+		return decodeAll(p, n, 1, func(b []byte) int8 { return int8(b[0]) }), nil
 	case GGUFBool:
-		v := make([]bool, n)
-		for i := range v {
-			if p[i] > 1 {
-				return nil, fmt.Errorf("element %d: bool value %d is neither 0 nor 1", i, p[i])
+		for i, b := range p[:n] {
+			if b > 1 {
+				return nil, fmt.Errorf("element %d: bool value %d is neither 0 nor 1", i, b)
 			}
-			v[i] = p[i] == 1
 		}
-		return v, nil
-	case GGUFUint16, GGUFInt16:
-		u := make([]uint16, n)
-		for i := range u {
-			u[i] = le.Uint16(p[2*i:])
-		}
-		if t == GGUFUint16 {
-			return u, nil
-		}
-		v := make([]int16, n)
-		for i := range v {
-			v[i] = int16(u[i])
-		}
-		return v, nil
-	case GGUFUint32, GGUFInt32, GGUFFloat32:
-		switch t {
-		case GGUFUint32:
-			v := make([]uint32, n)
-			for i := range v {
-				v[i] = le.Uint32(p[4*i:])
-			}
-			return v, nil
-		case GGUFInt32:
-			v := make([]int32, n)
-			for i := range v {
-				v[i] = int32(le.Uint32(p[4*i:]))
-			}
-			return v, nil
-		}
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = math.Float32frombits(le.Uint32(p[4*i:]))
-		}
-		return v, nil
+		return decodeAll(p, n, 1, func(b []byte) bool { return b[0] == 1 }), nil
+	case GGUFUint16:
+		return decodeAll(p, n, 2, le.Uint16), nil
+	case GGUFInt16:
+		return decodeAll(p, n, 2, func(b []byte) int16 { return int16(le.Uint16(b)) }), nil
+	case GGUFUint32:
+		return decodeAll(p, n, 4, le.Uint32), nil
+	case GGUFInt32:
+		return decodeAll(p, n, 4, func(b []byte) int32 { return int32(le.Uint32(b)) }), nil
+	case GGUFFloat32:
+		return decodeAll(p, n, 4, func(b []byte) float32 { return math.Float32frombits(le.Uint32(b)) }), nil
 	case GGUFUint64:
-		v := make([]uint64, n)
-		for i := range v {
-			v[i] = le.Uint64(p[8*i:])
-		}
-		return v, nil
+		return decodeAll(p, n, 8, le.Uint64), nil
 	case GGUFInt64:
-		v := make([]int64, n)
-		for i := range v {
-			v[i] = int64(le.Uint64(p[8*i:]))
-		}
-		return v, nil
+		return decodeAll(p, n, 8, func(b []byte) int64 { return int64(le.Uint64(b)) }), nil
 	case GGUFFloat64:
-		v := make([]float64, n)
-		for i := range v {
-			v[i] = math.Float64frombits(le.Uint64(p[8*i:]))
-		}
-		return v, nil
+		return decodeAll(p, n, 8, func(b []byte) float64 { return math.Float64frombits(le.Uint64(b)) }), nil
 	}
 	return nil, fmt.Errorf("unknown value type %d", uint32(t))
+}
+
+// decodeAll decodes n values of size bytes each from p.
+func decodeAll[T any](p []byte, n, size int, dec func([]byte) T) []T {
+	v := make([]T, n)
+	for i := range v {
+		v[i] = dec(p[i*size:])
+	}
+	return v
 }
 
 func (r *ggufReader) tensorInfo(names map[string]bool) (TensorInfo, GGMLType, error) {
