@@ -484,12 +484,13 @@ func (c *Cache) Evict(path string) (int, error) {
 	}
 	n := 0
 	for _, p := range paths {
-		abs, err := filepath.Abs(p)
+		// The first part of the keys: the path, or the content's digest.
+		head, err := filepath.Abs(p)
 		if err != nil {
 			return n, err
 		}
 		if c.digest {
-			id, err := loader.Stat(abs)
+			id, err := loader.Stat(head)
 			if err != nil {
 				return n, err
 			}
@@ -497,13 +498,13 @@ func (c *Cache) Evict(path string) (int, error) {
 			if err != nil {
 				return n, err
 			}
-			abs, _, _ = strings.Cut(prefix, "\x00")
+			head, _, _ = strings.Cut(prefix, "\x00")
 		}
-		c.l1.DeleteFunc(func(k string) bool { return strings.HasPrefix(k, abs+"\x00") })
+		c.l1.DeleteFunc(func(k string) bool { return strings.HasPrefix(k, head+"\x00") })
 		if c.l2 == nil {
 			continue
 		}
-		k, err := c.removeVersions(abs, func(string) bool { return true })
+		k, err := c.removeVersions(head, func(string) bool { return true })
 		n += k
 		if err != nil {
 			return n, err
