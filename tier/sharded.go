@@ -32,22 +32,30 @@ func indexPath(id loader.Identity) string {
 	return id.Path
 }
 
-// shardOf returns the path of the shard holding name, from the index parsed
-// at the index's current identity.
-func (c *Cache) shardOf(id loader.Identity, name string) (string, error) {
+// shardIndexOf returns the index of the checkpoint id names, parsed at the
+// index file's current identity (re-read when it changes), and its path.
+func (c *Cache) shardIndexOf(id loader.Identity) (*loader.ShardIndex, string, error) {
 	ip := indexPath(id)
 	iid, err := loader.Stat(ip)
 	if err != nil {
-		return "", err
+		return nil, "", err
 	}
-	var idx *loader.ShardIndex
 	if v, ok := c.indexes.Load(ip); ok && v.(*shardIndex).id == iid {
-		idx = v.(*shardIndex).idx
-	} else {
-		if idx, err = loader.ReadShardIndex(ip); err != nil {
-			return "", err
-		}
-		c.indexes.Store(ip, &shardIndex{id: iid, idx: idx})
+		return v.(*shardIndex).idx, ip, nil
+	}
+	idx, err := loader.ReadShardIndex(ip)
+	if err != nil {
+		return nil, "", err
+	}
+	c.indexes.Store(ip, &shardIndex{id: iid, idx: idx})
+	return idx, ip, nil
+}
+
+// shardOf returns the path of the shard holding name.
+func (c *Cache) shardOf(id loader.Identity, name string) (string, error) {
+	idx, ip, err := c.shardIndexOf(id)
+	if err != nil {
+		return "", err
 	}
 	shard, ok := idx.WeightMap[name]
 	if !ok {
@@ -58,7 +66,7 @@ func (c *Cache) shardOf(id loader.Identity, name string) (string, error) {
 
 // modelFiles lists the files of the model at path: its shards if it is a
 // sharded checkpoint, else path itself.
-func modelFiles(path string) ([]string, error) {
+func (c *Cache) modelFiles(path string) ([]string, error) {
 	id, err := loader.Stat(path)
 	if err != nil {
 		return nil, err
@@ -66,13 +74,13 @@ func modelFiles(path string) ([]string, error) {
 	if !sharded(id) {
 		return []string{path}, nil
 	}
-	idx, err := loader.ReadShardIndex(indexPath(id))
+	idx, ip, err := c.shardIndexOf(id)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]string, len(idx.Shards))
 	for i, s := range idx.Shards {
-		out[i] = filepath.Join(filepath.Dir(indexPath(id)), s)
+		out[i] = filepath.Join(filepath.Dir(ip), s)
 	}
 	return out, nil
 }

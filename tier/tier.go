@@ -438,7 +438,7 @@ func (c *Cache) FileEntries(path string) (n int, logical, stored uint64, err err
 	if c.l2 == nil {
 		return 0, 0, 0, nil
 	}
-	paths, err := modelFiles(path)
+	paths, err := c.modelFiles(path)
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -478,7 +478,7 @@ func (c *Cache) Verify(bad func(key string, err error)) (checked, corrupt int, e
 // removes the entries of the file's current content, which copies of it at
 // other paths share.
 func (c *Cache) Evict(path string) (int, error) {
-	paths, err := modelFiles(path)
+	paths, err := c.modelFiles(path)
 	if err != nil {
 		return 0, err
 	}
