@@ -82,7 +82,6 @@ func npzMember(b []byte, f *zip.File) (TensorInfo, tensorRead, error) {
 		if usize/deflateMaxRatio > csize+1 {
 			return t, r, fmt.Errorf("declares %d bytes from %d compressed, more than DEFLATE can produce", usize, csize)
 		}
-		r.deflate = true
 		// Inflate only as far as the .npy header goes.
 		rc, err := f.Open()
 		if err != nil {
@@ -100,16 +99,16 @@ func npzMember(b []byte, f *zip.File) (TensorInfo, tensorRead, error) {
 	if err != nil {
 		return t, r, err
 	}
-	if usize-a.Tensor.Offset != a.Tensor.Length || usize < a.Tensor.Offset {
+	if usize < a.Tensor.Offset || usize-a.Tensor.Offset != a.Tensor.Length {
 		return t, r, fmt.Errorf("data is %d bytes, dtype %s and shape %v need %d", usize-min(usize, a.Tensor.Offset), a.Descr, a.Tensor.Shape, a.Tensor.Length)
 	}
 	t = a.Tensor
 	t.Name = name
-	rr := a.read()
-	rr.member, rr.deflate, rr.crc = true, r.deflate, f.CRC32
-	rr.skip, rr.stored = t.Offset, csize
+	r = a.read()
+	r.member, r.deflate, r.crc = true, f.Method == zip.Deflate, f.CRC32
+	r.skip, r.stored = t.Offset, csize
 	t.Offset = uint64(off)
-	return t, rr, nil
+	return t, r, nil
 }
 
 // readNPYHead reads a .npy header from the start of a member.

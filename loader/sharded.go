@@ -203,25 +203,31 @@ func OpenSharded(path string) (*Sharded, error) {
 		return nil, err
 	}
 	s := &Sharded{path: ip, index: idx, shards: map[string]*File{}, where: map[string]*File{}}
+	if err := s.openShards(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// openShards opens every shard and checks it against the index.
+func (s *Sharded) openShards() error {
+	ip, idx := s.path, s.index
 	for _, name := range idx.Shards {
 		f, err := Open(filepath.Join(filepath.Dir(ip), name))
 		if err != nil {
-			s.Close()
-			return nil, fmt.Errorf("loader: %s: shard %s: %w", ip, name, err)
+			return fmt.Errorf("loader: %s: shard %s: %w", ip, name, err)
 		}
 		s.shards[name] = f
 		if f.Format() != Safetensors {
-			s.Close()
-			return nil, invalid(ip, "shard %s is %s, not safetensors", name, f.Format())
+			return invalid(ip, "shard %s is %s, not safetensors", name, f.Format())
 		}
 		for _, t := range f.Tensors() {
 			if other, dup := s.where[t.Name]; dup {
-				s.Close()
-				return nil, invalid(ip, "tensor %q is in both %s and %s", t.Name, filepath.Base(other.Path()), name)
+				return invalid(ip, "tensor %q is in both %s and %s", t.Name, filepath.Base(other.Path()), name)
 			}
 			if idx.WeightMap[t.Name] != name {
-				s.Close()
-				return nil, invalid(ip, "shard %s holds tensor %q, which the index places in %q", name, t.Name, idx.WeightMap[t.Name])
+				return invalid(ip, "shard %s holds tensor %q, which the index places in %q", name, t.Name, idx.WeightMap[t.Name])
 			}
 			s.where[t.Name] = f
 			s.tensors = append(s.tensors, t)
@@ -229,11 +235,10 @@ func OpenSharded(path string) (*Sharded, error) {
 	}
 	for name, shard := range idx.WeightMap {
 		if _, ok := s.where[name]; !ok {
-			s.Close()
-			return nil, invalid(ip, "tensor %q is not in its shard %s", name, shard)
+			return invalid(ip, "tensor %q is not in its shard %s", name, shard)
 		}
 	}
-	return s, nil
+	return nil
 }
 
 // Path is the index file's absolute path.
