@@ -8,9 +8,13 @@
 //
 // # Policies
 //
-// S3FIFO (the default), TinyLFU (adaptive W-TinyLFU), LRU, FIFO and LFU with
-// aging, chosen by Options.Policy. Model loading reads every tensor once in
-// file order, a scan that flushes an LRU; S3-FIFO and W-TinyLFU resist it.
+// S3FIFO (the default), TinyLFU (adaptive W-TinyLFU), LRU, FIFO, LFU with
+// aging and GDSF (GreedyDual-Size-Frequency), chosen by Options.Policy. Model
+// loading reads every tensor once in file order, a scan that flushes an LRU;
+// S3-FIFO and W-TinyLFU resist it. GDSF alone weighs an entry's size: it
+// keeps many small tensors in place of one large one, which serves the most
+// requests from a budget but fewer of the bytes; prefer it when a miss costs
+// about the same whatever its size.
 // docs/BENCHMARKS.md compares their hit ratios with golang-lru, ristretto and
 // otter on public traces.
 //

@@ -29,10 +29,14 @@ const (
 	S3FIFO Policy = "s3fifo" // S3-FIFO (Yang et al., SOSP 2023): small FIFO, main FIFO with reinsertion, ghost keys
 	// TinyLFU is W-TinyLFU: an LRU window, then admission by a frequency sketch into an SLRU.
 	TinyLFU Policy = "tinylfu"
+	// GDSF is GreedyDual-Size-Frequency: frequency per byte, aged. It keeps
+	// small entries over large ones, for the most hits per byte of budget,
+	// at the cost of bytes served (docs/BENCHMARKS.md).
+	GDSF Policy = "gdsf"
 )
 
 // Policies lists the policies, for flags and tests.
-var Policies = []Policy{S3FIFO, TinyLFU, LRU, FIFO, LFU}
+var Policies = []Policy{S3FIFO, TinyLFU, LRU, FIFO, LFU, GDSF}
 
 // Options configures a Cache.
 type Options[K comparable, V any] struct {
@@ -65,7 +69,7 @@ func (o *Options[K, V]) validate() error {
 		return errors.New("l1: MaxBytes must be > 0")
 	}
 	switch o.Policy {
-	case "", LRU, FIFO, LFU, S3FIFO, TinyLFU:
+	case "", LRU, FIFO, LFU, S3FIFO, TinyLFU, GDSF:
 	default:
 		return fmt.Errorf("l1: unknown policy %q (want one of %v)", o.Policy, Policies)
 	}
@@ -141,6 +145,8 @@ func New[K comparable, V any](opts *Options[K, V]) (*Cache[K, V], error) {
 		c.pol, c.hitLock = newLFU[K, V](opts.MaxBytes), true
 	case TinyLFU:
 		c.pol, c.hitLock = newWTinyLFU[K, V](opts.MaxBytes), true
+	case GDSF:
+		c.pol, c.hitLock = newGDSF[K, V](opts.MaxBytes), true
 	default:
 		c.pol = newS3FIFO[K, V](opts.MaxBytes)
 	}

@@ -284,7 +284,7 @@ func BenchmarkCache_GetHit(b *testing.B) {
 // however many entries it turns over.
 func TestCache_RealMemoryWithinBudget(t *testing.T) {
 	var budget int64 = 32 << 20
-	for _, p := range []Policy{S3FIFO, TinyLFU} {
+	for _, p := range []Policy{S3FIFO, TinyLFU, GDSF} {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
@@ -325,4 +325,75 @@ func TestTinyLFU_Loop(t *testing.T) {
 	}
 	require.Zero(t, ratio(LRU))
 	require.Greater(t, ratio(TinyLFU), 0.6*capacity/loop)
+}
+
+// GDSF gives up a large entry before small ones asked for as often, and
+// keeps a large entry asked for more often than its size costs.
+func TestGDSF_WeighsFrequencyBySize(t *testing.T) {
+	c, err := New(&Options[string, int]{MaxBytes: 1000, Policy: GDSF, ExcludeOverhead: true, MaxEntryFraction: 1})
+	require.NoError(t, err)
+	for i := range 6 {
+		require.True(t, c.Set(fmt.Sprint("small", i), 0, 100))
+	}
+	require.True(t, c.Set("big", 0, 400))
+	// Full: every entry asked once. A new small entry takes the big one's
+	// room, though the big one is the newest (LFU or LRU would take
+	// small0's).
+	require.True(t, c.Set("new", 0, 100))
+	_, ok := c.Get("big")
+	require.False(t, ok, "the big entry went first")
+	for i := range 6 {
+		_, ok := c.Get(fmt.Sprint("small", i))
+		require.True(t, ok)
+	}
+
+	// Asked ten times, a big entry is worth more per byte (10/400) than a
+	// small one asked once or twice (≤ 2/100): the smalls go.
+	c, err = New(&Options[string, int]{MaxBytes: 1000, Policy: GDSF, ExcludeOverhead: true, MaxEntryFraction: 1})
+	require.NoError(t, err)
+	require.True(t, c.Set("big", 0, 400))
+	for range 10 {
+		c.Get("big")
+	}
+	for i := range 10 {
+		c.Set(fmt.Sprint("small", i), 0, 100)
+	}
+	_, ok = c.Get("big")
+	require.True(t, ok, "the frequent big entry stayed")
+	require.Equal(t, 7, c.Stats().Entries, "the smalls went in its place")
+}
+
+// GDSF's clock ages popularity: an entry hit often long ago goes once newer
+// entries have been asked for as often since; and a key that comes back
+// after eviction returns with its frequency from the sketch.
+func TestGDSF_AgesAndRemembers(t *testing.T) {
+	c, err := New(&Options[int, int]{MaxBytes: 10, Policy: GDSF, ExcludeOverhead: true, MaxEntryFraction: 1})
+	require.NoError(t, err)
+	c.Set(-1, 0, 1)
+	for range 20 {
+		c.Get(-1)
+	}
+	evicted := false
+	for i := range 2000 {
+		for range 3 {
+			if _, ok := c.Get(i); !ok {
+				c.Set(i, 0, 1)
+			}
+		}
+		if c.idx.get(c.hash(-1), -1) == nil {
+			evicted = true
+			break
+		}
+	}
+	require.True(t, evicted, "old popularity faded")
+
+	for range 5 {
+		c.Set(-2, 0, 1)
+		c.Get(-2)
+		c.Delete(-2)
+	}
+	c.Set(-2, 0, 1)
+	e := c.idx.get(c.hash(-2), -2)
+	require.NotNil(t, e)
+	require.GreaterOrEqual(t, e.count, uint32(8), "came back with the frequency the sketch counted")
 }

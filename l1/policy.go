@@ -20,9 +20,10 @@ type entry[K comparable, V any] struct {
 	queue      uint8        // S3-FIFO, W-TinyLFU: which queue holds it
 	gone       atomic.Bool  // no longer in the cache
 
-	count uint32 // LFU: aged hit count
-	seq   uint64 // LFU: recency, breaks ties
-	index int    // LFU: position in the heap
+	count uint32  // LFU: aged hit count; GDSF: frequency
+	pri   float64 // LFU, GDSF: priority in the heap, lowest evicted first
+	seq   uint64  // LFU, GDSF: recency, breaks ties
+	index int     // LFU, GDSF: position in the heap
 }
 
 // touch records a hit for S3-FIFO without a lock.
@@ -226,73 +227,147 @@ func (p *s3fifo[K, V]) len() int        { return p.small.n + p.main.n }
 // halved whenever the hits since the last halving reach ten times the number
 // of entries, so that old popularity fades.
 type lfu[K comparable, V any] struct {
-	h       lfuHeap[K, V]
+	h       entryHeap[K, V]
 	max     int64
-	bytes   int64
-	seq     uint64
 	sinceAg int
 }
 
 func newLFU[K comparable, V any](max int64) *lfu[K, V] { return &lfu[K, V]{max: max} }
 
 func (p *lfu[K, V]) add(e *entry[K, V]) {
-	p.seq++
-	e.count, e.seq = 1, p.seq
-	heap.Push(&p.h, e)
-	p.bytes += e.size
+	e.count = 1
+	p.h.push(e, 1)
 }
 
 func (p *lfu[K, V]) hit(e *entry[K, V]) {
-	p.seq++
 	e.count++
-	e.seq = p.seq
-	heap.Fix(&p.h, e.index)
-	if p.sinceAg++; p.sinceAg >= 10*max(len(p.h), 1) {
+	p.h.fix(e, float64(e.count))
+	if p.sinceAg++; p.sinceAg >= 10*max(p.h.Len(), 1) {
 		p.sinceAg = 0
-		for _, x := range p.h {
+		for _, x := range p.h.es {
 			x.count /= 2
+			x.pri = float64(x.count)
 		}
 		heap.Init(&p.h)
 	}
 }
 
-func (p *lfu[K, V]) remove(e *entry[K, V]) {
-	heap.Remove(&p.h, e.index)
-	p.bytes -= e.size
+func (p *lfu[K, V]) remove(e *entry[K, V])    { p.h.remove(e) }
+func (p *lfu[K, V]) evict() *entry[K, V] { return p.h.pop() }
+func (p *lfu[K, V]) used() int64              { return p.h.bytes }
+func (p *lfu[K, V]) capacity() int64          { return p.max }
+func (p *lfu[K, V]) len() int                 { return p.h.Len() }
+
+// gdsf is GreedyDual-Size-Frequency (Cherkasova, 1998): an entry's priority
+// is clock + frequency / size, the entry of lowest priority is evicted, and
+// the clock rises to each victim's priority, so that entries not hit since
+// the clock was low age out. Dividing by size keeps many small entries in
+// the room of one large one: it maximizes the share of requests served
+// (hit ratio), not of bytes (see docs/BENCHMARKS.md for the trade). A new
+// entry's frequency is the sketch's count of its key's requests, so a key
+// evicted and asked again comes back with its popularity; the sketch is
+// W-TinyLFU's, one 64-bit word per entry, halved as it ages.
+type gdsf[K comparable, V any] struct {
+	h      entryHeap[K, V]
+	max    int64
+	clock  float64
+	sketch sketch
 }
 
-func (p *lfu[K, V]) evict() *entry[K, V] {
-	e := heap.Pop(&p.h).(*entry[K, V])
-	p.bytes -= e.size
+func newGDSF[K comparable, V any](max int64) *gdsf[K, V] {
+	p := &gdsf[K, V]{max: max}
+	p.sketch.init(256)
+	return p
+}
+
+func (p *gdsf[K, V]) record(h uint64) {
+	if n := p.h.Len() + 1; n > p.sketch.capacity() {
+		p.sketch.init(n)
+	}
+	p.sketch.add(h)
+}
+
+func (p *gdsf[K, V]) add(e *entry[K, V]) {
+	p.record(e.hash)
+	e.count = uint32(max(p.sketch.estimate(e.hash), 1))
+	p.h.push(e, p.priority(e))
+}
+
+func (p *gdsf[K, V]) hit(e *entry[K, V]) {
+	p.record(e.hash)
+	if e.count < 1<<30 {
+		e.count++
+	}
+	p.h.fix(e, p.priority(e))
+}
+
+func (p *gdsf[K, V]) priority(e *entry[K, V]) float64 {
+	return p.clock + float64(e.count)/float64(max(e.size, 1))
+}
+
+func (p *gdsf[K, V]) remove(e *entry[K, V]) { p.h.remove(e) }
+func (p *gdsf[K, V]) evict() *entry[K, V] {
+	e := p.h.pop()
+	p.clock = max(p.clock, e.pri)
+	return e
+}
+func (p *gdsf[K, V]) used() int64     { return p.h.bytes }
+func (p *gdsf[K, V]) capacity() int64 { return p.max }
+func (p *gdsf[K, V]) len() int        { return p.h.Len() }
+
+// entryHeap is a min-heap of entries by priority, the older on a tie, that
+// keeps each entry's position in entry.index and sums their sizes.
+type entryHeap[K comparable, V any] struct {
+	es    []*entry[K, V]
+	seq   uint64
+	bytes int64
+}
+
+func (h *entryHeap[K, V]) push(e *entry[K, V], pri float64) {
+	h.seq++
+	e.pri, e.seq = pri, h.seq
+	heap.Push(h, e)
+	h.bytes += e.size
+}
+
+// fix gives e a new priority and makes it the newest of its priority.
+func (h *entryHeap[K, V]) fix(e *entry[K, V], pri float64) {
+	h.seq++
+	e.pri, e.seq = pri, h.seq
+	heap.Fix(h, e.index)
+}
+
+func (h *entryHeap[K, V]) remove(e *entry[K, V]) {
+	heap.Remove(h, e.index)
+	h.bytes -= e.size
+}
+
+func (h *entryHeap[K, V]) pop() *entry[K, V] {
+	e := heap.Pop(h).(*entry[K, V])
+	h.bytes -= e.size
 	return e
 }
 
-func (p *lfu[K, V]) used() int64     { return p.bytes }
-func (p *lfu[K, V]) capacity() int64 { return p.max }
-func (p *lfu[K, V]) len() int        { return len(p.h) }
-
-type lfuHeap[K comparable, V any] []*entry[K, V]
-
-func (h lfuHeap[K, V]) Len() int { return len(h) }
-func (h lfuHeap[K, V]) Less(i, j int) bool {
-	if h[i].count != h[j].count {
-		return h[i].count < h[j].count
+func (h *entryHeap[K, V]) Len() int { return len(h.es) }
+func (h *entryHeap[K, V]) Less(i, j int) bool {
+	a, b := h.es[i], h.es[j]
+	if a.pri != b.pri {
+		return a.pri < b.pri
 	}
-	return h[i].seq < h[j].seq
+	return a.seq < b.seq
 }
-func (h lfuHeap[K, V]) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index, h[j].index = i, j
+func (h *entryHeap[K, V]) Swap(i, j int) {
+	h.es[i], h.es[j] = h.es[j], h.es[i]
+	h.es[i].index, h.es[j].index = i, j
 }
-func (h *lfuHeap[K, V]) Push(x any) {
+func (h *entryHeap[K, V]) Push(x any) {
 	e := x.(*entry[K, V])
-	e.index = len(*h)
-	*h = append(*h, e)
+	e.index = len(h.es)
+	h.es = append(h.es, e)
 }
-func (h *lfuHeap[K, V]) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
+func (h *entryHeap[K, V]) Pop() any {
+	e := h.es[len(h.es)-1]
+	h.es[len(h.es)-1] = nil
+	h.es = h.es[:len(h.es)-1]
 	return e
 }
