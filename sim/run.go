@@ -16,6 +16,17 @@ type Result struct {
 	Hits     uint64  `json:"hits"`
 	Requests uint64  `json:"requests"`
 	HitRatio float64 `json:"hit_ratio"`
+	// The same in bytes (equal to the above for unweighted traces): a
+	// policy that keeps small entries over large ones raises the hit ratio
+	// and may lower this, the share of bytes L1 served.
+	HitBytes     uint64  `json:"hit_bytes"`
+	RequestBytes uint64  `json:"request_bytes"`
+	ByteHitRatio float64 `json:"byte_hit_ratio"`
+}
+
+// Tally is what a replay counts.
+type Tally struct {
+	Hits, HitBytes uint64
 }
 
 // Cache is what Replay needs of a cache: a lookup that reports a hit, and
@@ -28,19 +39,20 @@ type Cache interface {
 
 // Replay runs the trace through c: each request is a Get, and a miss is
 // followed by a Set, as a read-through cache does.
-func Replay(t *Trace, c Cache) (hits uint64) {
+func Replay(t *Trace, c Cache) (n Tally) {
 	for i, k := range t.Keys {
-		if c.Get(k) {
-			hits++
-			continue
-		}
 		size := uint32(1)
 		if t.Sizes != nil {
 			size = t.Sizes[i]
 		}
+		if c.Get(k) {
+			n.Hits++
+			n.HitBytes += uint64(size)
+			continue
+		}
 		c.Set(k, size)
 	}
-	return hits
+	return n
 }
 
 // l1Cache adapts l1 to Cache, counting only the trace's sizes.
@@ -83,10 +95,12 @@ func Run(t *Trace, policies []l1.Policy, sizes []uint64) ([]Result, error) {
 }
 
 // NewResult fills a Result.
-func NewResult(t *Trace, policy string, size, hits uint64) Result {
-	r := Result{Trace: t.Name, Policy: policy, Size: size, Weighted: t.Sizes != nil, Hits: hits, Requests: uint64(len(t.Keys))}
+func NewResult(t *Trace, policy string, size uint64, n Tally) Result {
+	r := Result{Trace: t.Name, Policy: policy, Size: size, Weighted: t.Sizes != nil,
+		Hits: n.Hits, Requests: uint64(len(t.Keys)), HitBytes: n.HitBytes, RequestBytes: t.RequestBytes()}
 	if r.Requests > 0 {
-		r.HitRatio = float64(hits) / float64(r.Requests)
+		r.HitRatio = float64(r.Hits) / float64(r.Requests)
+		r.ByteHitRatio = float64(r.HitBytes) / float64(r.RequestBytes)
 	}
 	return r
 }

@@ -174,3 +174,16 @@ func (t *Trace) Footprint() (keys int, bytes uint64) {
 	}
 	return len(seen), bytes
 }
+
+// RequestBytes is the bytes of all requests (1 per request for unweighted
+// traces).
+func (t *Trace) RequestBytes() uint64 {
+	if t.Sizes == nil {
+		return uint64(len(t.Keys))
+	}
+	var n uint64
+	for _, s := range t.Sizes {
+		n += uint64(s)
+	}
+	return n
+}

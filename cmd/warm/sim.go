@@ -26,7 +26,11 @@ func newSimCmd(g *globals) *cobra.Command {
 		Long: `sim replays each trace through an L1 cache of each policy at each size and
 prints the hit ratio: a table with one row per size (the miss-ratio curve) and
 one column per policy, or with --json one object per trace, policy and size:
-{"trace", "policy", "size", "weighted", "hits", "requests", "hit_ratio"}.
+{"trace", "policy", "size", "weighted", "hits", "requests", "hit_ratio",
+"hit_bytes", "request_bytes", "byte_hit_ratio"}. For weighted traces the
+table gives both ratios, "hits/bytes": the share of requests L1 served and the
+share of bytes (gdsf, which keeps small entries over large ones, raises the
+first at the cost of the second).
 
 Traces: text with one key per line (integer or string), or "key size" per line
 for weighted traces; or the cache2k binary format (big-endian uint32 keys);
@@ -147,7 +151,11 @@ func printCurve(g *globals, tr *sim.Trace, pols []l1.Policy, sizes []uint64, res
 	if tr.Sizes != nil {
 		fmt.Fprintf(g.stdout, " (%s)", humanize.IBytes(bytes))
 	}
-	fmt.Fprintf(g.stdout, "; hit ratio by cache size (%s)\n", unit)
+	what := "hit ratio"
+	if tr.Sizes != nil {
+		what = "hit ratio / byte hit ratio"
+	}
+	fmt.Fprintf(g.stdout, "; %s by cache size (%s)\n", what, unit)
 	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "size\t")
 	for _, p := range pols {
@@ -161,7 +169,12 @@ func printCurve(g *globals, tr *sim.Trace, pols []l1.Policy, sizes []uint64, res
 			fmt.Fprintf(tw, "%d\t", s)
 		}
 		for j := range pols {
-			fmt.Fprintf(tw, "%.4f\t", res[j*len(sizes)+i].HitRatio)
+			r := res[j*len(sizes)+i]
+			if tr.Sizes != nil {
+				fmt.Fprintf(tw, "%.4f / %.4f\t", r.HitRatio, r.ByteHitRatio)
+			} else {
+				fmt.Fprintf(tw, "%.4f\t", r.HitRatio)
+			}
 		}
 		fmt.Fprintln(tw)
 	}
