@@ -17,7 +17,8 @@ import (
 
 // TestHitRatios replays every trace of ../../shared/traces and a generated
 // model-serving trace through every contender at three sizes (1%, 5% and 25%
-// of the trace's footprint) and logs a Markdown table. HITRATIO_TRACES and
+// of the trace's footprint) and logs a Markdown table, and a second one of
+// byte hit ratios for the weighted traces. HITRATIO_TRACES and
 // HITRATIO_CONTENDERS (regular expressions) narrow the run, for trying a
 // change on a few traces.
 func TestHitRatios(t *testing.T) {
@@ -45,12 +46,14 @@ func TestHitRatios(t *testing.T) {
 	}
 
 	cs := slices.DeleteFunc(contenders(), func(c contender) bool { return !contenderRE.MatchString(c.name) })
-	var out strings.Builder
-	out.WriteString("| trace | size |")
-	for _, c := range cs {
-		out.WriteString(" " + c.name + " |")
+	var out, byteOut strings.Builder
+	for _, o := range []*strings.Builder{&out, &byteOut} {
+		o.WriteString("| trace | size |")
+		for _, c := range cs {
+			o.WriteString(" " + c.name + " |")
+		}
+		o.WriteString("\n|---|---|" + strings.Repeat("---|", len(cs)) + "\n")
 	}
-	out.WriteString("\n|---|---|" + strings.Repeat("---|", len(cs)) + "\n")
 	for _, tr := range traces {
 		keys, bytes := tr.Footprint()
 		total := uint64(keys)
@@ -59,18 +62,30 @@ func TestHitRatios(t *testing.T) {
 		}
 		for _, f := range []float64{0.01, 0.05, 0.25} {
 			size := max(uint64(f*float64(total)), 1)
+			weighted := tr.Sizes != nil
 			fmt.Fprintf(&out, "| %s | %d%% |", tr.Name, int(f*100))
+			if weighted {
+				fmt.Fprintf(&byteOut, "| %s | %d%% |", tr.Name, int(f*100))
+			}
 			for _, c := range cs {
-				cache, ok := c.make(size, tr.Sizes != nil)
+				cache, ok := c.make(size, weighted)
 				if !ok {
 					out.WriteString(" — |")
+					byteOut.WriteString(" — |")
 					continue
 				}
-				hits := sim.Replay(tr, cache)
-				fmt.Fprintf(&out, " %.2f |", 100*float64(hits)/float64(len(tr.Keys)))
+				r := sim.NewResult(tr, c.name, size, sim.Replay(tr, cache))
+				fmt.Fprintf(&out, " %.2f |", 100*r.HitRatio)
+				if weighted {
+					fmt.Fprintf(&byteOut, " %.2f |", 100*r.ByteHitRatio)
+				}
 			}
 			out.WriteString("\n")
+			if weighted {
+				byteOut.WriteString("\n")
+			}
 		}
 	}
-	t.Log("\n" + out.String())
+	t.Log("hit ratios\n" + out.String())
+	t.Log("byte hit ratios of the weighted traces\n" + byteOut.String())
 }
