@@ -58,6 +58,14 @@ type Options[K comparable, V any] struct {
 	// about 6 ns on two contending cores (docs/BENCHMARKS.md). Otter and
 	// Caffeine make the same choice. Misses are always counted.
 	CountHits bool
+	// Hash, if set, replaces the cache's hash of keys, which is seeded at
+	// random per cache (and per process), so that every decision (where the
+	// index puts a key, what the sketch and the ghost keys remember) repeats
+	// exactly from run to run: for tests and trace simulations, which then
+	// give the same hit ratios every time. It must spread keys over all 64
+	// bits. Leave it nil where others choose the keys: a hash they know lets
+	// them make keys collide.
+	Hash func(K) uint64
 	// OnEvict, if set, is called for every entry evicted to make room (not
 	// for Delete or replacement), after the cache's locks are released, on
 	// the goroutine that called Set.
@@ -101,11 +109,13 @@ type counterStripe struct {
 // Cache is a byte-bounded cache with a pluggable eviction policy. It is safe
 // for concurrent use. Lookups take no lock (see index); under S3FIFO and
 // FIFO a hit takes no lock of the policy either (S3-FIFO only bumps an
-// entry's saturating counter), so hits scale with cores. LRU and LFU reorder on every hit and
-// take the policy lock. Decisions depend on nothing but the order of calls:
-// no goroutines, no clock.
+// entry's saturating counter), so hits scale with cores. LRU, LFU, TinyLFU
+// and GDSF reorder on every hit and take the policy lock. Decisions depend
+// on nothing but the order of calls and the hash of keys (which Options.Hash
+// fixes): no goroutines, no clock.
 type Cache[K comparable, V any] struct {
 	seed     maphash.Seed
+	hashFn   func(K) uint64
 	idx      index[K, V]
 	counters [numShards]counterStripe
 	onEvict  func(K, V, int64)
@@ -131,7 +141,7 @@ func New[K comparable, V any](opts *Options[K, V]) (*Cache[K, V], error) {
 	if frac == 0 {
 		frac = 0.5
 	}
-	c := &Cache[K, V]{seed: maphash.MakeSeed(), onEvict: opts.OnEvict, countHit: opts.CountHits, maxEntry: int64(float64(opts.MaxBytes) * frac), overhead: EntryOverhead}
+	c := &Cache[K, V]{seed: maphash.MakeSeed(), hashFn: opts.Hash, onEvict: opts.OnEvict, countHit: opts.CountHits, maxEntry: int64(float64(opts.MaxBytes) * frac), overhead: EntryOverhead}
 	if opts.ExcludeOverhead {
 		c.overhead = 0
 	}
@@ -153,7 +163,12 @@ func New[K comparable, V any](opts *Options[K, V]) (*Cache[K, V], error) {
 	return c, nil
 }
 
-func (c *Cache[K, V]) hash(key K) uint64 { return maphash.Comparable(c.seed, key) }
+func (c *Cache[K, V]) hash(key K) uint64 {
+	if c.hashFn != nil {
+		return c.hashFn(key)
+	}
+	return maphash.Comparable(c.seed, key)
+}
 
 // stripe picks a counter stripe at random. By key, goroutines hitting one
 // hot key would share a stripe and move its cache line between their cores

@@ -3,6 +3,7 @@ package l1
 import (
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 
@@ -396,4 +397,47 @@ func TestGDSF_AgesAndRemembers(t *testing.T) {
 	e := c.idx.get(c.hash(-2), -2)
 	require.NotNil(t, e)
 	require.GreaterOrEqual(t, e.count, uint32(8), "came back with the frequency the sketch counted")
+}
+
+func mix64(k int) uint64 {
+	x := uint64(k)
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+// With Options.Hash, the same calls make the same evictions in every cache,
+// for every policy; without it, W-TinyLFU's sketch collides differently in
+// each cache and its evictions differ.
+func TestCache_HashMakesRunsRepeat(t *testing.T) {
+	run := func(p Policy, hash func(int) uint64) []int {
+		var evicted []int
+		c, err := New(&Options[int, int]{MaxBytes: 200, Policy: p, ExcludeOverhead: true, Hash: hash,
+			OnEvict: func(k, _ int, _ int64) { evicted = append(evicted, k) }})
+		require.NoError(t, err)
+		r := uint64(1)
+		for range 20_000 {
+			r ^= r << 13
+			r ^= r >> 7
+			r ^= r << 17
+			k := int(r % 1000)
+			if k%3 == 0 {
+				k %= 50 // a hot set
+			}
+			if _, ok := c.Get(k); !ok {
+				c.Set(k, k, int64(1+k%4))
+			}
+		}
+		return evicted
+	}
+	for _, p := range Policies {
+		require.Equal(t, run(p, mix64), run(p, mix64), p)
+	}
+	differ := false
+	for range 5 {
+		differ = differ || !slices.Equal(run(TinyLFU, nil), run(TinyLFU, nil))
+	}
+	require.True(t, differ, "seeded hashes: evictions differ from cache to cache")
 }

@@ -66,13 +66,14 @@ func (a l1Cache) Set(k uint64, size uint32) {
 // NewL1 returns an l1 cache of the policy holding size units (entries, or
 // bytes for weighted traces), charging no per-entry overhead. For weighted
 // traces l1's admission limit applies as in production (no entry over half
-// the cache); unweighted entries are all one unit.
+// the cache); unweighted entries are all one unit. Keys are hashed with a
+// fixed function, so that a replay gives the same hit ratio every time.
 func NewL1(policy l1.Policy, size uint64, weighted bool) (Cache, error) {
 	frac := 1.0
 	if weighted {
 		frac = 0 // l1's default
 	}
-	c, err := l1.New(&l1.Options[uint64, struct{}]{MaxBytes: int64(size), Policy: policy, ExcludeOverhead: true, MaxEntryFraction: frac})
+	c, err := l1.New(&l1.Options[uint64, struct{}]{MaxBytes: int64(size), Policy: policy, ExcludeOverhead: true, MaxEntryFraction: frac, Hash: mix64})
 	if err != nil {
 		return nil, fmt.Errorf("sim: %w", err)
 	}
@@ -126,4 +127,14 @@ func AutoSizes(t *Trace, n int) []uint64 {
 		}
 	}
 	return out
+}
+
+// mix64 is SplitMix64's finalizer: a fixed hash that spreads any keys, even
+// consecutive integers, over all 64 bits.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
 }

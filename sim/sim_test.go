@@ -164,3 +164,17 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// A replay gives the same hit ratio every time, for every policy.
+func TestRun_Repeats(t *testing.T) {
+	var buf bytes.Buffer
+	require.NoError(t, GenerateServing(&buf, &ServingOptions{Requests: 100_000, Seed: 5}))
+	tr, err := Decode(&buf)
+	require.NoError(t, err)
+	sizes := AutoSizes(tr, 3)
+	a, err := Run(tr, l1.Policies, sizes)
+	require.NoError(t, err)
+	b, err := Run(tr, l1.Policies, sizes)
+	require.NoError(t, err)
+	require.Equal(t, a, b)
+}
