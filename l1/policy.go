@@ -252,11 +252,11 @@ func (p *lfu[K, V]) hit(e *entry[K, V]) {
 	}
 }
 
-func (p *lfu[K, V]) remove(e *entry[K, V])    { p.h.remove(e) }
-func (p *lfu[K, V]) evict() *entry[K, V] { return p.h.pop() }
-func (p *lfu[K, V]) used() int64              { return p.h.bytes }
-func (p *lfu[K, V]) capacity() int64          { return p.max }
-func (p *lfu[K, V]) len() int                 { return p.h.Len() }
+func (p *lfu[K, V]) remove(e *entry[K, V]) { p.h.remove(e) }
+func (p *lfu[K, V]) evict() *entry[K, V]   { return p.h.pop() }
+func (p *lfu[K, V]) used() int64           { return p.h.bytes }
+func (p *lfu[K, V]) capacity() int64       { return p.max }
+func (p *lfu[K, V]) len() int              { return p.h.Len() }
 
 // gdsf is GreedyDual-Size-Frequency (Cherkasova, 1998): an entry's priority
 // is clock + frequency / size, the entry of lowest priority is evicted, and
