@@ -282,7 +282,7 @@ func newGDSF[K comparable, V any](max int64) *gdsf[K, V] {
 
 func (p *gdsf[K, V]) record(h uint64) {
 	if n := p.h.Len() + 1; n > p.sketch.capacity() {
-		p.sketch.init(n)
+		p.sketch.grow(n)
 	}
 	p.sketch.add(h)
 }

@@ -1,5 +1,7 @@
 package l1
 
+import "math/bits"
+
 // wtinylfu is W-TinyLFU (Einziger, Friedman, Manes, 2017), as in Caffeine
 // and otter, byte-weighted: new entries enter a small LRU window (1% of the
 // bytes); an entry leaving the window is admitted to the main space (an
@@ -50,7 +52,7 @@ func newWTinyLFU[K comparable, V any](max int64) *wtinylfu[K, V] {
 
 func (p *wtinylfu[K, V]) record(h uint64) {
 	if n := p.len(); n > p.sketch.capacity() {
-		p.sketch.init(n)
+		p.sketch.grow(n)
 	}
 	p.sketch.add(h)
 }
@@ -213,8 +215,11 @@ func (p *wtinylfu[K, V]) len() int {
 // sketch is a count-min sketch of 4-bit counters laid out as Caffeine's
 // FrequencySketch: sixteen counters to a uint64, and the four counters of a
 // key all in one 64-byte block, so that recording or estimating a key
-// touches one cache line. Counters are halved every 10 × width additions so
-// that old popularity fades (TinyLFU's reset).
+// touches one cache line. Once 10 additions per entry have raised a counter
+// (a key whose counters are all saturated adds nothing), every counter is
+// halved so that old popularity fades (TinyLFU's reset), and the count of
+// additions restarts at half, less what halving odd counters lost, as in
+// Caffeine.
 type sketch struct {
 	table     []uint64
 	blockMask uint64
@@ -235,6 +240,20 @@ func (s *sketch) init(entries int) {
 	s.additions, s.period = 0, 10*max(entries, 64)
 }
 
+// grow enlarges the table for entries, keeping every key's counts: a key's
+// counters sit at the same offsets of its block, and its block in the larger
+// table is its block in the smaller one plus a multiple of the smaller
+// table's size, so copying the table into each multiple keeps them.
+func (s *sketch) grow(entries int) {
+	old := s.table
+	additions := s.additions
+	s.init(entries)
+	for i := 0; i < len(s.table); i += len(old) {
+		copy(s.table[i:], old)
+	}
+	s.additions = additions
+}
+
 // capacity is the number of entries the table is sized for.
 func (s *sketch) capacity() int { return max(len(s.table), 64) }
 
@@ -249,17 +268,24 @@ func (s *sketch) slot(h uint64, i int) (word int, shift uint) {
 }
 
 func (s *sketch) add(h uint64) {
+	added := false
 	for i := range 4 {
 		w, sh := s.slot(h, i)
 		if (s.table[w]>>sh)&15 < 15 {
 			s.table[w] += 1 << sh
+			added = true
 		}
 	}
+	if !added {
+		return
+	}
 	if s.additions++; s.additions >= s.period {
-		s.additions = 0
+		odd := 0
 		for i := range s.table {
+			odd += bits.OnesCount64(s.table[i] & 0x1111111111111111)
 			s.table[i] = (s.table[i] >> 1) & 0x7777777777777777
 		}
+		s.additions = (s.additions - odd/4) / 2
 	}
 }
 
