@@ -45,9 +45,17 @@ func kvs(b *testing.B) map[string]kv {
 	if err != nil {
 		b.Fatal(err)
 	}
+	gd, err := l1.New(&l1.Options[uint64, uint64]{MaxBytes: 2 * benchKeys * l1.EntryOverhead, Policy: l1.GDSF})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tlc, err := l1.New(&l1.Options[uint64, uint64]{MaxBytes: 2 * benchKeys * l1.EntryOverhead, Policy: l1.TinyLFU, CountHits: true})
+	if err != nil {
+		b.Fatal(err)
+	}
 	ot := otter.Must(&otter.Options[uint64, uint64]{MaximumSize: 2 * benchKeys})
 	l, _ := lru.New[uint64, uint64](2 * benchKeys)
-	return map[string]kv{"modelcache-s3fifo": oursKV{o}, "modelcache-s3fifo-counted": oursKV{counted}, "modelcache-tinylfu": oursKV{tl}, "otter": otterKV{ot}, "golang-lru": lruKV{l}}
+	return map[string]kv{"modelcache-s3fifo": oursKV{o}, "modelcache-s3fifo-counted": oursKV{counted}, "modelcache-tinylfu": oursKV{tl}, "modelcache-tinylfu-counted": oursKV{tlc}, "modelcache-gdsf": oursKV{gd}, "otter": otterKV{ot}, "golang-lru": lruKV{l}}
 }
 
 // BenchmarkGetHit: every Get hits; zipf-distributed keys. Run with -cpu 1,2.

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 )
@@ -59,12 +58,16 @@ type Options[K comparable, V any] struct {
 	// Caffeine make the same choice. Misses are always counted.
 	CountHits bool
 	// Hash, if set, replaces the cache's hash of keys, which is seeded at
-	// random per cache (and per process), so that every decision (where the
-	// index puts a key, what the sketch and the ghost keys remember) repeats
-	// exactly from run to run: for tests and trace simulations, which then
-	// give the same hit ratios every time. It must spread keys over all 64
-	// bits. Leave it nil where others choose the keys: a hash they know lets
-	// them make keys collide.
+	// random per cache (and per process), and makes the cache
+	// deterministic: every decision (where the index puts a key, what the
+	// sketch and the ghost keys remember, the order in which the policy sees
+	// hits) then follows from the order of calls alone and repeats exactly
+	// from run to run, for tests and trace simulations. Hits then reach the
+	// policy at once, under its lock, instead of through per-goroutine
+	// buffers whose drain order depends on which stack each Get ran on; for
+	// LRU, LFU, TinyLFU and GDSF that makes concurrent hits contend. Hash
+	// must spread keys over all 64 bits. Leave it nil where others choose
+	// the keys: a hash they know lets them make keys collide.
 	Hash func(K) uint64
 	// OnEvict, if set, is called for every entry evicted to make room (not
 	// for Delete or replacement), after the cache's locks are released, on
@@ -110,9 +113,10 @@ type counterStripe struct {
 // for concurrent use. Lookups take no lock (see index); under S3FIFO and
 // FIFO a hit takes no lock of the policy either (S3-FIFO only bumps an
 // entry's saturating counter), so hits scale with cores. LRU, LFU, TinyLFU
-// and GDSF reorder on every hit and take the policy lock. Decisions depend
-// on nothing but the order of calls and the hash of keys (which Options.Hash
-// fixes): no goroutines, no clock.
+// and GDSF reorder on every hit: a hit is recorded in its goroutine's read
+// buffer with one compare-and-swap, and the policy applies buffered hits
+// under its lock before each Set (see reads.go). No goroutines, no clock;
+// with Options.Hash, decisions depend on nothing but the order of calls.
 type Cache[K comparable, V any] struct {
 	seed     maphash.Seed
 	hashFn   func(K) uint64
@@ -122,6 +126,8 @@ type Cache[K comparable, V any] struct {
 	maxEntry int64
 	overhead int64 // charged per entry: EntryOverhead, or 0
 	hitLock  bool  // the policy must see hits under mu
+	buffered bool  // hitLock, through reads (not with Options.Hash)
+	reads    readBuffers[K, V]
 	countHit bool
 
 	// mu guards pol and everything reachable from it (queues, used bytes,
@@ -160,6 +166,7 @@ func New[K comparable, V any](opts *Options[K, V]) (*Cache[K, V], error) {
 	default:
 		c.pol = newS3FIFO[K, V](opts.MaxBytes)
 	}
+	c.buffered = c.hitLock && c.hashFn == nil
 	return c, nil
 }
 
@@ -170,12 +177,13 @@ func (c *Cache[K, V]) hash(key K) uint64 {
 	return maphash.Comparable(c.seed, key)
 }
 
-// stripe picks a counter stripe at random. By key, goroutines hitting one
-// hot key would share a stripe and move its cache line between their cores
-// on every hit; a per-processor stripe (a sync.Pool token) was measured and
-// cost more than it saved.
+// stripe picks the calling goroutine's counter stripe. By key, goroutines
+// hitting one hot key would share a stripe and move its cache line between
+// their cores on every hit; at random, about half the increments on two
+// cores did; a per-processor stripe (a sync.Pool token) cost more than it
+// saved.
 func (c *Cache[K, V]) stripe() *counterStripe {
-	return &c.counters[rand.Uint32()&(numShards-1)]
+	return &c.counters[stripeOf(numShards)]
 }
 
 // Get returns the value for key and records the hit with the policy.
@@ -189,15 +197,36 @@ func (c *Cache[K, V]) Get(key K) (V, bool) {
 	if c.countHit {
 		c.stripe().hits.Add(1)
 	}
-	e.touch()
-	if c.hitLock {
+	switch {
+	case c.buffered:
+		if c.reads.add(e) && c.mu.TryLock() {
+			c.drainReads()
+			c.mu.Unlock()
+		}
+	case c.hitLock:
 		c.mu.Lock()
 		if !e.gone.Load() {
 			c.pol.hit(e)
 		}
 		c.mu.Unlock()
+	default:
+		e.touch()
 	}
 	return e.value, true
+}
+
+// drainReads hands the buffered hits to the policy; c.mu is held. It runs
+// before every change, so that the policy counts hits on entries about to
+// go; entries removed since their hit was recorded are skipped.
+func (c *Cache[K, V]) drainReads() {
+	if !c.buffered {
+		return
+	}
+	c.reads.drain(func(e *entry[K, V]) {
+		if !e.gone.Load() {
+			c.pol.hit(e)
+		}
+	})
 }
 
 // Set stores value under key, charged size bytes plus EntryOverhead, and
@@ -209,6 +238,7 @@ func (c *Cache[K, V]) Set(key K, value V, size int64) bool {
 	h := c.hash(key)
 	var evicted []*entry[K, V]
 	c.mu.Lock()
+	c.drainReads()
 	if old := c.idx.remove(h, key); old != nil {
 		old.gone.Store(true)
 		c.pol.remove(old)
@@ -242,6 +272,7 @@ func (c *Cache[K, V]) Delete(key K) {
 	h := c.hash(key)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.drainReads()
 	if e := c.idx.remove(h, key); e != nil {
 		e.gone.Store(true)
 		c.pol.remove(e)
@@ -253,6 +284,7 @@ func (c *Cache[K, V]) Delete(key K) {
 func (c *Cache[K, V]) DeleteFunc(del func(K) bool) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.drainReads()
 	var doomed []*entry[K, V]
 	c.idx.each(func(e *entry[K, V]) {
 		if del(e.key) {

@@ -75,6 +75,19 @@ func (q *queue[K, V]) unlink(e *entry[K, V]) {
 	q.n--
 }
 
+// moveToFront makes e, which q holds, the newest. Writing nothing when it
+// already is matters: a hot entry is hit again and again, and every write
+// to its links takes its cache line from the cores reading its key.
+func (q *queue[K, V]) moveToFront(e *entry[K, V]) {
+	if q.root.next == e {
+		return
+	}
+	e.prev.next, e.next.prev = e.next, e.prev
+	e.prev, e.next = &q.root, q.root.next
+	q.root.next.prev = e
+	q.root.next = e
+}
+
 func (q *queue[K, V]) back() *entry[K, V] {
 	if q.n == 0 {
 		return nil
@@ -95,7 +108,7 @@ func newLRU[K comparable, V any](max int64) *lru[K, V] {
 }
 
 func (p *lru[K, V]) add(e *entry[K, V])    { p.q.pushFront(e) }
-func (p *lru[K, V]) hit(e *entry[K, V])    { p.q.unlink(e); p.q.pushFront(e) }
+func (p *lru[K, V]) hit(e *entry[K, V])    { p.q.moveToFront(e) }
 func (p *lru[K, V]) remove(e *entry[K, V]) { p.q.unlink(e) }
 func (p *lru[K, V]) evict() *entry[K, V] {
 	e := p.q.back()
@@ -294,7 +307,7 @@ func (p *gdsf[K, V]) add(e *entry[K, V]) {
 }
 
 func (p *gdsf[K, V]) hit(e *entry[K, V]) {
-	p.record(e.hash)
+	p.sketch.add(e.hash)
 	if e.count < 1<<30 {
 		e.count++
 	}

@@ -120,11 +120,10 @@ func (p *wtinylfu[K, V]) add(e *entry[K, V]) {
 
 func (p *wtinylfu[K, V]) hit(e *entry[K, V]) {
 	p.hits++
-	p.record(e.hash)
+	p.sketch.add(e.hash) // the sketch grows only as entries are added
 	switch e.queue {
 	case inWindow:
-		p.window.unlink(e)
-		p.window.pushFront(e)
+		p.window.moveToFront(e)
 	case inProbation, inPending:
 		p.queueOf(e).unlink(e)
 		e.queue = inProtected
@@ -136,8 +135,7 @@ func (p *wtinylfu[K, V]) hit(e *entry[K, V]) {
 			p.probation.pushFront(d)
 		}
 	case inProtected:
-		p.protected.unlink(e)
-		p.protected.pushFront(e)
+		p.protected.moveToFront(e)
 	}
 }
 
