@@ -54,7 +54,7 @@ func (o otterCache) Get(k uint64) bool         { _, ok := o.c.GetIfPresent(k); r
 func (o otterCache) Set(k uint64, size uint32) { o.c.Set(k, size) }
 
 func contenders() []contender {
-	cs := []contender{ours(l1.S3FIFO), ours(l1.TinyLFU), ours(l1.LRU), ours(l1.FIFO), ours(l1.LFU), ours(l1.GDSF)}
+	cs := []contender{ours(l1.TinyLFU), ours(l1.S3FIFO), ours(l1.LRU), ours(l1.FIFO), ours(l1.LFU), ours(l1.GDSF)}
 	cs = append(cs,
 		contender{"golang-lru LRU", func(size uint64, weighted bool) (sim.Cache, bool) {
 			if weighted {

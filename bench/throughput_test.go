@@ -33,7 +33,7 @@ func (l lruKV) get(k uint64) bool { _, ok := l.c.Get(k); return ok }
 func (l lruKV) set(k uint64)      { l.c.Add(k, k) }
 
 func kvs(b *testing.B) map[string]kv {
-	o, err := l1.New(&l1.Options[uint64, uint64]{MaxBytes: 2 * benchKeys * l1.EntryOverhead})
+	o, err := l1.New(&l1.Options[uint64, uint64]{MaxBytes: 2 * benchKeys * l1.EntryOverhead, Policy: l1.S3FIFO})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func kvs(b *testing.B) map[string]kv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	counted, err := l1.New(&l1.Options[uint64, uint64]{MaxBytes: 2 * benchKeys * l1.EntryOverhead, CountHits: true})
+	counted, err := l1.New(&l1.Options[uint64, uint64]{MaxBytes: 2 * benchKeys * l1.EntryOverhead, Policy: l1.S3FIFO, CountHits: true})
 	if err != nil {
 		b.Fatal(err)
 	}

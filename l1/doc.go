@@ -8,7 +8,7 @@
 //
 // # Policies
 //
-// S3FIFO (the default), TinyLFU (adaptive W-TinyLFU), LRU, FIFO, LFU with
+// TinyLFU (adaptive W-TinyLFU, the default), S3FIFO, LRU, FIFO, LFU with
 // aging and GDSF (GreedyDual-Size-Frequency), chosen by Options.Policy. Model
 // loading reads every tensor once in file order, a scan that flushes an LRU;
 // S3-FIFO and W-TinyLFU resist it. GDSF alone weighs an entry's size: it

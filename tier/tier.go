@@ -33,7 +33,7 @@ type Options struct {
 	Dir string
 	// MemoryBytes is the L1 budget; default DefaultMemoryBytes.
 	MemoryBytes int64
-	// MemoryPolicy is L1's eviction policy; default l1.S3FIFO.
+	// MemoryPolicy is L1's eviction policy; default l1.TinyLFU.
 	MemoryPolicy l1.Policy
 	// DiskBytes is the L2 budget for stored bytes; 0 means no limit.
 	DiskBytes int64

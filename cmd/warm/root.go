@@ -166,7 +166,7 @@ Exit status: 0 on success, 1 if any file failed, 2 on a usage error,
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.dir, "dir", defaultDir(), "cache directory (env MODELCACHE_DIR)")
 	pf.StringVar(&g.memory, "memory", envOr("MODELCACHE_MEMORY", ""), "RAM budget of the in-memory tier, e.g. 2GiB (env MODELCACHE_MEMORY; default 1GiB)")
-	pf.StringVar(&g.policy, "memory-policy", envOr("MODELCACHE_MEMORY_POLICY", string(l1.S3FIFO)), "eviction policy of the in-memory tier: s3fifo, tinylfu, lru, fifo, lfu or gdsf (env MODELCACHE_MEMORY_POLICY)")
+	pf.StringVar(&g.policy, "memory-policy", envOr("MODELCACHE_MEMORY_POLICY", string(l1.TinyLFU)), "eviction policy of the in-memory tier: tinylfu, s3fifo, lru, fifo, lfu or gdsf (env MODELCACHE_MEMORY_POLICY)")
 	pf.StringVar(&g.disk, "disk", envOr("MODELCACHE_DISK", ""), "disk budget of the cache directory, e.g. 100GB; 0 for none (env MODELCACHE_DISK)")
 	pf.BoolVar(&g.digest, "content-digest", os.Getenv("MODELCACHE_CONTENT_DIGEST") == "1", "key tensors by a BLAKE3 digest of the file's content, so copies at other paths share entries; chosen when the directory is created, which keeps that mode (env MODELCACHE_CONTENT_DIGEST=1)")
 	ttl, ttlErr := time.ParseDuration(envOr("MODELCACHE_TTL", "0s"))
