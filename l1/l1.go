@@ -20,11 +20,11 @@ type Policy string
 
 // The policies. TinyLFU is the default: it resists the scans that loading a
 // model makes (every tensor once, in file order), which flush an LRU of the
-// tensors that are hot, and, unlike S3-FIFO, keeps part of a loop larger than
-// the cache (a model bigger than L1, loaded again and again): on the public
-// traces it is within a point of the best of five rival caches in 30 of 45
-// cells and at most 4.6 points behind, where S3-FIFO trails by up to 34
-// (docs/BENCHMARKS.md). S3FIFO's hits take no lock and are 2-4x cheaper.
+// tensors that are hot, and, unlike S3-FIFO, keeps part of a loop of keys
+// larger than the cache: on the public traces it is within a point of the
+// best of five rival caches in 30 of 45 cells and at most 4.6 points behind,
+// where S3-FIFO trails by up to 34 (docs/BENCHMARKS.md). S3FIFO's hits take
+// no lock and are 2-4x cheaper.
 const (
 	LRU    Policy = "lru"    // least recently used
 	FIFO   Policy = "fifo"   // first in, first out
