@@ -16,7 +16,8 @@
 // requests from a budget but fewer of the bytes; prefer it when a miss costs
 // about the same whatever its size.
 // docs/BENCHMARKS.md compares their hit ratios with golang-lru, ristretto and
-// otter on public traces.
+// otter on public traces; docs/L1.md says how to choose one, and describes
+// the read buffers and the deterministic mode (Options.Hash).
 //
 // l1 knows nothing of tensors or files; values are opaque and shared: the
 // cache never copies or modifies them, and neither may its callers.
