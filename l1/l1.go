@@ -131,7 +131,7 @@ type Cache[K comparable, V any] struct {
 	overhead int64 // charged per entry: EntryOverhead, or 0
 	hitLock  bool  // the policy must see hits under mu
 	buffered bool  // hitLock, through reads (not with Options.Hash)
-	reads    readBuffers[K, V]
+	reads    *readBuffers[K, V] // 12 KiB, only when buffered
 	countHit bool
 
 	// mu guards pol and everything reachable from it (queues, used bytes,
@@ -171,6 +171,9 @@ func New[K comparable, V any](opts *Options[K, V]) (*Cache[K, V], error) {
 		c.pol, c.hitLock = newWTinyLFU[K, V](opts.MaxBytes), true
 	}
 	c.buffered = c.hitLock && c.hashFn == nil
+	if c.buffered {
+		c.reads = new(readBuffers[K, V])
+	}
 	return c, nil
 }
 
