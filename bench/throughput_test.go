@@ -33,29 +33,21 @@ func (l lruKV) get(k uint64) bool { _, ok := l.c.Get(k); return ok }
 func (l lruKV) set(k uint64)      { l.c.Add(k, k) }
 
 func kvs(b *testing.B) map[string]kv {
-	o, err := l1.New(&l1.Options[uint64, uint64]{MaxBytes: 2 * benchKeys * l1.EntryOverhead, Policy: l1.S3FIFO})
-	if err != nil {
-		b.Fatal(err)
-	}
-	tl, err := l1.New(&l1.Options[uint64, uint64]{MaxBytes: 2 * benchKeys * l1.EntryOverhead, Policy: l1.TinyLFU})
-	if err != nil {
-		b.Fatal(err)
-	}
-	counted, err := l1.New(&l1.Options[uint64, uint64]{MaxBytes: 2 * benchKeys * l1.EntryOverhead, Policy: l1.S3FIFO, CountHits: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	gd, err := l1.New(&l1.Options[uint64, uint64]{MaxBytes: 2 * benchKeys * l1.EntryOverhead, Policy: l1.GDSF})
-	if err != nil {
-		b.Fatal(err)
-	}
-	tlc, err := l1.New(&l1.Options[uint64, uint64]{MaxBytes: 2 * benchKeys * l1.EntryOverhead, Policy: l1.TinyLFU, CountHits: true})
-	if err != nil {
-		b.Fatal(err)
+	ours := func(p l1.Policy, countHits bool) kv {
+		c, err := l1.New(&l1.Options[uint64, uint64]{MaxBytes: 2 * benchKeys * l1.EntryOverhead, Policy: p, CountHits: countHits})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return oursKV{c}
 	}
 	ot := otter.Must(&otter.Options[uint64, uint64]{MaximumSize: 2 * benchKeys})
 	l, _ := lru.New[uint64, uint64](2 * benchKeys)
-	return map[string]kv{"modelcache-s3fifo": oursKV{o}, "modelcache-s3fifo-counted": oursKV{counted}, "modelcache-tinylfu": oursKV{tl}, "modelcache-tinylfu-counted": oursKV{tlc}, "modelcache-gdsf": oursKV{gd}, "otter": otterKV{ot}, "golang-lru": lruKV{l}}
+	return map[string]kv{
+		"modelcache-s3fifo": ours(l1.S3FIFO, false), "modelcache-s3fifo-counted": ours(l1.S3FIFO, true),
+		"modelcache-tinylfu": ours(l1.TinyLFU, false), "modelcache-tinylfu-counted": ours(l1.TinyLFU, true),
+		"modelcache-gdsf": ours(l1.GDSF, false),
+		"otter":           otterKV{ot}, "golang-lru": lruKV{l},
+	}
 }
 
 // BenchmarkGetHit: every Get hits; zipf-distributed keys. Run with -cpu 1,2.
