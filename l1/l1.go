@@ -128,10 +128,9 @@ type Cache[K comparable, V any] struct {
 	counters [numShards]counterStripe
 	onEvict  func(K, V, int64)
 	maxEntry int64
-	overhead int64 // charged per entry: EntryOverhead, or 0
-	hitLock  bool  // the policy must see hits under mu
-	buffered bool  // hitLock, through reads (not with Options.Hash)
-	reads    *readBuffers[K, V] // 12 KiB, only when buffered
+	overhead int64              // charged per entry: EntryOverhead, or 0
+	hitLock  bool               // the policy must see hits under mu
+	reads    *readBuffers[K, V] // where hits wait for mu: hitLock without Options.Hash; 12 KiB
 	countHit bool
 
 	// mu guards pol and everything reachable from it (queues, used bytes,
@@ -170,8 +169,7 @@ func New[K comparable, V any](opts *Options[K, V]) (*Cache[K, V], error) {
 	default:
 		c.pol, c.hitLock = newWTinyLFU[K, V](opts.MaxBytes), true
 	}
-	c.buffered = c.hitLock && c.hashFn == nil
-	if c.buffered {
+	if c.hitLock && c.hashFn == nil {
 		c.reads = new(readBuffers[K, V])
 	}
 	return c, nil
@@ -205,16 +203,14 @@ func (c *Cache[K, V]) Get(key K) (V, bool) {
 		c.stripe().hits.Add(1)
 	}
 	switch {
-	case c.buffered:
+	case c.reads != nil:
 		if c.reads.add(e) && c.mu.TryLock() {
 			c.drainReads()
 			c.mu.Unlock()
 		}
 	case c.hitLock:
 		c.mu.Lock()
-		if !e.gone.Load() {
-			c.pol.hit(e)
-		}
+		c.hitLocked(e)
 		c.mu.Unlock()
 	default:
 		e.touch()
@@ -226,14 +222,17 @@ func (c *Cache[K, V]) Get(key K) (V, bool) {
 // before every change, so that the policy counts hits on entries about to
 // go; entries removed since their hit was recorded are skipped.
 func (c *Cache[K, V]) drainReads() {
-	if !c.buffered {
-		return
+	if c.reads != nil {
+		c.reads.drain(c.hitLocked)
 	}
-	c.reads.drain(func(e *entry[K, V]) {
-		if !e.gone.Load() {
-			c.pol.hit(e)
-		}
-	})
+}
+
+// hitLocked tells the policy of a hit on e unless e has left the cache
+// since; c.mu is held.
+func (c *Cache[K, V]) hitLocked(e *entry[K, V]) {
+	if !e.gone.Load() {
+		c.pol.hit(e)
+	}
 }
 
 // Set stores value under key, charged size bytes plus EntryOverhead, and

@@ -43,7 +43,7 @@ func TestCache_BufferedHitOnRemovedEntry(t *testing.T) {
 	for _, p := range []Policy{LRU, LFU, TinyLFU, GDSF} {
 		c, err := New(&Options[string, int]{MaxBytes: 3, Policy: p, ExcludeOverhead: true, MaxEntryFraction: 1})
 		require.NoError(t, err)
-		require.True(t, c.buffered, p)
+		require.NotNil(t, c.reads, p)
 		c.Set("a", 1, 1)
 		e := c.idx.get(c.hash("a"), "a")
 		c.Delete("a")
@@ -60,5 +60,5 @@ func TestCache_BufferedHitOnRemovedEntry(t *testing.T) {
 func TestCache_HashAppliesHitsAtOnce(t *testing.T) {
 	c, err := New(&Options[int, int]{MaxBytes: 3, Policy: LRU, ExcludeOverhead: true, Hash: mix64})
 	require.NoError(t, err)
-	require.False(t, c.buffered)
+	require.Nil(t, c.reads)
 }
