@@ -293,15 +293,8 @@ func newGDSF[K comparable, V any](max int64) *gdsf[K, V] {
 	return p
 }
 
-func (p *gdsf[K, V]) record(h uint64) {
-	if n := p.h.Len() + 1; n > p.sketch.capacity() {
-		p.sketch.grow(n)
-	}
-	p.sketch.add(h)
-}
-
 func (p *gdsf[K, V]) add(e *entry[K, V]) {
-	p.record(e.hash)
+	p.sketch.addNew(e.hash, p.h.Len()+1)
 	e.count = uint32(max(p.sketch.estimate(e.hash), 1))
 	p.h.push(e, p.priority(e))
 }

@@ -50,13 +50,6 @@ func newWTinyLFU[K comparable, V any](max int64) *wtinylfu[K, V] {
 	return p
 }
 
-func (p *wtinylfu[K, V]) record(h uint64) {
-	if n := p.len(); n > p.sketch.capacity() {
-		p.sketch.grow(n)
-	}
-	p.sketch.add(h)
-}
-
 // climb adjusts the window once per sample of requests (10 per entry).
 func (p *wtinylfu[K, V]) climb() {
 	n := p.hits + p.misses
@@ -102,7 +95,7 @@ func (p *wtinylfu[K, V]) shrinkWindow() {
 func (p *wtinylfu[K, V]) add(e *entry[K, V]) {
 	p.misses++
 	p.climb()
-	p.record(e.hash)
+	p.sketch.addNew(e.hash, p.len())
 	// Candidates that no eviction has compared since they left the window
 	// left it while there was room: they are admitted, as in Caffeine,
 	// where only the entries a maintenance pass moves are candidates.
@@ -250,6 +243,15 @@ func (s *sketch) grow(entries int) {
 		copy(s.table[i:], old)
 	}
 	s.additions = additions
+}
+
+// addNew counts a key entering a cache that holds entries, first growing
+// the table if it is sized for fewer.
+func (s *sketch) addNew(h uint64, entries int) {
+	if entries > s.capacity() {
+		s.grow(entries)
+	}
+	s.add(h)
 }
 
 // capacity is the number of entries the table is sized for.
