@@ -71,7 +71,9 @@ func TestHitRatios(t *testing.T) {
 				cache, ok := c.make(size, weighted)
 				if !ok {
 					out.WriteString(" — |")
-					byteOut.WriteString(" — |")
+					if weighted {
+						byteOut.WriteString(" — |")
+					}
 					continue
 				}
 				r := sim.NewResult(tr, c.name, size, sim.Replay(tr, cache))

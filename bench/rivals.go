@@ -53,30 +53,32 @@ type otterCache struct{ c *otter.Cache[uint64, uint32] }
 func (o otterCache) Get(k uint64) bool         { _, ok := o.c.GetIfPresent(k); return ok }
 func (o otterCache) Set(k uint64, size uint32) { o.c.Set(k, size) }
 
+// unweighted adapts a cache that counts entries and cannot weigh them: it
+// sits out weighted traces.
+func unweighted(name string, mk func(size int) hashicorp) contender {
+	return contender{name, func(size uint64, weighted bool) (sim.Cache, bool) {
+		if weighted {
+			return nil, false
+		}
+		return mk(int(size)), true
+	}}
+}
+
 func contenders() []contender {
 	cs := []contender{ours(l1.TinyLFU), ours(l1.S3FIFO), ours(l1.LRU), ours(l1.FIFO), ours(l1.LFU), ours(l1.GDSF)}
 	cs = append(cs,
-		contender{"golang-lru LRU", func(size uint64, weighted bool) (sim.Cache, bool) {
-			if weighted {
-				return nil, false
-			}
-			c, _ := lru.New[uint64, struct{}](int(size))
-			return hashicorp{c.Get, func(k uint64) { c.Add(k, struct{}{}) }}, true
-		}},
-		contender{"golang-lru ARC", func(size uint64, weighted bool) (sim.Cache, bool) {
-			if weighted {
-				return nil, false
-			}
-			c, _ := arc.NewARC[uint64, struct{}](int(size))
-			return hashicorp{c.Get, func(k uint64) { c.Add(k, struct{}{}) }}, true
-		}},
-		contender{"golang-lru 2Q", func(size uint64, weighted bool) (sim.Cache, bool) {
-			if weighted {
-				return nil, false
-			}
-			c, _ := lru.New2Q[uint64, struct{}](int(size))
-			return hashicorp{c.Get, func(k uint64) { c.Add(k, struct{}{}) }}, true
-		}},
+		unweighted("golang-lru LRU", func(size int) hashicorp {
+			c, _ := lru.New[uint64, struct{}](size)
+			return hashicorp{c.Get, func(k uint64) { c.Add(k, struct{}{}) }}
+		}),
+		unweighted("golang-lru ARC", func(size int) hashicorp {
+			c, _ := arc.NewARC[uint64, struct{}](size)
+			return hashicorp{c.Get, func(k uint64) { c.Add(k, struct{}{}) }}
+		}),
+		unweighted("golang-lru 2Q", func(size int) hashicorp {
+			c, _ := lru.New2Q[uint64, struct{}](size)
+			return hashicorp{c.Get, func(k uint64) { c.Add(k, struct{}{}) }}
+		}),
 		contender{"ristretto v2", func(size uint64, weighted bool) (sim.Cache, bool) {
 			counters := int64(size) * 10
 			if weighted {
