@@ -45,6 +45,9 @@ func (b *readBuffers[K, V]) add(e *entry[K, V]) (full bool) {
 
 // drain hands the recorded hits of every marked ring to f.
 func (b *readBuffers[K, V]) drain(f func(*entry[K, V])) {
+	if b.dirty.Load() == 0 {
+		return // nothing buffered: leave the line shared with the recorders
+	}
 	for m := b.dirty.Swap(0); m != 0; m &= m - 1 {
 		b.rings[bits.TrailingZeros64(m)].drain(f)
 	}
