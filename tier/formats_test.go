@@ -127,7 +127,7 @@ func TestCache_BoundsOpenFiles(t *testing.T) {
 	raw, err := os.ReadFile(formats + "/u1.npy")
 	require.NoError(t, err)
 	dir := t.TempDir()
-	c := openCache(t, &Options{MemoryBytes: 1 << 10}) // too small to keep them: every read goes to the file
+	c := openCache(t, &Options{MemoryBytes: 256}) // admits no entry (each is charged l1.EntryOverhead): every read goes to the file
 	n := maxIdleFiles + 50
 	for i := range n {
 		p := filepath.Join(dir, fmt.Sprintf("x%03d.npy", i))
