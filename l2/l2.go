@@ -16,9 +16,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-	"github.com/dgraph-io/badger/v4/options"
-	"github.com/dgraph-io/badger/v4/y"
+	"github.com/modelcache/modelcache/internal/third_party/badger"
+	"github.com/modelcache/modelcache/internal/third_party/badger/options"
+	"github.com/modelcache/modelcache/internal/third_party/badger/y"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/modelcache/modelcache/errs"

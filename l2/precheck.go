@@ -6,8 +6,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/dgraph-io/badger/v4"
-	"github.com/dgraph-io/badger/v4/table"
+	"github.com/modelcache/modelcache/internal/third_party/badger"
+	"github.com/modelcache/modelcache/internal/third_party/badger/table"
 
 	"github.com/modelcache/modelcache/errs"
 )

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
+	"github.com/modelcache/modelcache/internal/third_party/badger"
 	"github.com/stretchr/testify/require"
 
 	"github.com/modelcache/modelcache/errs"

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dgraph-io/badger/v4"
+	"github.com/modelcache/modelcache/internal/third_party/badger"
 	"github.com/stretchr/testify/require"
 )
 
