@@ -15,7 +15,7 @@ func TestStore_DiskUseStaysWithinBudget(t *testing.T) {
 	var budget int64 = 64 << 20
 	dir := t.TempDir()
 	s := openStore(t, dir, func(o *Options) { o.MaxBytes = budget; o.ChunkSize = 1 << 20 })
-	limit := int64(float64(budget)*1.1) + FixedOverhead(budget)
+	limit := int64(float64(budget)*1.1) + FixedOverhead(budget, 1<<20)
 	r := rand.New(rand.NewPCG(1, 2))
 	entry := make([]byte, 1<<20) // incompressible: stored = logical
 	var peak int64
@@ -37,5 +37,5 @@ func TestStore_DiskUseStaysWithinBudget(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, entry, v.Data)
 	t.Logf("budget %d MiB, limit %d MiB (fixed overhead %d MiB), peak du %d MiB, %d entries live of %d written",
-		budget>>20, limit>>20, FixedOverhead(budget)>>20, peak>>20, st.Entries, n)
+		budget>>20, limit>>20, FixedOverhead(budget, 1<<20)>>20, peak>>20, st.Entries, n)
 }

@@ -46,25 +46,58 @@ const (
 	gcDiscardRatio = 0.2
 )
 
-// sizes derives Badger's file sizes from the budget, so that its fixed
-// costs (one memtable's write-ahead log, the value-log file being written,
-// which GC cannot touch) stay a small part of a small budget.
-func sizes(maxBytes int64) (memTable, vlogFile int64) {
+// sizes derives Badger's file sizes from the budget, or without one from
+// the free space at open, so that its fixed costs (memtable logs, the
+// value-log file being written, which GC cannot touch, all allocated whole)
+// stay a small part of what the store may use. A value-log file holds at
+// least two chunks: Badger refuses a value larger than the file.
+func sizes(maxBytes int64, chunk int) (memTable, vlogFile int64) {
+	minVlog := max(2*int64(chunk), 1<<20)
 	if maxBytes == 0 {
-		return 64 << 20, 1<<30 - 1
+		return 64 << 20, max(256<<20, minVlog)
 	}
-	return min(max(maxBytes/32, 4<<20), 64<<20), min(max(maxBytes/32, 1<<20), 1<<30-1)
+	return min(max(maxBytes/32, 4<<20), 64<<20), min(max(maxBytes/32, minVlog), 1<<30-1)
+}
+
+// sizesAt is sizes for a store in dir: without a budget, the free space
+// there bounds what the store can use, so it sizes the files.
+func sizesAt(dir string, maxBytes int64, chunk int) (memTable, vlogFile int64) {
+	if maxBytes == 0 {
+		if free, err := freeSpace(dir); err == nil && free < 8<<30 {
+			maxBytes = max(free, 1)
+		}
+	}
+	return sizes(maxBytes, chunk)
+}
+
+// MinBytes is the smallest budget that holds an entry of one full chunk
+// below HighWater; a smaller MaxBytes is refused at Open.
+func MinBytes(chunkSize int) int64 {
+	if chunkSize == 0 {
+		chunkSize = serialize.DefaultChunk
+	}
+	return 2 * int64(chunkSize)
 }
 
 // FixedOverhead is the disk the store may use beyond MaxBytes × 1.1 for a
-// given budget: two memtable write-ahead logs (the active one and one being
-// flushed), the head value-log file, Badger's 1 MiB DISCARD file and the
-// LSM's own tables, manifest and key registry (bounded at 8 MiB here, as
-// values under 64 KiB and the keys are all that live there besides).
-func FixedOverhead(maxBytes int64) int64 {
-	mt, vf := sizes(maxBytes)
-	return 2*mt + vf + 1<<20 + 8<<20
+// given budget and chunk size (0: the default): two memtable write-ahead
+// logs (the active one and one being flushed) and the head value-log file,
+// each allocated whole when created (Badger writes them through mmap, where
+// a block the disk cannot give is a SIGBUS, so they are never left sparse),
+// Badger's 1 MiB DISCARD file and the LSM's own tables, manifest and key
+// registry (bounded at 8 MiB here, as values under 64 KiB and the keys are
+// all that live there besides).
+func FixedOverhead(maxBytes int64, chunkSize int) int64 {
+	if chunkSize == 0 {
+		chunkSize = serialize.DefaultChunk
+	}
+	mt, vf := sizes(maxBytes, chunkSize)
+	return 2*2*mt + 2*vf + 1<<20 + 8<<20
 }
+
+// openBytes is the free space Open needs: a new memtable log and a new
+// head value-log file, both allocated whole, and the DISCARD file.
+func openBytes(memTable, vlogFile int64) int64 { return 2*memTable + 2*vlogFile + 1<<20 }
 
 // Options configures a Store.
 type Options struct {
@@ -90,10 +123,10 @@ type Options struct {
 	// directory written with a key cannot be opened without it.
 	EncryptionKey []byte
 	// ReserveBytes is the free space a Put leaves on the file system; a Put
-	// that would cut into it fails with errs.ErrNoSpace. Badger writes
-	// through mmap, where a full disk is a SIGBUS that kills the process,
-	// not an error, so it must never get that far. Default: twice the
-	// memtable size plus one value-log file (see FixedOverhead).
+	// that would cut into it fails with errs.ErrNoSpace, so that the cache
+	// leaves room for the programs beside it and Badger's own files can
+	// still be created. Default: twice the memtable size plus one
+	// value-log file (see FixedOverhead).
 	ReserveBytes int64
 	// Logger receives Badger's warnings and errors; default slog.Default().
 	Logger *slog.Logger
@@ -105,6 +138,10 @@ func (o *Options) validate() error {
 	}
 	if o.MaxBytes < 0 || o.ReserveBytes < 0 || o.TTL < 0 {
 		return errors.New("l2: MaxBytes, ReserveBytes and TTL must not be negative")
+	}
+	if o.MaxBytes != 0 && o.MaxBytes < MinBytes(o.ChunkSize) {
+		return fmt.Errorf("l2: MaxBytes %d is below the minimum of %d (two chunks of %d)",
+			o.MaxBytes, MinBytes(o.ChunkSize), MinBytes(o.ChunkSize)/2)
 	}
 	if k := len(o.EncryptionKey); k != 0 && k != 16 && k != 24 && k != 32 {
 		return fmt.Errorf("l2: encryption key of %d bytes; want 16, 24 or 32", k)
@@ -193,13 +230,17 @@ func Open(opts *Options) (*Store, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	if err := errors.Join(removeEmptyLogs(opts.Dir), checkTables(opts.Dir)); err != nil {
+	chunk := opts.ChunkSize
+	if chunk == 0 {
+		chunk = serialize.DefaultChunk
+	}
+	memTable, vlogFile := sizesAt(opts.Dir, opts.MaxBytes, chunk)
+	if err := errors.Join(removeEmptyLogs(opts.Dir), checkTables(opts.Dir), checkOpenSpace(opts.Dir, openBytes(memTable, vlogFile))); err != nil {
 		if lock != nil {
 			lock.Close()
 		}
 		return nil, err
 	}
-	memTable, vlogFile := sizes(opts.MaxBytes)
 	bo := badger.DefaultOptions(opts.Dir).
 		WithMemTableSize(memTable).
 		WithValueLogFileSize(vlogFile).
@@ -624,6 +665,18 @@ func (s *Store) checkSpace(n int64) error {
 		return fmt.Errorf("l2: %s: %w: %d bytes free, a write of %d must leave %d", s.dir, errs.ErrNoSpace, free, n, s.reserve)
 	}
 	return nil
+}
+
+// checkOpenSpace refuses to open when the file system cannot hold the
+// files Badger creates at open. Badger would fail too (its files are
+// allocated before they are mapped), but with an error that names neither
+// the cause nor what is needed.
+func checkOpenSpace(dir string, need int64) error {
+	free, err := freeSpace(dir)
+	if err != nil || free >= need {
+		return nil
+	}
+	return fmt.Errorf("l2: open %s: %w: %d bytes free, opening needs %d", dir, errs.ErrNoSpace, free, need)
 }
 
 // Get reads and decodes the entry under key. A missing entry is

@@ -84,6 +84,9 @@ type DB struct {
 
 	lock sync.RWMutex // Guards list of inmemory tables, not individual reads and writes.
 
+	// modelcache patch: memtables the flusher gave up on at Close.
+	unflushed atomic.Int32
+
 	dirLockGuard *directoryLockGuard
 	// nil if Dir and ValueDir are the same
 	valueDirGuard *directoryLockGuard
@@ -625,6 +628,14 @@ func (db *DB) close() (err error) {
 		}
 	}
 	db.stopMemoryFlush()
+	if n := db.unflushed.Load(); n > 0 {
+		// modelcache patch: the memtables the flusher gave up on keep their logs
+		// for the next open; only their mappings go.
+		for _, mt := range db.imm {
+			_ = mt.wal.Close(-1)
+		}
+		err = fmt.Errorf("DB.Close: %d memtables could not be flushed (full disk?); their logs are kept and replayed at the next open", n)
+	}
 	db.stopCompactions()
 
 	// Force Compact L0
@@ -1051,6 +1062,14 @@ func (db *DB) ensureRoomForWrite() error {
 		return nil
 	}
 
+	// modelcache patch: create the next memtable before handing the full one
+	// to the flusher. If it cannot be created (a full disk), the full one
+	// stays current and this write fails; upstream left db.mt nil, and the
+	// next write's assertion above ended the process.
+	next, err := db.newMemTable()
+	if err != nil {
+		return y.Wrapf(err, "cannot create new mem table")
+	}
 	for {
 		select {
 		case db.flushChan <- db.mt:
@@ -1058,11 +1077,8 @@ func (db *DB) ensureRoomForWrite() error {
 				db.mt.sl.MemSize(), len(db.flushChan))
 			// We manage to push this task. Let's modify imm.
 			db.imm = append(db.imm, db.mt)
-			db.mt, err = db.newMemTable()
-			if err != nil {
-				return y.Wrapf(err, "cannot create new mem table")
-			}
 			// New memtable is empty. We certainly have room.
+			db.mt = next
 			return nil
 		default:
 			// flushChan is full. Rather than busy-sleep, wait to be signalled when
@@ -1082,6 +1098,7 @@ func (db *DB) ensureRoomForWrite() error {
 			// drain, so waiting for room is safe and cannot deadlock). This matches
 			// the pre-cond behavior, which looped until the push succeeded.
 			if db.IsClosed() {
+				next.DecrRef() // deletes its file
 				return errNoRoom
 			}
 			db.flushCond.Wait()
@@ -1158,10 +1175,22 @@ func (db *DB) flushMemtable(lc *z.Closer) {
 
 		for {
 			if err := db.handleMemTableFlush(mt, nil); err != nil {
-				// Encountered error. Retry indefinitely.
-				db.opt.Errorf("error flushing memtable to disk: %v, retrying", err)
-				time.Sleep(time.Second)
-				continue
+				// modelcache patch: once Close has begun, stop retrying. The
+				// memtable's WAL stays on disk and is replayed at the next Open,
+				// so nothing is lost; upstream retried forever and Close hung on
+				// a disk that stayed full.
+				select {
+				case <-lc.HasBeenClosed():
+					db.opt.Errorf("error flushing memtable to disk: %v; closing: its log %s is kept for the next open",
+						err, mt.wal.Fd.Name())
+					db.unflushed.Add(1)
+				default:
+					// Encountered error. Retry indefinitely.
+					db.opt.Errorf("error flushing memtable to disk: %v, retrying", err)
+					time.Sleep(time.Second)
+					continue
+				}
+				break
 			}
 
 			// Update s.imm. Need a lock.

@@ -535,7 +535,7 @@ func (lf *logFile) zeroNextEntry() {
 }
 
 func (lf *logFile) open(path string, flags int, fsize int64) error {
-	mf, ferr := z.OpenMmapFile(path, flags, int(fsize))
+	mf, ferr := y.OpenMmapFile(path, flags, int(fsize))
 	lf.MmapFile = mf
 
 	if ferr == z.NewFile {
