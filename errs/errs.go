@@ -6,7 +6,12 @@
 //	if errors.Is(err, errs.ErrInvalidModel) { ... }
 package errs
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"unicode/utf8"
+)
 
 var (
 	// ErrNotFound: the key or tensor is not there. A cache tier returns it on a miss.
@@ -30,3 +35,20 @@ var (
 	// ErrTooLarge: a value exceeds a configured limit.
 	ErrTooLarge = errors.New("too large")
 )
+
+// maxQuoted is how many bytes of a name or key a message shows.
+const maxQuoted = 160
+
+// Quote quotes a tensor name, key or other outside string for a message,
+// cut to a readable length: a name can be megabytes long, and a message
+// must stay one readable line.
+func Quote(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
+	}
+	cut := maxQuoted
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return strconv.Quote(s[:cut]) + fmt.Sprintf("…(%d bytes)", len(s))
+}
