@@ -39,3 +39,24 @@ func TestStore_DiskUseStaysWithinBudget(t *testing.T) {
 	t.Logf("budget %d MiB, limit %d MiB (fixed overhead %d MiB), peak du %d MiB, %d entries live of %d written",
 		budget>>20, limit>>20, FixedOverhead(budget, 1<<20)>>20, peak>>20, st.Entries, n)
 }
+
+// A budget that can hold an entry holds it: a 4 MiB chunk that does not
+// compress went to a value-log file of budget/32 and was refused under
+// budgets below 128 MiB. A budget too small to use is refused at Open,
+// naming the minimum.
+func TestStore_SmallBudgetsHoldFullChunks(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	data := make([]byte, 6<<20) // two chunks of the default size
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	for _, budget := range []int64{16 << 20, 100 << 20} {
+		s := openStore(t, "", func(o *Options) { o.MaxBytes = budget; o.ChunkSize = 0 })
+		require.NoError(t, s.Put("big", "U8", nil, data), "budget %d MiB", budget>>20)
+		v, err := s.Get("big")
+		require.NoError(t, err)
+		require.Equal(t, data, v.Data)
+	}
+	_, err := Open(&Options{Dir: t.TempDir(), MaxBytes: 512 << 10})
+	require.ErrorContains(t, err, "below the minimum of 1048576")
+}

@@ -70,14 +70,10 @@ func sizesAt(dir string, maxBytes int64, chunk int) (memTable, vlogFile int64) {
 	return sizes(maxBytes, chunk)
 }
 
-// MinBytes is the smallest budget that holds an entry of one full chunk
-// below HighWater; a smaller MaxBytes is refused at Open.
-func MinBytes(chunkSize int) int64 {
-	if chunkSize == 0 {
-		chunkSize = serialize.DefaultChunk
-	}
-	return 2 * int64(chunkSize)
-}
+// MinBytes is the smallest budget Open accepts: below it, the budget would
+// hold next to nothing beside Badger's own files. Any entry a budget can
+// hold fits (a value-log file holds two chunks whatever the budget).
+const MinBytes = 1 << 20
 
 // FixedOverhead is the disk the store may use beyond MaxBytes × 1.1 for a
 // given budget and chunk size (0: the default): two memtable write-ahead
@@ -139,9 +135,8 @@ func (o *Options) validate() error {
 	if o.MaxBytes < 0 || o.ReserveBytes < 0 || o.TTL < 0 {
 		return errors.New("l2: MaxBytes, ReserveBytes and TTL must not be negative")
 	}
-	if o.MaxBytes != 0 && o.MaxBytes < MinBytes(o.ChunkSize) {
-		return fmt.Errorf("l2: MaxBytes %d is below the minimum of %d (two chunks of %d)",
-			o.MaxBytes, MinBytes(o.ChunkSize), MinBytes(o.ChunkSize)/2)
+	if o.MaxBytes != 0 && o.MaxBytes < MinBytes {
+		return fmt.Errorf("l2: MaxBytes %d is below the minimum of %d (1 MiB)", o.MaxBytes, MinBytes)
 	}
 	if k := len(o.EncryptionKey); k != 0 && k != 16 && k != 24 && k != 32 {
 		return fmt.Errorf("l2: encryption key of %d bytes; want 16, 24 or 32", k)
@@ -209,10 +204,29 @@ type Store struct {
 	logical uint64
 	stored  uint64
 
+	// closeMu is held shared by every method while it uses Badger and
+	// exclusively by Close, so that Close waits for them and none starts
+	// after it (Badger panics when used after Close). Methods take it once,
+	// through enter, and call only unexported methods while they hold it: a
+	// second shared lock behind a waiting Close would deadlock.
+	closeMu sync.RWMutex
+	closed  bool // guarded by closeMu
+
 	clock                                                      atomic.Uint64
 	hits, misses, corrupt, evictions, expired, puts, putErrors atomic.Uint64
-	closed                                                     atomic.Bool
 }
+
+// enter keeps the store open until exit; after Close it is ErrClosed.
+func (s *Store) enter() error {
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return fmt.Errorf("l2: %s: %w", s.dir, errs.ErrClosed)
+	}
+	return nil
+}
+
+func (s *Store) exit() { s.closeMu.RUnlock() }
 
 // Open opens or creates the store in opts.Dir.
 func Open(opts *Options) (*Store, error) {
@@ -448,9 +462,10 @@ func (s *Store) Put(key, dtype string, shape []uint64, data []byte) error {
 
 // PutTTL is Put with the entry's own time to live; 0 means no expiry.
 func (s *Store) PutTTL(key, dtype string, shape []uint64, data []byte, ttl time.Duration) error {
-	if s.closed.Load() {
-		return fmt.Errorf("l2: %s: %w", s.dir, errs.ErrClosed)
+	if err := s.enter(); err != nil {
+		return err
 	}
+	defer s.exit()
 	if err := s.checkSpace(int64(len(data))); err != nil {
 		s.putErrors.Add(1)
 		return err
@@ -460,7 +475,7 @@ func (s *Store) PutTTL(key, dtype string, shape []uint64, data []byte, ttl time.
 	s.writeMu.RUnlock()
 	if err != nil {
 		s.putErrors.Add(1)
-		return fmt.Errorf("l2: %s: put %q: %w", s.dir, key, err)
+		return fmt.Errorf("l2: %s: put %s: %w", s.dir, errs.Quote(key), err)
 	}
 	s.puts.Add(1)
 	return s.enforceBudget(key)
@@ -623,9 +638,10 @@ func (s *Store) collectGarbage() {
 // GC evicts down to the budget and reclaims the disk space of everything
 // removed so far.
 func (s *Store) GC() error {
-	if s.closed.Load() {
-		return fmt.Errorf("l2: %s: %w", s.dir, errs.ErrClosed)
+	if err := s.enter(); err != nil {
+		return err
 	}
+	defer s.exit()
 	if err := s.removeExpired(); err != nil {
 		return err
 	}
@@ -682,13 +698,14 @@ func checkOpenSpace(dir string, need int64) error {
 // Get reads and decodes the entry under key. A missing entry is
 // errs.ErrNotFound; a damaged one is errs.ErrCorrupt, and is dropped.
 func (s *Store) Get(key string) (*Value, error) {
-	if s.closed.Load() {
-		return nil, fmt.Errorf("l2: %s: %w", s.dir, errs.ErrClosed)
+	if err := s.enter(); err != nil {
+		return nil, err
 	}
+	defer s.exit()
 	v, err := s.get(key)
 	if err == nil && v.expired {
 		s.expired.Add(1)
-		if derr := s.Delete(key); derr != nil {
+		if derr := s.removeEntries([]string{key}); derr != nil {
 			return nil, derr
 		}
 		err = errs.ErrNotFound
@@ -702,11 +719,11 @@ func (s *Store) Get(key string) (*Value, error) {
 		s.misses.Add(1)
 	case errors.Is(err, errs.ErrCorrupt) || errors.Is(err, errs.ErrVersion):
 		s.corrupt.Add(1)
-		if derr := s.Delete(key); derr != nil {
+		if derr := s.removeEntries([]string{key}); derr != nil {
 			err = errors.Join(err, derr)
 		}
 	}
-	return nil, fmt.Errorf("l2: %s: get %q: %w", s.dir, key, err)
+	return nil, fmt.Errorf("l2: %s: get %s: %w", s.dir, errs.Quote(key), err)
 }
 
 func (s *Store) touch(key string) {
@@ -815,12 +832,16 @@ func (s *Store) get(key string) (*Value, error) {
 
 // Stat describes the entry under key without reading its chunks.
 func (s *Store) Stat(key string) (*EntryInfo, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.exit()
 	m, err := s.readMeta(key)
 	if err == nil && m.expires != 0 && s.now().UnixNano() >= m.expires {
 		err = errs.ErrNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("l2: %s: stat %q: %w", s.dir, key, err)
+		return nil, fmt.Errorf("l2: %s: stat %s: %w", s.dir, errs.Quote(key), err)
 	}
 	return infoOf(key, m), nil
 }
@@ -840,9 +861,10 @@ func infoOf(key string, m *meta) *EntryInfo {
 // Delete removes the entries under keys; missing keys are not an error.
 // Removing many at once costs one pass over the chunks, not one per key.
 func (s *Store) Delete(keys ...string) error {
-	if s.closed.Load() {
-		return fmt.Errorf("l2: %s: %w", s.dir, errs.ErrClosed)
+	if err := s.enter(); err != nil {
+		return err
 	}
+	defer s.exit()
 	return s.removeEntries(keys)
 }
 
@@ -916,9 +938,26 @@ func (s *Store) Stats() Stats {
 // order, until fn returns false. Damaged meta records are skipped (Verify
 // and Get report them).
 func (s *Store) Range(prefix string, fn func(*EntryInfo) bool) error {
-	if s.closed.Load() {
-		return fmt.Errorf("l2: %s: %w", s.dir, errs.ErrClosed)
+	infos, err := s.entries(prefix)
+	if err != nil {
+		return err
 	}
+	// fn runs outside the transaction and the close guard, so it may use
+	// the store.
+	for _, info := range infos {
+		if !fn(info) {
+			break
+		}
+	}
+	return nil
+}
+
+// entries lists the live entries whose key starts with prefix.
+func (s *Store) entries(prefix string) ([]*EntryInfo, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.exit()
 	now := s.now().UnixNano()
 	var infos []*EntryInfo
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -937,24 +976,19 @@ func (s *Store) Range(prefix string, fn func(*EntryInfo) bool) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("l2: %s: %w", s.dir, err)
+		return nil, fmt.Errorf("l2: %s: %w", s.dir, err)
 	}
-	// fn runs outside the transaction, so it may write to the store.
-	for _, info := range infos {
-		if !fn(info) {
-			break
-		}
-	}
-	return nil
+	return infos, nil
 }
 
 // Verify reads every entry and checks its header and chunk checksums.
 // Damaged entries are dropped (nothing else is touched) and reported to bad,
 // if not nil. It returns how many entries it checked and how many were bad.
 func (s *Store) Verify(bad func(key string, err error)) (checked, corrupt int, err error) {
-	if s.closed.Load() {
-		return 0, 0, fmt.Errorf("l2: %s: %w", s.dir, errs.ErrClosed)
+	if err := s.enter(); err != nil {
+		return 0, 0, err
 	}
+	defer s.exit()
 	var keys []string
 	var badMeta []string
 	err = s.db.View(func(txn *badger.Txn) error {
@@ -994,11 +1028,11 @@ func (s *Store) Verify(bad func(key string, err error)) (checked, corrupt int, e
 			if bad != nil {
 				bad(key, gerr)
 			}
-			if err := s.Delete(key); err != nil {
+			if err := s.removeEntries([]string{key}); err != nil {
 				return checked, corrupt, err
 			}
 		default:
-			return checked, corrupt, fmt.Errorf("l2: %s: verify %q: %w", s.dir, key, gerr)
+			return checked, corrupt, fmt.Errorf("l2: %s: verify %s: %w", s.dir, errs.Quote(key), gerr)
 		}
 	}
 	return checked, corrupt, nil
@@ -1007,9 +1041,10 @@ func (s *Store) Verify(bad func(key string, err error)) (checked, corrupt int, e
 // AddCounters adds deltas to named counters kept in the store for its
 // whole life (tier keeps its hit and miss counts there).
 func (s *Store) AddCounters(deltas map[string]uint64) error {
-	if s.closed.Load() {
-		return fmt.Errorf("l2: %s: %w", s.dir, errs.ErrClosed)
+	if err := s.enter(); err != nil {
+		return err
 	}
+	defer s.exit()
 	s.writeMu.RLock()
 	defer s.writeMu.RUnlock()
 	err := s.update(func(txn *badger.Txn) error {
@@ -1042,6 +1077,10 @@ func (s *Store) AddCounters(deltas map[string]uint64) error {
 
 // Counters returns the counters AddCounters keeps.
 func (s *Store) Counters() (map[string]uint64, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.exit()
 	out := map[string]uint64{}
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{counterPrefix}, PrefetchValues: false})
@@ -1095,9 +1134,12 @@ func (s *Store) Dir() string { return s.dir }
 
 // Close syncs and closes the store and releases the directory lock.
 func (s *Store) Close() error {
-	if s.closed.Swap(true) {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
 		return nil
 	}
+	s.closed = true
 	err := s.db.Close()
 	s.codecs.Close()
 	if s.lock != nil {
@@ -1122,9 +1164,10 @@ func (badgerLogger) Debugf(string, ...any)         {}
 // and never evicted (tier keeps the content digests of files there); a nil
 // value deletes it.
 func (s *Store) SetAux(name string, value []byte) error {
-	if s.closed.Load() {
-		return fmt.Errorf("l2: %s: %w", s.dir, errs.ErrClosed)
+	if err := s.enter(); err != nil {
+		return err
 	}
+	defer s.exit()
 	s.writeMu.RLock()
 	defer s.writeMu.RUnlock()
 	k := append([]byte{auxPrefix}, name...)
@@ -1135,13 +1178,17 @@ func (s *Store) SetAux(name string, value []byte) error {
 		return txn.Set(k, value)
 	})
 	if err != nil {
-		return fmt.Errorf("l2: %s: aux %q: %w", s.dir, name, err)
+		return fmt.Errorf("l2: %s: aux %s: %w", s.dir, errs.Quote(name), err)
 	}
 	return nil
 }
 
 // Aux returns the records SetAux stored under names starting with prefix.
 func (s *Store) Aux(prefix string) (map[string][]byte, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.exit()
 	out := map[string][]byte{}
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: append([]byte{auxPrefix}, prefix...)})

@@ -31,9 +31,10 @@ func openStore(t *testing.T, dir string, mutate ...func(*Options)) *Store {
 	s, err := Open(o)
 	require.NoError(t, err)
 	t.Cleanup(func() {
-		if s.closed.Load() {
-			return
+		if err := s.enter(); err != nil {
+			return // closed by the test
 		}
+		s.exit()
 		checkTotals(t, s)
 		require.NoError(t, s.Close())
 	})
