@@ -2,8 +2,10 @@ package tier
 
 import (
 	"container/list"
+	"fmt"
 	"sync"
 
+	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/loader"
 )
 
@@ -18,9 +20,11 @@ const maxIdleFiles = 256
 // closed when its last reader releases it; beyond maxIdleFiles, files no one
 // is reading are closed, least recently released first.
 type fileTable struct {
-	// mu guards byPath, idle, and every openFile's refs, stale and elem.
+	// mu guards byPath, idle, closed, and every openFile's refs, stale and
+	// elem.
 	mu     sync.Mutex
 	byPath map[string]*openFile
+	closed bool       // by closeAll: nothing opens after it
 	idle   *list.List // of *openFile with refs == 0, most recent at the front
 	// opening collapses concurrent opens of one version.
 	opening sync.Map // identity string -> *sync.Mutex
@@ -57,6 +61,11 @@ func (t *fileTable) acquire(id loader.Identity) (f *loader.File, release func(),
 	}
 	of := &openFile{f: f, refs: 1}
 	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		_ = f.Close()
+		return nil, nil, false, fmt.Errorf("tier: %w", errs.ErrClosed)
+	}
 	if old, ok := t.byPath[id.Path]; ok {
 		old.stale = true
 		if old.refs == 0 {
@@ -119,6 +128,7 @@ func (t *fileTable) open() int {
 func (t *fileTable) closeAll() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.closed = true
 	var first error
 	for p, of := range t.byPath {
 		if err := of.f.Close(); err != nil && first == nil {

@@ -59,7 +59,7 @@ func (c *Cache) shardOf(id loader.Identity, name string) (string, error) {
 	}
 	shard, ok := idx.WeightMap[name]
 	if !ok {
-		return "", fmt.Errorf("tier: %s: tensor %q: %w", ip, name, errs.ErrNotFound)
+		return "", fmt.Errorf("tier: %s: tensor %s: %w", ip, errs.Quote(name), errs.ErrNotFound)
 	}
 	return filepath.Join(filepath.Dir(ip), shard), nil
 }

@@ -178,7 +178,15 @@ type Cache struct {
 	hashing singleflight.Group
 	group   singleflight.Group
 
-	closed                                                                  atomic.Bool
+	// mu guards closed; ops counts the calls and loads in progress, which
+	// Close waits for (up to closeWait) after cancelling ctx.
+	mu     sync.Mutex
+	closed bool
+	ops    sync.WaitGroup
+	ctx    context.Context // cancelled by Close: loads and Warm stop early
+	cancel context.CancelFunc
+	warn   *rateLimitedLog
+
 	requests, l1Hits, l2Hits, l2Misses, sourceLoads, l2Errors, staleRemoved atomic.Uint64
 }
 
@@ -195,6 +203,8 @@ func Open(opts *Options) (*Cache, error) {
 	if c.log == nil {
 		c.log = slog.Default()
 	}
+	c.warn = newRateLimitedLog(c.log, warnInterval)
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	mem := opts.MemoryBytes
 	if mem == 0 {
 		mem = DefaultMemoryBytes
@@ -219,7 +229,7 @@ func Open(opts *Options) (*Cache, error) {
 		if wbBytes == 0 {
 			wbBytes = DefaultWriteBehindBytes
 		}
-		c.wb = newWriteBehind(c.l2, wbBytes, c.log)
+		c.wb = newWriteBehind(c.l2, wbBytes, c.warn)
 	}
 	return c, nil
 }
@@ -228,9 +238,10 @@ func Open(opts *Options) (*Cache, error) {
 // fastest tier that has it. Errors wrap errs.ErrNotFound for a tensor the
 // file does not have and errs.ErrInvalidModel for a malformed file.
 func (c *Cache) Tensor(ctx context.Context, path, name string) (*Tensor, error) {
-	if c.closed.Load() {
-		return nil, fmt.Errorf("tier: %w", errs.ErrClosed)
+	if err := c.enter(); err != nil {
+		return nil, err
 	}
+	defer c.exit()
 	c.requests.Add(1)
 	id, err := loader.Stat(path)
 	if err != nil {
@@ -254,7 +265,15 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (*Tensor, error) 
 		c.l1Hits.Add(1)
 		return &Tensor{Name: name, DType: v.dtype, Shape: v.shape, ServedBy: L1, data: v.data}, nil
 	}
-	ch := c.group.DoChan(key, func() (any, error) { return c.load(id, key, name) })
+	ch := c.group.DoChan(key, func() (any, error) {
+		// The load outlives a caller that gives up, so it counts as an
+		// operation of its own for Close.
+		if err := c.enter(); err != nil {
+			return nil, err
+		}
+		defer c.exit()
+		return c.load(id, key, name)
+	})
 	select {
 	case r := <-ch:
 		if r.Err != nil {
@@ -263,7 +282,37 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (*Tensor, error) 
 		return r.Val.(*Tensor), nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-c.ctx.Done():
+		return nil, fmt.Errorf("tier: %w", errs.ErrClosed)
 	}
+}
+
+// closeWait bounds how long Close waits for calls and loads in progress
+// once it has cancelled them; one reading a large tensor from a slow disk
+// cannot stop halfway.
+const closeWait = 10 * time.Second
+
+// enter counts an operation in progress, or is ErrClosed once Close has
+// begun; exit ends it.
+func (c *Cache) enter() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return fmt.Errorf("tier: %w", errs.ErrClosed)
+	}
+	c.ops.Add(1)
+	return nil
+}
+
+func (c *Cache) exit() { c.ops.Done() }
+
+// closing reports (as ErrClosed) that Close has begun, for long
+// operations to stop between steps.
+func (c *Cache) closing() error {
+	if c.ctx.Err() != nil {
+		return fmt.Errorf("tier: %w", errs.ErrClosed)
+	}
+	return nil
 }
 
 // load runs once per key at a time, for all callers waiting on it.
@@ -283,11 +332,16 @@ func (c *Cache) load(id loader.Identity, key, name string) (*Tensor, error) {
 			return &Tensor{Name: name, DType: v.DType, Shape: v.Shape, ServedBy: L2, data: v.Data}, nil
 		case errors.Is(err, errs.ErrNotFound):
 			c.l2Misses.Add(1)
+		case errors.Is(err, errs.ErrClosed):
+			return nil, err
 		default:
 			// Corrupt (already dropped by l2) or failing: the file is the truth.
 			c.l2Errors.Add(1)
-			c.log.Warn("tier: L2 read failed, reading the source", "path", id.Path, "tensor", name, "err", err)
+			c.warn.Warn("tier: L2 read failed, reading the source", "path", id.Path, "tensor", name, "err", err)
 		}
+	}
+	if err := c.closing(); err != nil {
+		return nil, err
 	}
 	f, release, err := c.acquire(id)
 	if err != nil {
@@ -296,7 +350,7 @@ func (c *Cache) load(id loader.Identity, key, name string) (*Tensor, error) {
 	defer release()
 	ti, ok := f.Tensor(name)
 	if !ok {
-		return nil, fmt.Errorf("tier: %s: tensor %q: %w", id.Path, name, errs.ErrNotFound)
+		return nil, fmt.Errorf("tier: %s: tensor %s: %w", id.Path, errs.Quote(name), errs.ErrNotFound)
 	}
 	data, err := f.ReadTensor(name)
 	if err != nil {
@@ -321,8 +375,8 @@ func (c *Cache) load(id loader.Identity, key, name string) (*Tensor, error) {
 func (c *Cache) acquire(id loader.Identity) (*loader.File, func(), error) {
 	f, release, opened, err := c.files.acquire(id)
 	if err == nil && opened && c.l2 != nil && !c.digest {
-		if _, rerr := c.removeVersions(f.Path(), func(version string) bool { return version != f.Identity().String() }); rerr != nil {
-			c.log.Warn("tier: removing entries of older versions failed", "path", f.Path(), "err", rerr)
+		if _, rerr := c.removeVersions(f.Path(), func(version string) bool { return version != f.Identity().String() }); rerr != nil && !errors.Is(rerr, errs.ErrClosed) {
+			c.warn.Warn("tier: removing entries of older versions failed", "path", f.Path(), "err", rerr)
 		}
 	}
 	return f, release, err
@@ -372,9 +426,10 @@ func (c *Cache) removeVersions(path string, drop func(identity string) bool) (in
 // evicts down to the disk budget and reclaims disk space. Entries keyed by
 // content digest are never stale; they leave by the disk budget or Evict.
 func (c *Cache) GC() error {
-	if c.closed.Load() {
-		return fmt.Errorf("tier: %w", errs.ErrClosed)
+	if err := c.enter(); err != nil {
+		return err
 	}
+	defer c.exit()
 	if c.l2 == nil {
 		return nil
 	}
@@ -417,6 +472,10 @@ type CachedTensor struct {
 // Cached calls fn for every tensor in L2, grouped by file, until fn returns
 // false.
 func (c *Cache) Cached(fn func(*CachedTensor) bool) error {
+	if err := c.enter(); err != nil {
+		return err
+	}
+	defer c.exit()
 	if c.l2 == nil {
 		return nil
 	}
@@ -435,6 +494,10 @@ func (c *Cache) Cached(fn func(*CachedTensor) bool) error {
 // FileEntries describes the L2 entries of the current version of the file
 // at path: how many, and their logical and stored bytes.
 func (c *Cache) FileEntries(path string) (n int, logical, stored uint64, err error) {
+	if err = c.enter(); err != nil {
+		return 0, 0, 0, err
+	}
+	defer c.exit()
 	if c.l2 == nil {
 		return 0, 0, 0, nil
 	}
@@ -467,6 +530,10 @@ func (c *Cache) FileEntries(path string) (n int, logical, stored uint64, err err
 // Verify checks every L2 entry's checksums, drops damaged ones and reports
 // each to bad. It returns how many entries it checked and how many were bad.
 func (c *Cache) Verify(bad func(key string, err error)) (checked, corrupt int, err error) {
+	if err = c.enter(); err != nil {
+		return 0, 0, err
+	}
+	defer c.exit()
 	if c.l2 == nil {
 		return 0, 0, nil
 	}
@@ -478,6 +545,10 @@ func (c *Cache) Verify(bad func(key string, err error)) (checked, corrupt int, e
 // removes the entries of the file's current content, which copies of it at
 // other paths share.
 func (c *Cache) Evict(path string) (int, error) {
+	if err := c.enter(); err != nil {
+		return 0, err
+	}
+	defer c.exit()
 	paths, err := c.modelFiles(path)
 	if err != nil {
 		return 0, err
@@ -535,12 +606,17 @@ func (c *Cache) Warm(ctx context.Context, path string) (*WarmResult, error) {
 // WarmFunc is Warm that calls progress (if not nil, from several goroutines)
 // with the logical bytes of each tensor as it is stored or found stored.
 func (c *Cache) WarmFunc(ctx context.Context, path string, progress func(bytes uint64)) (*WarmResult, error) {
-	if c.closed.Load() {
-		return nil, fmt.Errorf("tier: %w", errs.ErrClosed)
+	if err := c.enter(); err != nil {
+		return nil, err
 	}
+	defer c.exit()
 	if c.l2 == nil {
 		return nil, errors.New("tier: Warm needs an L2 directory (Options.Dir)")
 	}
+	// Close cancels a Warm in progress.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	defer context.AfterFunc(c.ctx, stop)()
 	id, err := loader.Stat(path)
 	if err != nil {
 		return nil, err
@@ -629,8 +705,22 @@ func (c *Cache) Flush() {
 // Close finishes queued L2 writes, closes L2 and unmaps the model files.
 // Tensors returned earlier stay valid.
 func (c *Cache) Close() error {
-	if c.closed.Swap(true) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
 		return nil
+	}
+	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	done := make(chan struct{})
+	go func() { c.ops.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(closeWait):
+		// What still runs meets closed tiers and files (ErrClosed), never
+		// a closed Badger or an unmapped file.
+		c.log.Warn("tier: closing with reads still in progress", "waited", closeWait)
 	}
 	var err error
 	if c.wb != nil {

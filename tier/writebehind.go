@@ -1,9 +1,10 @@
 package tier
 
 import (
-	"log/slog"
 	"sync"
 	"sync/atomic"
+
+	"github.com/modelcache/modelcache/errs"
 )
 
 // writeBehind writes tensors read from the source to L2 in the background.
@@ -11,7 +12,7 @@ import (
 // the write instead when the queue is full.
 type writeBehind struct {
 	store    putter
-	log      *slog.Logger
+	log      *rateLimitedLog
 	maxBytes int64
 
 	// mu guards queue, queued and closed; cond signals a change of them.
@@ -38,7 +39,7 @@ type wbJob struct {
 
 const writeBehindWorkers = 2
 
-func newWriteBehind(p putter, maxBytes int64, log *slog.Logger) *writeBehind {
+func newWriteBehind(p putter, maxBytes int64, log *rateLimitedLog) *writeBehind {
 	w := &writeBehind{store: p, log: log, maxBytes: maxBytes}
 	w.cond = sync.NewCond(&w.mu)
 	for range writeBehindWorkers {
@@ -77,7 +78,7 @@ func (w *writeBehind) run() {
 
 		if err := w.store.Put(j.key, j.dtype, j.shape, j.data); err != nil {
 			w.failed.Add(1)
-			w.log.Warn("tier: write-behind to L2 failed", "err", err)
+			w.log.Warn("tier: write-behind to L2 failed", "key", errs.Quote(j.key), "err", err)
 		}
 		w.mu.Lock()
 		w.queued -= int64(len(j.data))
