@@ -79,8 +79,10 @@ type tensorRead struct {
 	elem    int    // element size, for fortran
 }
 
+// invalid is errs.ErrInvalidModel for the file at path, with the defect
+// described by format and args; a cause given with %w stays in the chain.
 func invalid(path, format string, args ...any) error {
-	return fmt.Errorf("loader: %s: %w: %s", path, errs.ErrInvalidModel, fmt.Sprintf(format, args...))
+	return fmt.Errorf("loader: %s: %w: %w", path, errs.ErrInvalidModel, fmt.Errorf(format, args...))
 }
 
 // FormatOf tells the format of the file at path from its name, then from its
@@ -182,26 +184,26 @@ func (m *File) parse() error {
 		}
 		h, err := ParseSafetensors(data[8:8+n], uint64(len(data)))
 		if err != nil {
-			return invalid(abs, "%v", err)
+			return invalid(abs, "%w", err)
 		}
 		m.tensors, m.metadata = h.Tensors, h.Metadata
 	case GGUF:
 		h, err := ParseGGUF(data)
 		if err != nil {
-			return invalid(abs, "%v", err)
+			return invalid(abs, "%w", err)
 		}
 		m.tensors, m.gguf, m.metadata = h.Tensors, h, h.StringMetadata()
 	case NPY:
 		a, err := ParseNPY(data)
 		if err != nil {
-			return invalid(abs, "%v", err)
+			return invalid(abs, "%w", err)
 		}
 		a.Tensor.Name = strings.TrimSuffix(filepath.Base(abs), filepath.Ext(abs))
 		m.tensors, m.reads = []TensorInfo{a.Tensor}, []tensorRead{a.read()}
 	case NPZ:
 		ts, rs, err := parseNPZ(data)
 		if err != nil {
-			return invalid(abs, "%v", err)
+			return invalid(abs, "%w", err)
 		}
 		m.tensors, m.reads = ts, rs
 	case Plain:
@@ -250,7 +252,7 @@ func (f *File) GGUF() *GGUFHeader { return f.gguf }
 func (f *File) ReadTensor(name string) ([]byte, error) {
 	i, ok := f.byName[name]
 	if !ok {
-		return nil, fmt.Errorf("loader: %s: tensor %q: %w", f.id.Path, name, errs.ErrNotFound)
+		return nil, fmt.Errorf("loader: %s: tensor %s: %w", f.id.Path, errs.Quote(name), errs.ErrNotFound)
 	}
 	t, r := f.tensors[i], f.reads[i]
 	stored := make([]byte, r.stored)
@@ -259,17 +261,17 @@ func (f *File) ReadTensor(name string) ([]byte, error) {
 		return nil, fmt.Errorf("loader: %s: %w", f.id.Path, errs.ErrClosed)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("loader: %s: tensor %q: %w (was the file truncated while in use?)", f.id.Path, name, err)
+		return nil, fmt.Errorf("loader: %s: tensor %s: %w (was the file truncated while in use?)", f.id.Path, errs.Quote(name), err)
 	}
 	out := stored
 	switch {
 	case r.deflate:
 		if out, err = inflate(stored, r.skip, t.Length, r.crc); err != nil {
-			return nil, invalid(f.id.Path, "tensor %q: %v", name, err)
+			return nil, invalid(f.id.Path, "tensor %s: %w", errs.Quote(name), err)
 		}
 	case r.member:
 		if c := crc32.ChecksumIEEE(stored); c != r.crc {
-			return nil, invalid(f.id.Path, "tensor %q: CRC-32 %08x, the archive says %08x", name, c, r.crc)
+			return nil, invalid(f.id.Path, "tensor %s: CRC-32 %08x, the archive says %08x", errs.Quote(name), c, r.crc)
 		}
 		out = stored[r.skip:]
 	}

@@ -528,7 +528,7 @@ func (r *ggufReader) tensorInfo(names map[string]bool) (TensorInfo, GGMLType, er
 		return ti, 0, fmt.Errorf("name %.80q is empty, longer than %d bytes, or not UTF-8", name, GGUFMaxName)
 	}
 	if names[name] {
-		return ti, 0, fmt.Errorf("tensor %q given twice", name)
+		return ti, 0, fmt.Errorf("tensor %s given twice", errs.Quote(name))
 	}
 	names[name] = true
 	ti.Name = name
@@ -537,7 +537,7 @@ func (r *ggufReader) tensorInfo(names map[string]bool) (TensorInfo, GGMLType, er
 		return ti, 0, err
 	}
 	if nd == 0 || nd > GGUFMaxDims {
-		return ti, 0, fmt.Errorf("tensor %q: %d dimensions (1 to %d allowed)", name, nd, GGUFMaxDims)
+		return ti, 0, fmt.Errorf("tensor %s: %d dimensions (1 to %d allowed)", errs.Quote(name), nd, GGUFMaxDims)
 	}
 	ne := make([]uint64, nd)
 	n := uint64(1)
@@ -546,11 +546,11 @@ func (r *ggufReader) tensorInfo(names map[string]bool) (TensorInfo, GGMLType, er
 			return ti, 0, err
 		}
 		if ne[i] == 0 || ne[i] > math.MaxInt64 {
-			return ti, 0, fmt.Errorf("tensor %q: dimension %d is %d", name, i, ne[i])
+			return ti, 0, fmt.Errorf("tensor %s: dimension %d is %d", errs.Quote(name), i, ne[i])
 		}
 		hi, lo := bits.Mul64(n, ne[i])
 		if hi != 0 || lo > math.MaxInt64 {
-			return ti, 0, fmt.Errorf("tensor %q: dimensions %v: element count overflows", name, ne[:i+1])
+			return ti, 0, fmt.Errorf("tensor %s: dimensions %v: element count overflows", errs.Quote(name), ne[:i+1])
 		}
 		n = lo
 	}
@@ -561,14 +561,14 @@ func (r *ggufReader) tensorInfo(names map[string]bool) (TensorInfo, GGMLType, er
 	typ := GGMLType(t)
 	block, bsize, ok := typ.BlockSize()
 	if !ok {
-		return ti, 0, fmt.Errorf("tensor %q: unknown ggml type %d", name, t)
+		return ti, 0, fmt.Errorf("tensor %s: unknown ggml type %d", errs.Quote(name), t)
 	}
 	if ne[0]%block != 0 {
-		return ti, 0, fmt.Errorf("tensor %q: first dimension %d is not a multiple of %s's block of %d", name, ne[0], typ, block)
+		return ti, 0, fmt.Errorf("tensor %s: first dimension %d is not a multiple of %s's block of %d", errs.Quote(name), ne[0], typ, block)
 	}
 	hi, length := bits.Mul64(n/block, bsize)
 	if hi != 0 || length > math.MaxInt64 {
-		return ti, 0, fmt.Errorf("tensor %q: byte size overflows", name)
+		return ti, 0, fmt.Errorf("tensor %s: byte size overflows", errs.Quote(name))
 	}
 	if ti.Offset, err = r.u64(); err != nil {
 		return ti, 0, err

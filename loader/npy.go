@@ -115,7 +115,7 @@ func (a *NPYArray) parseDict(h []byte) error {
 			return fmt.Errorf("header key: %w", err)
 		}
 		if seen[key] {
-			return fmt.Errorf("header key %q given twice", key)
+			return fmt.Errorf("header key %s given twice", errs.Quote(key))
 		}
 		seen[key] = true
 		if err := p.expect(':'); err != nil {

@@ -45,7 +45,7 @@ func parseNPZ(b []byte) ([]TensorInfo, []tensorRead, error) {
 			return nil, nil, fmt.Errorf("member %.100q: %w", f.Name, err)
 		}
 		if seen[t.Name] {
-			return nil, nil, fmt.Errorf("member %.100q: array %q given twice", f.Name, t.Name)
+			return nil, nil, fmt.Errorf("member %.100q: array %s given twice", f.Name, errs.Quote(t.Name))
 		}
 		seen[t.Name] = true
 		ts, rs = append(ts, t), append(rs, r)

@@ -224,10 +224,10 @@ func (s *Sharded) openShards() error {
 		}
 		for _, t := range f.Tensors() {
 			if other, dup := s.where[t.Name]; dup {
-				return invalid(ip, "tensor %q is in both %s and %s", t.Name, filepath.Base(other.Path()), name)
+				return invalid(ip, "tensor %s is in both %s and %s", errs.Quote(t.Name), filepath.Base(other.Path()), name)
 			}
 			if idx.WeightMap[t.Name] != name {
-				return invalid(ip, "shard %s holds tensor %q, which the index places in %q", name, t.Name, idx.WeightMap[t.Name])
+				return invalid(ip, "shard %s holds tensor %s, which the index places in %s", name, errs.Quote(t.Name), errs.Quote(idx.WeightMap[t.Name]))
 			}
 			s.where[t.Name] = f
 			s.tensors = append(s.tensors, t)
@@ -235,7 +235,7 @@ func (s *Sharded) openShards() error {
 	}
 	for name, shard := range idx.WeightMap {
 		if _, ok := s.where[name]; !ok {
-			return invalid(ip, "tensor %q is not in its shard %s", name, shard)
+			return invalid(ip, "tensor %s is not in its shard %s", errs.Quote(name), shard)
 		}
 	}
 	return nil
@@ -282,7 +282,7 @@ func (s *Sharded) Shard(name string) (*File, bool) {
 func (s *Sharded) ReadTensor(name string) ([]byte, error) {
 	f, ok := s.where[name]
 	if !ok {
-		return nil, fmt.Errorf("loader: %s: tensor %q: %w", s.path, name, errs.ErrNotFound)
+		return nil, fmt.Errorf("loader: %s: tensor %s: %w", s.path, errs.Quote(name), errs.ErrNotFound)
 	}
 	return f.ReadTensor(name)
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/modelcache/modelcache/internal/pagecache"
 	"github.com/modelcache/modelcache/loader"
+	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/tier"
 )
 
@@ -234,7 +235,7 @@ func (g *globals) benchFile(ctx context.Context, path, dir string, o benchOption
 				return pass{}, err
 			}
 			if tn.ServedBy != want {
-				return pass{}, fmt.Errorf("%s: tensor %q served by %s, not %s (is the cache large enough?)", path, t.Name, tn.ServedBy, want)
+				return pass{}, fmt.Errorf("%s: tensor %s served by %s, not %s (is the cache large enough?)", path, errs.Quote(t.Name), tn.ServedBy, want)
 			}
 			r.per = append(r.per, time.Since(t0))
 		}

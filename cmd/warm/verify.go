@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/tier"
 )
 
@@ -23,7 +24,7 @@ Exit status 1 if any entry was damaged.`,
 			return g.withCache(func(c *tier.Cache) error {
 				checked, bad, err := c.Verify(func(key string, err error) {
 					path, tensor := tier.KeyFile(key)
-					fmt.Fprintf(g.stderr, "warm: damaged: %s: tensor %q: %v (dropped)\n", path, tensor, err)
+					fmt.Fprintf(g.stderr, "warm: damaged: %s: tensor %s: %v (dropped)\n", path, errs.Quote(tensor), err)
 				})
 				if err != nil {
 					return err
