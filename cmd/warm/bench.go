@@ -14,9 +14,9 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
+	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/internal/pagecache"
 	"github.com/modelcache/modelcache/loader"
-	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/tier"
 )
 
