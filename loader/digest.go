@@ -4,7 +4,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 
 	"github.com/zeebo/blake3"
@@ -42,18 +41,11 @@ func DigestFile(path string) (Digest, Identity, error) {
 	if err != nil {
 		return d, Identity{}, fmt.Errorf("loader: %s: %w", path, err)
 	}
-	f, err := os.Open(abs)
+	f, before, err := openRegular(abs)
 	if err != nil {
-		return d, Identity{}, fmt.Errorf("loader: %w", err)
+		return d, Identity{}, err
 	}
 	defer f.Close()
-	before, err := f.Stat()
-	if err != nil {
-		return d, Identity{}, fmt.Errorf("loader: %s: %w", abs, err)
-	}
-	if !before.Mode().IsRegular() {
-		return d, Identity{}, invalid(abs, "not a regular file")
-	}
 	h := blake3.New()
 	// Plain reads, not the mapping: a file truncated meanwhile is a short
 	// read here, never a fault.

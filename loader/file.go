@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"os"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
@@ -122,18 +121,11 @@ func OpenFormat(path string, format Format) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loader: %s: %w", path, err)
 	}
-	f, err := os.Open(abs)
+	f, fi, err := openRegular(abs)
 	if err != nil {
-		return nil, fmt.Errorf("loader: %w", err)
+		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("loader: %s: %w", abs, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, invalid(abs, "not a regular file")
-	}
 	m := &File{id: identityOf(abs, fi)}
 	if fi.Size() > 0 {
 		if m.data, err = mmap.Map(f, mmap.RDONLY, 0); err != nil {

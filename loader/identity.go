@@ -14,12 +14,16 @@ type Identity struct {
 	ModTime int64 // nanoseconds since the Unix epoch
 	Dev     uint64
 	Inode   uint64
-	IsDir   bool // a directory (a sharded checkpoint's); not part of String
+	// Ctime is the inode's status-change time (nanoseconds): user tools can
+	// set mtime back after rewriting a file in place, never ctime.
+	Ctime int64
+	IsDir bool // a directory (a sharded checkpoint's); not part of String
 }
 
-// String is a stable, unique spelling of the identity, usable as a key.
+// String is a stable, unique spelling of the identity, usable as a key:
+// the path, NUL, then size:mtime:ctime:dev:inode.
 func (id Identity) String() string {
-	return fmt.Sprintf("%s\x00%d:%d:%d:%d", id.Path, id.Size, id.ModTime, id.Dev, id.Inode)
+	return fmt.Sprintf("%s\x00%d:%d:%d:%d:%d", id.Path, id.Size, id.ModTime, id.Ctime, id.Dev, id.Inode)
 }
 
 // Stat returns the identity of the file at path as it is now.
@@ -37,6 +41,25 @@ func Stat(path string) (Identity, error) {
 
 func identityOf(abs string, fi os.FileInfo) Identity {
 	id := Identity{Path: abs, Size: fi.Size(), ModTime: fi.ModTime().UnixNano(), IsDir: fi.IsDir()}
-	id.Dev, id.Inode = devIno(fi)
+	id.Dev, id.Inode, id.Ctime = sysIdentity(fi)
 	return id
+}
+
+// fileKind names what a non-regular file is, for messages.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	case m&os.ModeSymlink != 0:
+		return "a symbolic link"
+	}
+	return "mode " + m.Type().String()
 }

@@ -159,9 +159,13 @@ func stringToken(dec *json.Decoder, what string) (string, error) {
 
 // ReadShardIndex reads and validates the index file at path.
 func ReadShardIndex(path string) (*ShardIndex, error) {
-	f, err := os.Open(path)
+	abs, err := filepath.Abs(path)
 	if err != nil {
-		return nil, fmt.Errorf("loader: %w", err)
+		return nil, fmt.Errorf("loader: %s: %w", path, err)
+	}
+	f, _, err := openRegular(abs)
+	if err != nil {
+		return nil, err
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, MaxShardIndex+1))
