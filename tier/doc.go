@@ -11,8 +11,8 @@
 //	if err != nil { ... }
 //	use(t.DType, t.Shape, t.Bytes()) // t.Bytes() is shared: never write to it
 //
-// A tensor is keyed by the version of its file (path, size, modification time
-// and inode) and its name, so a file changed on disk is never served from
+// A tensor is keyed by the version of its file (path, size, modification and
+// status-change times, device and inode) and its name, so a file changed on disk is never served from
 // entries of its old version; those become unreachable and are reclaimed by
 // eviction.
 //

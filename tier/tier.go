@@ -460,7 +460,7 @@ func (c *Cache) GC() error {
 // CachedTensor describes one tensor held in L2.
 type CachedTensor struct {
 	Path         string // the model file
-	Version      string // its identity when cached: size:mtime:dev:inode
+	Version      string // its identity when cached: size:mtime:ctime:dev:inode
 	Tensor       string
 	DType        string
 	Shape        []uint64

@@ -3,6 +3,7 @@ package tier
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -346,5 +347,52 @@ func TestCache_EvictClearsL1(t *testing.T) {
 		tn, err = c.Tensor(ctx, testModel, "Const_61")
 		require.NoError(t, err)
 		require.Equal(t, Source, tn.ServedBy, "dir %q", dir)
+	}
+}
+
+// An in-place rewrite that sets the modification time back (rsync
+// --inplace -t, touch -r) keeps size, mtime and inode; its status-change
+// time still moves, so the old bytes are served from no tier, with path or
+// content keys, and GC drops the old version's entries.
+func TestCache_RewriteThatRestoresMtimeIsNotServedStale(t *testing.T) {
+	for _, digest := range []bool{false, true} {
+		t.Run(fmt.Sprintf("digest=%v", digest), func(t *testing.T) {
+			ctx := context.Background()
+			model := filepath.Join(t.TempDir(), "m.safetensors")
+			writeModel(t, model, 1)
+			fi, err := os.Stat(model)
+			require.NoError(t, err)
+			c := openCache(t, &Options{Dir: t.TempDir(), ContentDigest: digest})
+			tn, err := c.Tensor(ctx, model, "w")
+			require.NoError(t, err)
+			require.Equal(t, []byte{1, 1, 1, 1}, tn.Bytes())
+			c.Flush()
+
+			// Rewrite in place (same inode), then restore the mtime.
+			time.Sleep(10 * time.Millisecond) // a ctime tick apart, on coarse clocks too
+			f, err := os.OpenFile(model, os.O_WRONLY, 0)
+			require.NoError(t, err)
+			_, err = f.WriteAt([]byte{2, 2, 2, 2}, fi.Size()-4)
+			require.NoError(t, err)
+			require.NoError(t, f.Close())
+			require.NoError(t, os.Chtimes(model, fi.ModTime(), fi.ModTime()))
+			after, err := os.Stat(model)
+			require.NoError(t, err)
+			require.Equal(t, fi.ModTime(), after.ModTime())
+			require.Equal(t, fi.Size(), after.Size())
+
+			tn, err = c.Tensor(ctx, model, "w")
+			require.NoError(t, err)
+			require.Equal(t, []byte{2, 2, 2, 2}, tn.Bytes())
+			require.Equal(t, Source, tn.ServedBy)
+			c.Flush()
+			require.NoError(t, c.GC())
+			n, _, _, err := c.FileEntries(model)
+			require.NoError(t, err)
+			require.Equal(t, 1, n)
+			if !digest { // content-keyed entries may serve other copies; the budget retires them
+				require.Equal(t, 1, c.Stats().L2.Entries, "the old version's entry is gone")
+			}
+		})
 	}
 }

@@ -78,7 +78,8 @@ func (w *writeBehind) run() {
 
 		if err := w.store.Put(j.key, j.dtype, j.shape, j.data); err != nil {
 			w.failed.Add(1)
-			w.log.Warn("tier: write-behind to L2 failed", "key", errs.Quote(j.key), "err", err)
+			path, tensor := KeyFile(j.key)
+			w.log.Warn("tier: write-behind to L2 failed", "path", path, "tensor", errs.Quote(tensor), "err", err)
 		}
 		w.mu.Lock()
 		w.queued -= int64(len(j.data))
