@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -447,6 +448,17 @@ func (s *Store) deleteKeys(keys [][]byte) error {
 	return nil
 }
 
+// expiry is when an entry written at now with time to live ttl expires, in
+// Unix nanoseconds; a ttl beyond year 2262 (2,500,000h) is never, not a
+// wrap into the past that expires everything at once.
+func expiry(now time.Time, ttl time.Duration) int64 {
+	n := now.UnixNano()
+	if int64(ttl) > math.MaxInt64-n {
+		return math.MaxInt64
+	}
+	return n + int64(ttl)
+}
+
 func newID() []byte {
 	id := make([]byte, idLen)
 	_, _ = rand.Read(id) // crypto/rand.Read never fails on supported platforms
@@ -492,7 +504,7 @@ func (s *Store) put(key, dtype string, shape []uint64, data []byte, ttl time.Dur
 	now := s.now()
 	var expires int64
 	if ttl > 0 {
-		expires = now.Add(ttl).UnixNano()
+		expires = expiry(now, ttl)
 	}
 	binary.LittleEndian.PutUint64(mv[idLen:], uint64(now.UnixNano()))
 	binary.LittleEndian.PutUint64(mv[idLen+8:], uint64(expires))

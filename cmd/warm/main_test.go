@@ -217,6 +217,16 @@ func TestGet_Errors(t *testing.T) {
 	require.Contains(t, string(r.stderr), "/no/such/file")
 }
 
+// A TTL too long to add to the clock means no expiry, not an overflow into
+// the past that expired everything at once.
+func TestWarm_HugeTTLDoesNotExpire(t *testing.T) {
+	dir := t.TempDir()
+	require.Equal(t, 0, warm(t, "--dir", dir, "--ttl", "2500000h", testModel).code)
+	r := warm(t, "get", "--dir", dir, "--ttl", "2500000h", "-v", testModel, "Const_1")
+	require.Equal(t, 0, r.code, "%s", r.stderr)
+	require.Equal(t, "served-by: l2\n", string(r.stderr))
+}
+
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{},
@@ -225,10 +235,19 @@ func TestUsageErrors(t *testing.T) {
 		{"get", "-n", "0", testModel, "Const_1"},
 		{"stats", "extra"},
 		{"--memory", "lots", testModel},
+		{"--memory", "0", testModel},
+		{"--ttl", "-1h", testModel},
+		{"--disk", "100KiB", testModel},
+		{"get", "--ttl", "-5m", testModel, "Const_1"},
 	} {
 		r := warm(t, args...)
 		require.Equal(t, 2, r.code, "%v: %s", args, r.stderr)
 		require.Contains(t, string(r.stderr), "warm --help", "%v", args)
+		for _, a := range args {
+			if strings.HasPrefix(a, "--") && a != "--no-such-flag" {
+				require.Contains(t, string(r.stderr), a, "the message names the flag")
+			}
+		}
 	}
 	r := warm(t, "--help")
 	require.Equal(t, 0, r.code)

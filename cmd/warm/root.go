@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/modelcache/modelcache/l1"
+	"github.com/modelcache/modelcache/l2"
 	"github.com/modelcache/modelcache/tier"
 )
 
@@ -66,6 +67,10 @@ func (g *globals) open() (*tier.Cache, error) {
 	if err != nil {
 		return nil, err
 	}
+	if mem == 0 && g.memory != "" {
+		// --disk 0 means no limit; RAM without a limit is no setting at all.
+		return nil, usageError{fmt.Errorf("--memory: 0 is not a RAM budget; leave it out for the default %s", humanize.IBytes(tier.DefaultMemoryBytes))}
+	}
 	return g.openAt(g.dir, mem)
 }
 
@@ -75,6 +80,12 @@ func (g *globals) openAt(dir string, mem int64) (*tier.Cache, error) {
 	disk, err := parseSize("disk", g.disk)
 	if err != nil {
 		return nil, err
+	}
+	if disk != 0 && disk < l2.MinBytes {
+		return nil, usageError{fmt.Errorf("--disk: %s is below the minimum of %s (0 for no limit)", g.disk, humanize.IBytes(l2.MinBytes))}
+	}
+	if g.ttl < 0 {
+		return nil, usageError{fmt.Errorf("--ttl: %v is negative (0 for no expiry)", g.ttl)}
 	}
 	if !slices.Contains(l1.Policies, l1.Policy(g.policy)) {
 		return nil, usageError{fmt.Errorf("--memory-policy: %q is not one of %v", g.policy, l1.Policies)}
