@@ -775,7 +775,7 @@ func metaIn(txn *badger.Txn, key string) (*meta, error) {
 // damaged marks Badger's own checksum failures as corruption of the entry.
 func damaged(err error) error {
 	if errors.Is(err, y.ErrChecksumMismatch) && !errors.Is(err, errs.ErrCorrupt) {
-		return fmt.Errorf("%w: %v", errs.ErrCorrupt, err)
+		return fmt.Errorf("%w: %w", errs.ErrCorrupt, err)
 	}
 	return err
 }

@@ -161,6 +161,11 @@ func OpenFormat(path string, format Format) (*File, error) {
 
 func (m *File) parse() error {
 	abs, data := m.id.Path, []byte(m.data)
+	if m.format != Plain {
+		if what := standIn(data); what != "" {
+			return invalid(abs, "%s", what)
+		}
+	}
 	switch m.format {
 	case Safetensors:
 		if len(data) < 8 {
@@ -205,6 +210,23 @@ func (m *File) parse() error {
 		return fmt.Errorf("loader: %s: format %q: %w", abs, m.format, errs.ErrUnsupported)
 	}
 	return nil
+}
+
+// standIn says what a file named as a model holds instead, when it is one
+// of the usual stand-ins for a model that was never downloaded: a git-lfs
+// pointer, a web page, an object store's XML error. "" otherwise.
+func standIn(data []byte) string {
+	head := bytes.TrimLeft(data[:min(len(data), 1024)], "\ufeff \t\r\n")
+	lower := bytes.ToLower(head[:min(len(head), 16)])
+	switch {
+	case bytes.HasPrefix(head, []byte("version https://git-lfs.github.com/spec/")):
+		return "a git-lfs pointer, not the model: run git lfs pull"
+	case bytes.HasPrefix(lower, []byte("<!doctype html")), bytes.HasPrefix(lower, []byte("<html")):
+		return "an HTML page, not the model (did a download save an error or login page?)"
+	case bytes.HasPrefix(lower, []byte("<?xml")):
+		return "an XML document, not the model (did a download save an object store's error?)"
+	}
+	return ""
 }
 
 // Identity is the version of the file that was opened.

@@ -82,7 +82,7 @@ func (p *stParser) token() (json.Token, error) {
 		return nil, errors.New("header JSON ends early")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("header JSON: %v", err)
+		return nil, fmt.Errorf("header JSON: %w", err)
 	}
 	return t, nil
 }

@@ -174,7 +174,7 @@ func ReadShardIndex(path string) (*ShardIndex, error) {
 	}
 	idx, err := ParseShardIndex(b)
 	if err != nil {
-		return nil, invalid(path, "%v", err)
+		return nil, invalid(path, "%w", err)
 	}
 	return idx, nil
 }

@@ -340,7 +340,7 @@ func decodeHuff(g *groupBufs, dst, p []byte) error {
 			}
 			s, rem, err := huff0.ReadTable(p[:l], &g.huff)
 			if err != nil {
-				return fmt.Errorf("huff0 table: %v", err)
+				return fmt.Errorf("huff0 table: %w", err)
 			}
 			out, err := s.Decoder().Decompress4X(blk[:0:want], rem)
 			if err != nil || len(out) != want {

@@ -190,7 +190,7 @@ func (c *Codecs) DecodeChunk(h *Header, i int, dst, src []byte) error {
 		// its neighbour, which another goroutine may be decoding.
 		out, err := c.zdec.DecodeAll(src, dst[:0:len(dst)])
 		if err != nil {
-			return fmt.Errorf("serialize: chunk %d: %w: zstd: %v", i, errs.ErrCorrupt, err)
+			return fmt.Errorf("serialize: chunk %d: %w: zstd: %w", i, errs.ErrCorrupt, err)
 		}
 		if len(out) != len(dst) || (len(out) > 0 && &out[0] != &dst[0]) {
 			return fmt.Errorf("serialize: chunk %d: %w: decoded %d bytes, want %d", i, errs.ErrCorrupt, len(out), len(dst))

@@ -207,7 +207,7 @@ func parseHeader(b []byte) (*Header, int, error) {
 	h.ChunkSize = r.u32()
 	nc := r.u32()
 	if r.err != nil {
-		return nil, 0, fmt.Errorf("%w: %v", errs.ErrCorrupt, r.err)
+		return nil, 0, fmt.Errorf("%w: %w", errs.ErrCorrupt, r.err)
 	}
 	// Bound the allocation by the input before trusting the count.
 	if uint64(nc)*chunkInfoSize > uint64(len(b)-r.off) {
@@ -220,13 +220,13 @@ func parseHeader(b []byte) (*Header, int, error) {
 	end := r.off
 	sum := r.u32()
 	if r.err != nil {
-		return nil, 0, fmt.Errorf("%w: %v", errs.ErrCorrupt, r.err)
+		return nil, 0, fmt.Errorf("%w: %w", errs.ErrCorrupt, r.err)
 	}
 	if got := Checksum(b[:end]); got != sum {
 		return nil, 0, fmt.Errorf("%w: header checksum %08x, stored %08x", errs.ErrCorrupt, got, sum)
 	}
 	if err := h.validate(); err != nil {
-		return nil, 0, fmt.Errorf("%w: %v", errs.ErrCorrupt, err)
+		return nil, 0, fmt.Errorf("%w: %w", errs.ErrCorrupt, err)
 	}
 	return h, r.off, nil
 }
