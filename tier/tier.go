@@ -659,7 +659,8 @@ func (c *Cache) WarmFunc(ctx context.Context, path string, progress func(bytes u
 			}
 			c.sourceLoads.Add(1)
 			if err := c.l2.Put(key, string(ti.DType), ti.Shape, data); err != nil {
-				return err
+				// l2 names the cache and a key; the reader wants the model.
+				return fmt.Errorf("tier: %s: tensor %s: %w", f.Path(), errs.Quote(ti.Name), err)
 			}
 			mu.Lock()
 			res.Written++

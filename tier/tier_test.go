@@ -300,6 +300,8 @@ func TestCache_DiskFullDegradesToSource(t *testing.T) {
 	require.Zero(t, st.L2.Entries)
 	_, err = c.Warm(ctx, testModel)
 	require.ErrorIs(t, err, errs.ErrNoSpace)
+	abs, _ := filepath.Abs(testModel)
+	require.ErrorContains(t, err, abs+": tensor \"", "the error names the model file and the tensor")
 	tn, err = c.Tensor(ctx, testModel, "Const_61")
 	require.NoError(t, err)
 	require.Equal(t, L1, tn.ServedBy)
