@@ -32,6 +32,9 @@ var (
 	// ErrNoSpace: the file system is (nearly) full; the write was refused
 	// before it could fail halfway.
 	ErrNoSpace = errors.New("no space left for the cache")
+	// ErrWrongKey: the cache directory was written with another encryption
+	// key, or without one, than it is opened with.
+	ErrWrongKey = errors.New("wrong or missing encryption key")
 	// ErrTooLarge: a value exceeds a configured limit.
 	ErrTooLarge = errors.New("too large")
 )

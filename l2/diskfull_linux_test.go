@@ -12,27 +12,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/internal/testfs"
 	"github.com/modelcache/modelcache/internal/third_party/badger"
 )
-
-// mountTmpfs mounts a tmpfs of size bytes on a new directory, for a real
-// file system that fills up. It needs root (CI runs as root); elsewhere the
-// test is skipped.
-func mountTmpfs(t *testing.T, size int64) string {
-	dir := t.TempDir()
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		t.Skipf("cannot mount a tmpfs here (needs root): %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
-	return dir
-}
 
 // On a file system that fills up, Puts start failing with ErrNoSpace before
 // Badger can hit ENOSPC inside an mmap (a SIGBUS); everything written before
 // stays readable, and the directory closes and reopens cleanly.
 func TestStore_DiskFull(t *testing.T) {
-	dir := mountTmpfs(t, 64<<20)
+	dir := testfs.Tmpfs(t, 64<<20)
 	o := &Options{Dir: dir, ReserveBytes: 10 << 20}
 	s, err := Open(o)
 	require.NoError(t, err)
@@ -72,30 +60,14 @@ func TestStore_DiskFull(t *testing.T) {
 	t.Logf("%d MiB written before the reserve stopped writes", written)
 }
 
-// fillTo fills the file system of dir with dd until at most left bytes are
-// free, with a file that the caller may remove to make room again.
-func fillTo(t *testing.T, dir string, left int64) string {
-	p := filepath.Join(dir, "fill")
-	free, err := freeSpace(dir)
-	require.NoError(t, err)
-	if n := free - left; n > 0 {
-		out, err := exec.Command("dd", "if=/dev/zero", "of="+p, "bs=4096", fmt.Sprintf("count=%d", n/4096), "status=none").CombinedOutput()
-		require.NoError(t, err, "%s", out)
-	}
-	free, err = freeSpace(dir)
-	require.NoError(t, err)
-	require.LessOrEqual(t, free, left+4096)
-	return p
-}
-
 // Opening on a nearly full file system is an ErrNoSpace error naming the
 // directory. Upstream Badger mapped a sparse memtable file and faulted
 // (SIGBUS) writing its header; a crash here fails the whole test binary.
 func TestStore_OpenOnFullDisk(t *testing.T) {
 	for _, left := range []int64{0, 4 << 10, 12 << 10, 1 << 20} {
 		t.Run(fmt.Sprint(left), func(t *testing.T) {
-			root := mountTmpfs(t, 24<<20)
-			fillTo(t, root, left)
+			root := testfs.Tmpfs(t, 24<<20)
+			testfs.FillTo(t, root, left)
 			dir := filepath.Join(root, "cache")
 			s, err := Open(&Options{Dir: dir, Logger: discardLogger()})
 			if err == nil {
@@ -112,7 +84,7 @@ func TestStore_OpenOnFullDisk(t *testing.T) {
 // opens an existing directory: an error, never a fault, because every file
 // it writes through mmap is allocated before it is mapped.
 func TestStore_BadgerOpenOnFullDiskIsAnError(t *testing.T) {
-	root := mountTmpfs(t, 24<<20)
+	root := testfs.Tmpfs(t, 24<<20)
 	dir := filepath.Join(root, "cache")
 	opts := badger.DefaultOptions(dir).WithLogger(nil).WithMemTableSize(4 << 20).
 		WithValueLogFileSize(4 << 20).WithValueThreshold(64 << 10)
@@ -120,7 +92,7 @@ func TestStore_BadgerOpenOnFullDiskIsAnError(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 	for _, left := range []int64{0, 4 << 10, 12 << 10} {
-		fill := fillTo(t, root, left)
+		fill := testfs.FillTo(t, root, left)
 		db, err = badger.Open(opts)
 		if err == nil {
 			db.Close()
@@ -137,7 +109,7 @@ func TestStore_BadgerOpenOnFullDiskIsAnError(t *testing.T) {
 func TestStore_DiskFilledByAnotherProcess(t *testing.T) {
 	for round := range 3 {
 		t.Run(fmt.Sprint(round), func(t *testing.T) {
-			root := mountTmpfs(t, 96<<20)
+			root := testfs.Tmpfs(t, 96<<20)
 			dir := filepath.Join(root, "cache")
 			o := &Options{Dir: dir, ReserveBytes: 1 << 20, Logger: discardLogger()}
 			s, err := Open(o)

@@ -129,7 +129,10 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-func (o *Options) validate() error {
+// Validate reports options that no directory could satisfy; Open calls it
+// first. Callers use it to tell their own misconfiguration apart from a
+// directory that cannot be used.
+func (o *Options) Validate() error {
 	if o == nil || o.Dir == "" {
 		return errors.New("l2: Options.Dir is required")
 	}
@@ -231,7 +234,7 @@ func (s *Store) exit() { s.closeMu.RUnlock() }
 
 // Open opens or creates the store in opts.Dir.
 func Open(opts *Options) (*Store, error) {
-	if err := opts.validate(); err != nil {
+	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
@@ -276,7 +279,7 @@ func Open(opts *Options) (*Store, error) {
 			lock.Close()
 		}
 		if errors.Is(err, badger.ErrEncryptionKeyMismatch) {
-			return nil, fmt.Errorf("l2: open %s: wrong or missing encryption key: %w", opts.Dir, err)
+			return nil, fmt.Errorf("l2: open %s: %w: %w", opts.Dir, errs.ErrWrongKey, err)
 		}
 		return nil, fmt.Errorf("l2: open %s: %w", opts.Dir, err)
 	}

@@ -58,6 +58,12 @@ type Options struct {
 	// the mode it was created with: opening it the other way logs a warning
 	// and keys as the directory does.
 	ContentDigest bool
+	// L2Optional makes an L2 directory that cannot be used (held by another
+	// process, read-only, on a full disk, unreadable) a warning instead of
+	// an error: the cache runs on L1 and the source alone, and
+	// Stats.L2Unavailable says why. Options that no directory could satisfy
+	// and a wrong encryption key are errors still.
+	L2Optional bool
 	// Logger receives warnings (corrupt entries, failed writes); default
 	// slog.Default().
 	Logger *slog.Logger
@@ -107,6 +113,9 @@ func (t *Tensor) Bytes() []byte { return t.data }
 type Stats struct {
 	L1 l1.Stats
 	L2 l2.Stats // zero without L2
+	// L2Unavailable is why the cache runs without the L2 directory it was
+	// given (Options.L2Optional); empty when L2 is in use or none was given.
+	L2Unavailable string
 
 	Requests    uint64 // Tensor calls
 	L1Hits      uint64
@@ -187,6 +196,8 @@ type Cache struct {
 	cancel context.CancelFunc
 	warn   *rateLimitedLog
 
+	l2Unavailable string // why Options.Dir is not in use (L2Optional)
+
 	requests, l1Hits, l2Hits, l2Misses, sourceLoads, l2Errors, staleRemoved atomic.Uint64
 }
 
@@ -214,12 +225,21 @@ func Open(opts *Options) (*Cache, error) {
 		return nil, err
 	}
 	if opts.Dir != "" {
-		c.l2, err = l2.Open(&l2.Options{
+		lo := &l2.Options{
 			Dir: opts.Dir, MaxBytes: opts.DiskBytes, ChunkSize: opts.ChunkSize, TTL: opts.TTL,
 			EncryptionKey: opts.EncryptionKey, ReserveBytes: opts.ReserveBytes, Logger: c.log,
-		})
-		if err != nil {
+		}
+		if err := lo.Validate(); err != nil {
 			return nil, err
+		}
+		c.l2, err = l2.Open(lo)
+		if err != nil {
+			if !opts.L2Optional || errors.Is(err, errs.ErrWrongKey) {
+				return nil, err
+			}
+			c.l2Unavailable = err.Error()
+			c.log.Warn("tier: running without the cache directory, reading model files directly", "dir", opts.Dir, "err", err)
+			return c, nil
 		}
 		if err := c.checkKeyMode(opts.Dir); err != nil {
 			c.l2.Close()
@@ -686,6 +706,7 @@ func (c *Cache) Stats() Stats {
 		SourceLoads: c.sourceLoads.Load(), L2Errors: c.l2Errors.Load(), Removed: c.staleRemoved.Load(),
 	}
 	s.Lifetime = c.session()
+	s.L2Unavailable = c.l2Unavailable
 	if c.l2 != nil {
 		s.L2 = c.l2.Stats()
 		s.WriteBehindDropped, s.WriteBehindErrors = c.wb.dropped.Load(), c.wb.failed.Load()

@@ -1,6 +1,7 @@
 package tier
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/l2"
 	"github.com/modelcache/modelcache/loader"
 )
 
@@ -397,4 +399,30 @@ func TestCache_RewriteThatRestoresMtimeIsNotServedStale(t *testing.T) {
 			}
 		})
 	}
+}
+
+// With L2Optional, a directory another store holds is a warning and reads
+// go to the file; without it, or with a wrong encryption key, Open fails.
+func TestCache_L2OptionalRunsWithoutAnUnusableDirectory(t *testing.T) {
+	dir := t.TempDir()
+	key := make([]byte, 16)
+	held, err := l2.Open(&l2.Options{Dir: dir, EncryptionKey: key})
+	require.NoError(t, err)
+	_, err = Open(&Options{Dir: dir})
+	require.ErrorIs(t, err, errs.ErrLocked)
+
+	c := openCache(t, &Options{Dir: dir, L2Optional: true, Logger: nilLogger()})
+	require.Contains(t, c.Stats().L2Unavailable, "in use by another process")
+	tn, err := c.Tensor(context.Background(), testModel, "Const_1")
+	require.NoError(t, err)
+	require.Equal(t, Source, tn.ServedBy)
+	require.Equal(t, fileBytes(t, testModel, "Const_1"), tn.Bytes())
+	_, err = c.Warm(context.Background(), testModel)
+	require.Error(t, err, "Warm needs L2")
+	require.NoError(t, held.Close())
+
+	_, err = Open(&Options{Dir: dir, L2Optional: true, EncryptionKey: bytes.Repeat([]byte{1}, 16)})
+	require.ErrorIs(t, err, errs.ErrWrongKey)
+	_, err = Open(&Options{Dir: dir, L2Optional: true, DiskBytes: 1})
+	require.Error(t, err, "options no directory could satisfy")
 }

@@ -10,7 +10,7 @@ import (
 )
 
 func newGetCmd(g *globals) *cobra.Command {
-	var verbose bool
+	var verbose, requireL2 bool
 	var repeat int
 	cmd := &cobra.Command{
 		Use:   "get [flags] FILE TENSOR",
@@ -20,7 +20,12 @@ the file itself) and writes its raw bytes (little-endian, row-major) to
 stdout. FILE is any model warm accepts; TENSOR is a safetensors or GGUF tensor
 name, a .npz member without ".npy", a .npy file's name without ".npy", or "-"
 for a plain file's single entry. With -v it writes to stderr which tier
-served each read: "served-by: l1", "l2" or "source".`,
+served each read: "served-by: l1", "l2", "source" or "shared" (joined another
+reader's load of the same tensor).
+
+A cache directory that cannot be used (held by another process, read-only,
+on a full disk) does not stop get: it warns once on stderr and reads the
+model file itself. --require-l2 makes that an error instead.`,
 		Example: `  warm get model.safetensors lm_head.weight > head.bin
   warm get -v model.safetensors lm_head.weight | sha256sum
   warm get -v -n 2 model.safetensors lm_head.weight > /dev/null   # second read from l1
@@ -33,6 +38,7 @@ served each read: "served-by: l1", "l2" or "source".`,
 			if repeat < 1 {
 				return usageError{fmt.Errorf("-n must be at least 1, got %d", repeat)}
 			}
+			g.optionalL2 = !requireL2
 			ctx := cmd.Context()
 			if ctx == nil {
 				ctx = context.Background()
@@ -57,6 +63,7 @@ served each read: "served-by: l1", "l2" or "source".`,
 		},
 	}
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "write which tier served each read to stderr")
+	cmd.Flags().BoolVar(&requireL2, "require-l2", false, "fail if the cache directory cannot be used, instead of reading the file directly")
 	cmd.Flags().IntVarP(&repeat, "count", "n", 1, "read the tensor this many times (later reads show the RAM tier)")
 	return cmd
 }

@@ -257,18 +257,7 @@ func TestUsageErrors(t *testing.T) {
 // A directory held by another process is refused at once, naming it.
 func TestWarm_DirectoryInUse(t *testing.T) {
 	dir := t.TempDir()
-	// Hold the directory from a child process until the test ends.
-	h := exec.Command(os.Args[0], "-test.run=TestHelperHoldDir")
-	h.Env = append(os.Environ(), "WARM_HOLD_DIR="+dir)
-	stdout, err := h.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, h.Start())
-	t.Cleanup(func() { _ = h.Process.Kill(); _ = h.Wait() })
-	buf := make([]byte, 5)
-	_, err = stdout.Read(buf)
-	require.NoError(t, err)
-	require.Equal(t, "held\n", string(buf))
-
+	holdDir(t, dir)
 	r := warm(t, "--dir", dir, testModel)
 	require.Equal(t, 1, r.code)
 	require.Contains(t, string(r.stderr), dir)

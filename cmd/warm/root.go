@@ -28,8 +28,11 @@ type globals struct {
 	ttl     time.Duration
 	keyFile string
 	digest  bool
-	stdout  io.Writer
-	stderr  io.Writer
+	// optionalL2: a cache directory that cannot be used is a warning, and
+	// reads go to the model files (warm get).
+	optionalL2 bool
+	stdout     io.Writer
+	stderr     io.Writer
 }
 
 func defaultDir() string {
@@ -98,7 +101,7 @@ func (g *globals) openAt(dir string, mem int64) (*tier.Cache, error) {
 	}
 	logger := slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	return tier.Open(&tier.Options{Dir: dir, MemoryBytes: mem, MemoryPolicy: l1.Policy(g.policy), DiskBytes: disk,
-		TTL: g.ttl, EncryptionKey: key, ContentDigest: g.digest, Logger: logger})
+		TTL: g.ttl, EncryptionKey: key, ContentDigest: g.digest, L2Optional: g.optionalL2, Logger: logger})
 }
 
 // withCache opens the cache, runs fn and closes the cache. A failed Close

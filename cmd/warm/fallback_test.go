@@ -1,0 +1,40 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/modelcache/modelcache/internal/testfs"
+)
+
+// A cache directory that cannot be used does not stop get from reading the
+// model: on a full disk (the pid file Badger writes failed), read-only, or
+// held by another process, it warns once and reads the file. --require-l2
+// makes that an error naming the directory.
+func TestGet_UnusableCacheDirectoryReadsTheFile(t *testing.T) {
+	want := tensorsOf(t, testModel)["Const_1"]
+	full := testfs.Tmpfs(t, 8<<20)
+	testfs.FillTo(t, full, 0)
+	ro := testfs.Tmpfs(t, 8<<20, "ro")
+	held := t.TempDir()
+	holdDir(t, held)
+	for name, dir := range map[string]string{
+		"full": filepath.Join(full, "cache"), "read-only": filepath.Join(ro, "cache"), "held": held,
+	} {
+		r := warm(t, "get", "--dir", dir, "-v", "-n", "2", testModel, "Const_1")
+		require.Equal(t, 0, r.code, "%s: %s", name, r.stderr)
+		require.Equal(t, want, r.stdout, name)
+		stderr := string(r.stderr)
+		require.Equal(t, 1, strings.Count(stderr, "running without the cache directory"), "%s: one warning:\n%s", name, stderr)
+		require.Contains(t, stderr, dir, name)
+		require.Contains(t, stderr, "served-by: source\nserved-by: l1\n", name)
+
+		r = warm(t, "get", "--dir", dir, "--require-l2", testModel, "Const_1")
+		require.Equal(t, 1, r.code, "%s: %s", name, r.stderr)
+		require.Contains(t, string(r.stderr), dir, name)
+		require.Empty(t, r.stdout, name)
+	}
+}
