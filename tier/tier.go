@@ -81,8 +81,11 @@ type Tier uint8
 
 const (
 	Source Tier = iota // the model file
-	L1                 // RAM
+	L1                 // RAM (L1, or the queue of writes to L2)
 	L2                 // local disk
+	// Shared: the reader joined another reader's load of the same tensor
+	// (from L2 or the source) and got its result; it caused no read.
+	Shared
 )
 
 func (t Tier) String() string {
@@ -91,6 +94,8 @@ func (t Tier) String() string {
 		return "l1"
 	case L2:
 		return "l2"
+	case Shared:
+		return "shared"
 	}
 	return "source"
 }
@@ -117,12 +122,20 @@ type Stats struct {
 	// given (Options.L2Optional); empty when L2 is in use or none was given.
 	L2Unavailable string
 
+	// Every Tensor call counts once in Requests and once in one of L1Hits,
+	// L2Hits, SourceLoads, SharedLoads and Failed, as its Tensor.ServedBy
+	// says (or its error): they add up to Requests.
 	Requests    uint64 // Tensor calls
-	L1Hits      uint64
-	L2Hits      uint64
-	SourceLoads uint64 // tensors read from model files
-	L2Errors    uint64 // L2 reads that failed other than by a miss, served from the source instead
-	Removed     uint64 // L2 entries removed because their file changed, vanished or was evicted
+	L1Hits      uint64 // served from RAM (WriteBehindHits among them)
+	L2Hits      uint64 // read from L2 for this call
+	SourceLoads uint64 // read from the model file for this call
+	SharedLoads uint64 // joined another call's load of the same tensor (ServedBy Shared)
+	Failed      uint64 // returned an error (not found, invalid model, cancelled, closed)
+
+	WriteBehindHits uint64 // served from the queue of L2 writes, after L1 dropped the tensor
+	WarmLoads       uint64 // tensors Warm read from model files
+	L2Errors        uint64 // L2 reads that failed other than by a miss, served from the source instead
+	Removed         uint64 // L2 entries removed because their file changed, vanished or was evicted
 
 	WriteBehindDropped uint64 // L2 writes skipped because the queue was full
 	WriteBehindErrors  uint64 // L2 writes that failed
@@ -133,35 +146,50 @@ type Stats struct {
 	Lifetime Counters
 }
 
-// Counters are read counts per tier.
+// Counters are read counts per tier (see Stats for what each counts).
 type Counters struct {
 	Requests    uint64 `json:"requests"`
 	L1Hits      uint64 `json:"l1_hits"`
 	L2Hits      uint64 `json:"l2_hits"`
 	L2Misses    uint64 `json:"l2_misses"`
 	SourceLoads uint64 `json:"source_loads"`
+	SharedLoads uint64 `json:"shared_loads"`
+	Failed      uint64 `json:"failed"`
+	WarmLoads   uint64 `json:"warm_loads"`
 	L2Errors    uint64 `json:"l2_errors"`
 }
 
-func (c Counters) asMap() map[string]uint64 {
-	return map[string]uint64{
-		"requests": c.Requests, "l1_hits": c.L1Hits, "l2_hits": c.L2Hits,
-		"l2_misses": c.L2Misses, "source_loads": c.SourceLoads, "l2_errors": c.L2Errors,
+// fields lists the counters by their names in L2 (and JSON).
+func (c *Counters) fields() map[string]*uint64 {
+	return map[string]*uint64{
+		"requests": &c.Requests, "l1_hits": &c.L1Hits, "l2_hits": &c.L2Hits, "l2_misses": &c.L2Misses,
+		"source_loads": &c.SourceLoads, "shared_loads": &c.SharedLoads, "failed": &c.Failed,
+		"warm_loads": &c.WarmLoads, "l2_errors": &c.L2Errors,
 	}
+}
+
+func (c Counters) asMap() map[string]uint64 {
+	m := map[string]uint64{}
+	for k, p := range c.fields() {
+		m[k] = *p
+	}
+	return m
 }
 
 func countersFrom(m map[string]uint64) Counters {
-	return Counters{
-		Requests: m["requests"], L1Hits: m["l1_hits"], L2Hits: m["l2_hits"],
-		L2Misses: m["l2_misses"], SourceLoads: m["source_loads"], L2Errors: m["l2_errors"],
+	var c Counters
+	for k, p := range c.fields() {
+		*p = m[k]
 	}
+	return c
 }
 
 func (c Counters) plus(o Counters) Counters {
-	return Counters{
-		Requests: c.Requests + o.Requests, L1Hits: c.L1Hits + o.L1Hits, L2Hits: c.L2Hits + o.L2Hits,
-		L2Misses: c.L2Misses + o.L2Misses, SourceLoads: c.SourceLoads + o.SourceLoads, L2Errors: c.L2Errors + o.L2Errors,
+	of := o.fields()
+	for k, p := range c.fields() {
+		*p += *of[k]
 	}
+	return c
 }
 
 type l1Value struct {
@@ -198,7 +226,8 @@ type Cache struct {
 
 	l2Unavailable string // why Options.Dir is not in use (L2Optional)
 
-	requests, l1Hits, l2Hits, l2Misses, sourceLoads, l2Errors, staleRemoved atomic.Uint64
+	requests, l1Hits, l2Hits, l2Misses, sourceLoads, sharedLoads, failed atomic.Uint64
+	wbHits, warmLoads, l2Errors, staleRemoved                            atomic.Uint64
 }
 
 // Open opens a cache; with opts.Dir set it opens (or creates) the L2 store
@@ -257,12 +286,13 @@ func Open(opts *Options) (*Cache, error) {
 // Tensor returns the named tensor of the model file at path, from the
 // fastest tier that has it. Errors wrap errs.ErrNotFound for a tensor the
 // file does not have and errs.ErrInvalidModel for a malformed file.
-func (c *Cache) Tensor(ctx context.Context, path, name string) (*Tensor, error) {
+func (c *Cache) Tensor(ctx context.Context, path, name string) (t *Tensor, err error) {
 	if err := c.enter(); err != nil {
 		return nil, err
 	}
 	defer c.exit()
 	c.requests.Add(1)
+	defer func() { c.count(t, err) }()
 	id, err := loader.Stat(path)
 	if err != nil {
 		return nil, err
@@ -282,10 +312,13 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (*Tensor, error) 
 		return nil, err
 	}
 	if v, ok := c.l1.Get(key); ok {
-		c.l1Hits.Add(1)
 		return &Tensor{Name: name, DType: v.dtype, Shape: v.shape, ServedBy: L1, data: v.data}, nil
 	}
+	// Only the caller whose function runs does the load; the others share
+	// its result. The channel receive orders the write before the read.
+	leader := false
 	ch := c.group.DoChan(key, func() (any, error) {
+		leader = true
 		// The load outlives a caller that gives up, so it counts as an
 		// operation of its own for Close.
 		if err := c.enter(); err != nil {
@@ -299,11 +332,35 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (*Tensor, error) 
 		if r.Err != nil {
 			return nil, r.Err
 		}
-		return r.Val.(*Tensor), nil
+		t := r.Val.(*Tensor)
+		if !leader {
+			shared := *t
+			shared.ServedBy = Shared
+			return &shared, nil
+		}
+		return t, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-c.ctx.Done():
 		return nil, fmt.Errorf("tier: %w", errs.ErrClosed)
+	}
+}
+
+// count files a finished Tensor call under the counter its outcome names.
+func (c *Cache) count(t *Tensor, err error) {
+	if err != nil {
+		c.failed.Add(1)
+		return
+	}
+	switch t.ServedBy {
+	case L1:
+		c.l1Hits.Add(1)
+	case L2:
+		c.l2Hits.Add(1)
+	case Source:
+		c.sourceLoads.Add(1)
+	case Shared:
+		c.sharedLoads.Add(1)
 	}
 }
 
@@ -340,14 +397,21 @@ func (c *Cache) load(id loader.Identity, key, name string) (*Tensor, error) {
 	// Check L1 again: a load that finished between the caller's miss and
 	// this flight starting has already promoted the tensor.
 	if v, ok := c.l1.Get(key); ok {
-		c.l1Hits.Add(1)
 		return &Tensor{Name: name, DType: v.dtype, Shape: v.shape, ServedBy: L1, data: v.data}, nil
+	}
+	// L1 may have dropped a tensor whose L2 write is still queued: the
+	// queue has its bytes, and reading the file again would queue it again.
+	if c.wb != nil {
+		if j, ok := c.wb.pending(key); ok {
+			c.wbHits.Add(1)
+			c.l1.Set(key, &l1Value{dtype: j.dtype, shape: j.shape, data: j.data}, int64(len(j.data)+len(key)))
+			return &Tensor{Name: name, DType: j.dtype, Shape: j.shape, ServedBy: L1, data: j.data}, nil
+		}
 	}
 	if c.l2 != nil {
 		v, err := c.l2.Get(key)
 		switch {
 		case err == nil:
-			c.l2Hits.Add(1)
 			c.l1.Set(key, &l1Value{dtype: v.DType, shape: v.Shape, data: v.Data}, int64(len(v.Data)+len(key)))
 			return &Tensor{Name: name, DType: v.DType, Shape: v.Shape, ServedBy: L2, data: v.Data}, nil
 		case errors.Is(err, errs.ErrNotFound):
@@ -376,7 +440,6 @@ func (c *Cache) load(id loader.Identity, key, name string) (*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.sourceLoads.Add(1)
 	// The key is that of the version actually opened, which may be newer
 	// than the one stat'ed if the file changed in between.
 	if key, err = c.keyOf(f.Identity(), name); err != nil {
@@ -677,7 +740,7 @@ func (c *Cache) WarmFunc(ctx context.Context, path string, progress func(bytes u
 			if err != nil {
 				return err
 			}
-			c.sourceLoads.Add(1)
+			c.warmLoads.Add(1)
 			if err := c.l2.Put(key, string(ti.DType), ti.Shape, data); err != nil {
 				// l2 names the cache and a key; the reader wants the model.
 				return fmt.Errorf("tier: %s: tensor %s: %w", f.Path(), errs.Quote(ti.Name), err)
@@ -703,7 +766,9 @@ func (c *Cache) Stats() Stats {
 	s := Stats{
 		L1:       c.l1.Stats(),
 		Requests: c.requests.Load(), L1Hits: c.l1Hits.Load(), L2Hits: c.l2Hits.Load(),
-		SourceLoads: c.sourceLoads.Load(), L2Errors: c.l2Errors.Load(), Removed: c.staleRemoved.Load(),
+		SourceLoads: c.sourceLoads.Load(), SharedLoads: c.sharedLoads.Load(), Failed: c.failed.Load(),
+		WriteBehindHits: c.wbHits.Load(), WarmLoads: c.warmLoads.Load(),
+		L2Errors: c.l2Errors.Load(), Removed: c.staleRemoved.Load(),
 	}
 	s.Lifetime = c.session()
 	s.L2Unavailable = c.l2Unavailable
@@ -761,6 +826,7 @@ func (c *Cache) Close() error {
 func (c *Cache) session() Counters {
 	return Counters{
 		Requests: c.requests.Load(), L1Hits: c.l1Hits.Load(), L2Hits: c.l2Hits.Load(),
-		L2Misses: c.l2Misses.Load(), SourceLoads: c.sourceLoads.Load(), L2Errors: c.l2Errors.Load(),
+		L2Misses: c.l2Misses.Load(), SourceLoads: c.sourceLoads.Load(), SharedLoads: c.sharedLoads.Load(),
+		Failed: c.failed.Load(), WarmLoads: c.warmLoads.Load(), L2Errors: c.l2Errors.Load(),
 	}
 }

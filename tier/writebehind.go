@@ -15,11 +15,13 @@ type writeBehind struct {
 	log      *rateLimitedLog
 	maxBytes int64
 
-	// mu guards queue, queued and closed; cond signals a change of them.
+	// mu guards queue, byKey, queued and closed; cond signals a change of
+	// them.
 	mu      sync.Mutex
 	cond    *sync.Cond
-	queue   []wbJob
-	queued  int64 // bytes in queue and in flight
+	queue   []*wbJob
+	byKey   map[string]*wbJob // queued and in flight: never twice, and readable
+	queued  int64             // bytes in queue and in flight
 	closed  bool
 	workers sync.WaitGroup
 
@@ -40,7 +42,7 @@ type wbJob struct {
 const writeBehindWorkers = 2
 
 func newWriteBehind(p putter, maxBytes int64, log *rateLimitedLog) *writeBehind {
-	w := &writeBehind{store: p, log: log, maxBytes: maxBytes}
+	w := &writeBehind{store: p, log: log, maxBytes: maxBytes, byKey: map[string]*wbJob{}}
 	w.cond = sync.NewCond(&w.mu)
 	for range writeBehindWorkers {
 		w.workers.Go(w.run)
@@ -52,13 +54,27 @@ func (w *writeBehind) enqueue(key, dtype string, shape []uint64, data []byte) {
 	n := int64(len(data))
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if _, ok := w.byKey[key]; ok {
+		return // the same bytes are on their way already
+	}
 	if w.closed || w.queued+n > w.maxBytes {
 		w.dropped.Add(1)
 		return
 	}
-	w.queue = append(w.queue, wbJob{key, dtype, shape, data})
+	j := &wbJob{key, dtype, shape, data}
+	w.queue = append(w.queue, j)
+	w.byKey[key] = j
 	w.queued += n
 	w.cond.Broadcast()
+}
+
+// pending returns the write queued or in flight for key, whose bytes
+// readers may share.
+func (w *writeBehind) pending(key string) (*wbJob, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	j, ok := w.byKey[key]
+	return j, ok
 }
 
 func (w *writeBehind) run() {
@@ -72,7 +88,7 @@ func (w *writeBehind) run() {
 			return
 		}
 		j := w.queue[0]
-		w.queue[0] = wbJob{}
+		w.queue[0] = nil
 		w.queue = w.queue[1:]
 		w.mu.Unlock()
 
@@ -83,6 +99,7 @@ func (w *writeBehind) run() {
 		}
 		w.mu.Lock()
 		w.queued -= int64(len(j.data))
+		delete(w.byKey, j.key)
 		w.cond.Broadcast()
 		w.mu.Unlock()
 	}

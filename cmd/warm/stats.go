@@ -33,8 +33,11 @@ bytes and their stored (encoded) bytes. With --json it prints one JSON object:
 {"dir", "entries", "logical_bytes", "stored_bytes", "stored_ratio",
 "disk_bytes" (the directory's real disk use, as du counts it), "max_bytes",
 "reads": {"requests", "l1_hits", "l2_hits", "l2_misses", "source_loads",
-"l2_errors"}}; reads count every process's tensor reads since the directory was
-created (source_loads include the tensors warm read).`,
+"shared_loads", "failed", "warm_loads", "l2_errors"}}; reads count every
+process's tensor reads since the directory was created. Each read counts in
+requests and in one of l1_hits, l2_hits, source_loads, shared_loads (it
+joined another read of the same tensor) and failed; warm_loads are the
+tensors warm itself read from model files.`,
 		Example: `  warm stats
   warm stats --json | jq .stored_ratio`,
 		Args: cobra.NoArgs,

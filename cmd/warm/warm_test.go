@@ -124,7 +124,8 @@ func TestStats_ReadsSinceCreation(t *testing.T) {
 	require.Equal(t, uint64(6), s.Reads.Requests)
 	require.Equal(t, uint64(2), s.Reads.L2Hits)
 	require.Equal(t, uint64(4), s.Reads.L1Hits)
-	require.Equal(t, uint64(62), s.Reads.SourceLoads, "warm read 62 tensors from the file")
+	require.Equal(t, uint64(62), s.Reads.WarmLoads, "warm read 62 tensors from the file")
+	require.Zero(t, s.Reads.SourceLoads)
 }
 
 func TestCompletion(t *testing.T) {
