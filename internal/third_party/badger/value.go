@@ -15,6 +15,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -316,11 +317,17 @@ func (vlog *valueLog) rewrite(f *logFile) error {
 		return nil
 	}
 
-	_, err := f.iterate(vlog.opt.ReadOnly, 0, func(e Entry, vp valuePointer) error {
+	end, err := f.iterate(vlog.opt.ReadOnly, 0, func(e Entry, vp valuePointer) error {
 		return fe(e)
 	})
 	if err != nil {
 		return err
+	}
+	// modelcache patch: iterate stops quietly at an unreadable entry. Upstream
+	// then deleted the file, and with it every entry after the damage; keep the
+	// file instead (its damaged values fail their checksums when read).
+	if int(end) != len(f.Data) {
+		return fmt.Errorf("value log %s: unreadable entry at offset %d of %d: not rewritten", f.path, end, len(f.Data))
 	}
 
 	// vlogGCPauseHook fires here in tests to inject a delete + compaction
@@ -630,15 +637,21 @@ func (vlog *valueLog) open(db *DB) error {
 	// log open.
 	last, ok := vlog.filesMap[vlog.maxFid]
 	y.AssertTrue(ok)
-	lastOff, err := last.iterate(vlog.opt.ReadOnly, vlogHeaderSize,
-		func(_ Entry, vp valuePointer) error {
-			return nil
-		})
-	if err != nil {
-		return y.Wrapf(err, "while iterating over: %s", last.path)
-	}
-	if err := last.Truncate(int64(lastOff)); err != nil {
-		return y.Wrapf(err, "while truncating last value log file: %s", last.path)
+	// modelcache patch: a file that Close left complete needs no tail cut.
+	// Upstream cut the last file at its first unreadable entry, so one flipped
+	// bit cost every entry after it (up to a whole file). Only a crash leaves
+	// a torn tail; a bit flipped later is found when its value is read.
+	if !vlog.closedCleanly(last) {
+		lastOff, err := last.iterate(vlog.opt.ReadOnly, vlogHeaderSize,
+			func(_ Entry, vp valuePointer) error {
+				return nil
+			})
+		if err != nil {
+			return y.Wrapf(err, "while iterating over: %s", last.path)
+		}
+		if err := last.Truncate(int64(lastOff)); err != nil {
+			return y.Wrapf(err, "while truncating last value log file: %s", last.path)
+		}
 	}
 
 	// Don't write to the old log file. Always create a new one.
@@ -655,16 +668,21 @@ func (vlog *valueLog) Close() error {
 
 	vlog.opt.Debugf("Stopping garbage collection of values.")
 	var err error
+	headEnd := int64(-1)
 	for id, lf := range vlog.filesMap {
 		lf.lock.Lock() // We won’t release the lock.
 		offset := int64(-1)
 
 		if !vlog.opt.ReadOnly && id == vlog.maxFid {
 			offset = int64(vlog.woffset())
+			headEnd = offset
 		}
 		if terr := lf.Close(offset); terr != nil && err == nil {
 			err = terr
 		}
+	}
+	if err == nil && headEnd >= 0 {
+		err = vlog.markClean(vlog.maxFid, headEnd)
 	}
 	if vlog.discardStats != nil {
 		vlog.db.captureDiscardStats()
@@ -673,6 +691,49 @@ func (vlog *valueLog) Close() error {
 		}
 	}
 	return err
+}
+
+// cleanName records which value-log file Close left complete, and its size:
+// "fid size crc32c". modelcache patch.
+const cleanName = "VLOG-CLEAN"
+
+// markClean records that the value-log file fid was closed complete at size
+// bytes; the record is synced after the file itself (lf.Close syncs).
+func (vlog *valueLog) markClean(fid uint32, size int64) error {
+	rec := fmt.Sprintf("%d %d", fid, size)
+	rec = fmt.Sprintf("%s %d\n", rec, crc32.Checksum([]byte(rec), y.CastagnoliCrcTable))
+	p := filepath.Join(vlog.dirPath, cleanName)
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return y.Wrapf(err, "while recording a clean close")
+	}
+	if _, err = f.WriteString(rec); err == nil {
+		err = f.Sync()
+	}
+	return errors.Join(err, f.Close())
+}
+
+// closedCleanly reports whether the record of a clean close names lf at its
+// current size, and removes the record: from now on, a crash can leave this
+// directory in any state.
+func (vlog *valueLog) closedCleanly(lf *logFile) bool {
+	p := filepath.Join(vlog.dirPath, cleanName)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return false
+	}
+	if err := os.Remove(p); err != nil {
+		return false
+	}
+	var fid uint32
+	var size int64
+	var sum uint32
+	if n, _ := fmt.Sscanf(string(b), "%d %d %d", &fid, &size, &sum); n != 3 {
+		return false
+	}
+	rec := fmt.Sprintf("%d %d", fid, size)
+	return sum == crc32.Checksum([]byte(rec), y.CastagnoliCrcTable) &&
+		fid == lf.fid && size == int64(len(lf.Data))
 }
 
 // sortedFids returns the file id's not pending deletion, sorted.  Assumes we have shared access to

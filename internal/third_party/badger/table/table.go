@@ -571,13 +571,24 @@ func (t *Table) block(idx int, useCache bool) (*Block, error) {
 			t.Filename(), blk.offset, ko.Len())
 	}
 
+	// modelcache patch: every length read from the block is checked against
+	// the block, and the checksum is verified before the entries are parsed.
+	// Upstream sliced with lengths read from a damaged block and panicked (in
+	// whatever goroutine was reading) before the checksum could say so.
+	errDamaged := func(what string) error {
+		return fmt.Errorf("%w: table %s, block %d at offset %d: %s",
+			y.ErrChecksumMismatch, t.Filename(), idx, blk.offset, what)
+	}
 	// Read meta data related to block.
+	if len(blk.data) < 8 {
+		return nil, errDamaged("shorter than its trailer")
+	}
 	readPos := len(blk.data) - 4 // First read checksum length.
 	blk.chkLen = int(y.BytesToU32(blk.data[readPos : readPos+4]))
 
 	// Checksum length greater than block size could happen if the table was compressed and
 	// it was opened with an incorrect compression algorithm (or the data was corrupted).
-	if blk.chkLen > len(blk.data) {
+	if blk.chkLen > len(blk.data)-8 {
 		return nil, errors.New("invalid checksum length. Either the data is " +
 			"corrupted or the table options are incorrectly set")
 	}
@@ -587,13 +598,6 @@ func (t *Table) block(idx int, useCache bool) (*Block, error) {
 	blk.checksum = blk.data[readPos : readPos+blk.chkLen]
 	// Move back and read numEntries in the block.
 	readPos -= 4
-	numEntries := int(y.BytesToU32(blk.data[readPos : readPos+4]))
-	entriesIndexStart := readPos - (numEntries * 4)
-	entriesIndexEnd := entriesIndexStart + numEntries*4
-
-	blk.entryOffsets = y.BytesToU32Slice(blk.data[entriesIndexStart:entriesIndexEnd])
-
-	blk.entriesIndexStart = entriesIndexStart
 
 	// Drop checksum and checksum length.
 	// The checksum is calculated for actual data + entry index + index length
@@ -605,6 +609,17 @@ func (t *Table) block(idx int, useCache bool) (*Block, error) {
 			return nil, err
 		}
 	}
+
+	numEntries := int(y.BytesToU32(blk.data[readPos : readPos+4]))
+	if numEntries == 0 || numEntries > readPos/4 {
+		return nil, errDamaged(fmt.Sprintf("%d entries", numEntries))
+	}
+	entriesIndexStart := readPos - (numEntries * 4)
+	entriesIndexEnd := entriesIndexStart + numEntries*4
+
+	blk.entryOffsets = y.BytesToU32Slice(blk.data[entriesIndexStart:entriesIndexEnd])
+
+	blk.entriesIndexStart = entriesIndexStart
 
 	blk.incrRef()
 	if useCache && t.opt.BlockCache != nil {
@@ -837,4 +852,43 @@ func (t *Table) decompress(b *Block) error {
 		b.freeMe = true
 	}
 	return nil
+}
+
+// Salvage calls fn for each entry of each block of t that reads back whole,
+// in key order, and returns the number of blocks and of those it could not
+// read (a failed checksum, a block that does not parse). t must have been
+// opened with a ChkMode that verifies blocks. A panic while parsing a block
+// counts as an unreadable block. The key and value passed to fn are valid
+// during the call only.
+//
+// modelcache patch: for rebuilding a damaged table from what is left of it.
+func (t *Table) Salvage(fn func(key []byte, vs y.ValueStruct)) (blocks, lost int) {
+	blocks = t.offsetsLength()
+	for i := 0; i < blocks; i++ {
+		if !t.salvageBlock(i, fn) {
+			lost++
+		}
+	}
+	return blocks, lost
+}
+
+func (t *Table) salvageBlock(i int, fn func(key []byte, vs y.ValueStruct)) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	blk, err := t.block(i, false)
+	if err != nil {
+		return false
+	}
+	var bi blockIterator
+	bi.setBlock(blk)
+	defer bi.Close()
+	for bi.seekToFirst(); bi.Valid(); bi.next() {
+		var vs y.ValueStruct
+		vs.Decode(bi.val)
+		fn(bi.key, vs)
+	}
+	return true
 }
