@@ -216,6 +216,8 @@ type Store struct {
 	closeMu sync.RWMutex
 	closed  bool // guarded by closeMu
 
+	damage *Damage // what Open found damaged and repaired
+
 	clock                                                      atomic.Uint64
 	hits, misses, corrupt, evictions, expired, puts, putErrors atomic.Uint64
 }
@@ -253,7 +255,7 @@ func Open(opts *Options) (*Store, error) {
 		chunk = serialize.DefaultChunk
 	}
 	memTable, vlogFile := sizesAt(opts.Dir, opts.MaxBytes, chunk)
-	if err := errors.Join(removeEmptyLogs(opts.Dir), checkTables(opts.Dir), checkOpenSpace(opts.Dir, openBytes(memTable, vlogFile))); err != nil {
+	if err := errors.Join(removeEmptyLogs(opts.Dir), checkOpenSpace(opts.Dir, openBytes(memTable, vlogFile))); err != nil {
 		if lock != nil {
 			lock.Close()
 		}
@@ -269,11 +271,25 @@ func Open(opts *Options) (*Store, error) {
 		WithSyncWrites(opts.SyncWrites).
 		WithMetricsEnabled(false).
 		// A damaged table block is an error on read, not garbage or a panic.
-		WithChecksumVerificationMode(options.OnBlockRead)
+		WithChecksumVerificationMode(options.OnBlockRead).
+		// A damaged value-log entry is a checksum error too, whichever of its
+		// bytes was hit (a length, not only the value serialize checks).
+		WithVerifyValueChecksum(true)
 	if len(opts.EncryptionKey) > 0 {
 		bo = bo.WithEncryptionKey(opts.EncryptionKey).WithIndexCacheSize(16 << 20)
 	}
-	db, err := badger.Open(bo)
+	damage, err := repair(opts.Dir, bo, logger)
+	var db *badger.DB
+	if err == nil {
+		db, err = badger.Open(bo)
+		if err != nil && !environmental(err) && damage.SetAside == "" {
+			// Damage the checks before could not see: a cache can be
+			// rebuilt, a directory that never opens cannot be used.
+			if err = setAside(opts.Dir, err.Error(), damage, logger); err == nil {
+				db, err = badger.Open(bo)
+			}
+		}
+	}
 	if err != nil {
 		if lock != nil {
 			lock.Close()
@@ -294,7 +310,7 @@ func Open(opts *Options) (*Store, error) {
 		reserve = 2*memTable + vlogFile
 	}
 	s := &Store{db: db, lock: lock, dir: opts.Dir, max: opts.MaxBytes, reserve: reserve, ttl: opts.TTL,
-		codecs: codecs, now: time.Now, index: make(map[string]*indexEntry)}
+		codecs: codecs, now: time.Now, index: make(map[string]*indexEntry), damage: damage}
 	if err := s.load(); err != nil {
 		s.Close()
 		return nil, err
@@ -1143,6 +1159,9 @@ func DiskUsage(dir string) (int64, error) {
 	}
 	return total, nil
 }
+
+// Damage is what Open found damaged and repaired, for reports.
+func (s *Store) Damage() Damage { return *s.damage }
 
 // Dir is the store's directory.
 func (s *Store) Dir() string { return s.dir }
