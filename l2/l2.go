@@ -127,6 +127,8 @@ type Options struct {
 	ReserveBytes int64
 	// Logger receives Badger's warnings and errors; default slog.Default().
 	Logger *slog.Logger
+
+	noBlockCache bool // tests: every table read goes to the file
 }
 
 // Validate reports options that no directory could satisfy; Open calls it
@@ -217,6 +219,7 @@ type Store struct {
 	closed  bool // guarded by closeMu
 
 	damage *Damage // what Open found damaged and repaired
+	log    *slog.Logger
 
 	clock                                                      atomic.Uint64
 	hits, misses, corrupt, evictions, expired, puts, putErrors atomic.Uint64
@@ -266,7 +269,7 @@ func Open(opts *Options) (*Store, error) {
 		WithValueLogFileSize(vlogFile).
 		WithLogger(badgerLogger{logger.With("component", "l2", "dir", opts.Dir)}).
 		WithCompression(options.None). // serialize compresses, per chunk
-		WithBlockCacheSize(16 << 20).
+		WithBlockCacheSize(blockCacheSize(opts)).
 		WithValueThreshold(valueThreshold).
 		WithSyncWrites(opts.SyncWrites).
 		WithMetricsEnabled(false).
@@ -310,7 +313,7 @@ func Open(opts *Options) (*Store, error) {
 		reserve = 2*memTable + vlogFile
 	}
 	s := &Store{db: db, lock: lock, dir: opts.Dir, max: opts.MaxBytes, reserve: reserve, ttl: opts.TTL,
-		codecs: codecs, now: time.Now, index: make(map[string]*indexEntry), damage: damage}
+		codecs: codecs, now: time.Now, index: make(map[string]*indexEntry), damage: damage, log: logger}
 	if err := s.load(); err != nil {
 		s.Close()
 		return nil, err
@@ -390,8 +393,16 @@ func (s *Store) load() error {
 				return err
 			}
 		}
-		return nil
+		return it.Err()
 	})
+	// An iteration cut short by a block Badger could not read (damage since
+	// Open repaired the tables) saw only part of the entries: keep going with
+	// those, and sweep nothing on the strength of what it did not see.
+	complete := true
+	if err != nil && errors.Is(err, y.ErrChecksumMismatch) {
+		s.log.Error("l2: reading the index stopped at a damaged block; entries after it are not counted and nothing is swept until the next open", "dir", s.dir, "err", err)
+		complete, err = false, nil
+	}
 	if err != nil {
 		return fmt.Errorf("l2: %s: reading index: %w", s.dir, err)
 	}
@@ -414,10 +425,17 @@ func (s *Store) load() error {
 				orphans[string(k[:1+idLen])] = true
 			}
 		}
-		return nil
+		return it.Err()
 	})
+	if err != nil && errors.Is(err, y.ErrChecksumMismatch) {
+		s.log.Error("l2: sweeping chunks stopped at a damaged block; nothing is swept until the next open", "dir", s.dir, "err", err)
+		complete, err = false, nil
+	}
 	if err != nil {
 		return fmt.Errorf("l2: %s: sweeping: %w", s.dir, err)
+	}
+	if !complete {
+		orphans, strays = nil, nil
 	}
 	s.corrupt.Add(uint64(len(badMeta)))
 	if err := s.deleteKeys(append(badMeta, strays...)); err != nil {
@@ -714,6 +732,13 @@ func (s *Store) checkSpace(n int64) error {
 	return nil
 }
 
+func blockCacheSize(o *Options) int64 {
+	if o.noBlockCache {
+		return 0
+	}
+	return 16 << 20
+}
+
 // checkOpenSpace refuses to open when the file system cannot hold the
 // files Badger creates at open. Badger would fail too (its files are
 // allocated before they are mapped), but with an error that names neither
@@ -1004,7 +1029,7 @@ func (s *Store) entries(prefix string) ([]*EntryInfo, error) {
 				return nil
 			})
 		}
-		return nil
+		return it.Err()
 	})
 	if err != nil {
 		return nil, fmt.Errorf("l2: %s: %w", s.dir, err)
@@ -1036,7 +1061,7 @@ func (s *Store) Verify(bad func(key string, err error)) (checked, corrupt int, e
 			}
 			keys = append(keys, key)
 		}
-		return nil
+		return it.Err()
 	})
 	if err != nil {
 		return 0, 0, fmt.Errorf("l2: %s: verify: %w", s.dir, err)
@@ -1125,7 +1150,7 @@ func (s *Store) Counters() (map[string]uint64, error) {
 				return nil
 			})
 		}
-		return nil
+		return it.Err()
 	})
 	if err != nil {
 		return nil, fmt.Errorf("l2: %s: counters: %w", s.dir, err)
@@ -1234,7 +1259,7 @@ func (s *Store) Aux(prefix string) (map[string][]byte, error) {
 			}
 			out[string(it.Item().Key()[1:])] = v
 		}
-		return nil
+		return it.Err()
 	})
 	if err != nil {
 		return nil, fmt.Errorf("l2: %s: aux: %w", s.dir, err)

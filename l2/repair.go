@@ -31,7 +31,7 @@ type Damage struct {
 }
 
 // LostBlocks is the number of table blocks lost.
-func (d *Damage) LostBlocks() int {
+func (d Damage) LostBlocks() int {
 	n := 0
 	for _, t := range d.Tables {
 		n += t.LostBlocks

@@ -1673,6 +1673,24 @@ func (db *DB) startMemoryFlush() {
 // levels, which is necessary after a restore from backup. During Flatten, live compactions are
 // stopped. Ideally, no writes are going on during Flatten. Otherwise, it would create competition
 // between flattening the tree and new tables being created at level zero.
+// CompactLevel0 compacts the tables of level 0 into the level below now,
+// whatever their count. It returns the compaction's error, or nil if level 0
+// is empty.
+//
+// modelcache patch: not in upstream Badger (Flatten leaves a store whose
+// data is all in level 0 as it is).
+func (db *DB) CompactLevel0() error {
+	if db.opt.ReadOnly {
+		return errors.New("CompactLevel0 in read-only mode")
+	}
+	db.stopCompactions()
+	defer db.startCompactions()
+	if db.lc.levels[0].numTables() == 0 {
+		return nil
+	}
+	return db.lc.doCompact(175, compactionPriority{level: 0, score: 1.75})
+}
+
 func (db *DB) Flatten(workers int) error {
 	if db.opt.ReadOnly {
 		panic("Cannot flatten in read-only mode.")

@@ -536,6 +536,14 @@ func (it *Iterator) ValidForPrefix(prefix []byte) bool {
 	return it.Valid() && bytes.HasPrefix(it.item.key, prefix)
 }
 
+// Err is the error that ended the iteration early, if any: a table block
+// that could not be read. Valid turns false at it as at the end of the data,
+// so a caller that acts on what an iteration did not see (deleting "orphans",
+// say) checks Err first.
+//
+// modelcache patch: not in upstream Badger.
+func (it *Iterator) Err() error { return table.IterError(it.iitr) }
+
 // Close would close the iterator. It is important to call this when you're done with iteration.
 func (it *Iterator) Close() {
 	if it.closed {

@@ -969,10 +969,18 @@ func (s *levelsController) compactBuildTables(
 			return nil, nil, err
 		}
 		go func(kr keyRange) {
-			defer inflightBuilders.Done(nil)
+			// modelcache patch: a table iterator stopped by a block it could not
+			// read looks like the end of the data; upstream then replaced the
+			// input tables with output that lacked every entry after the block.
+			// Fail the compaction instead: its output is dropped, its input kept.
+			var err error
+			defer func() { inflightBuilders.Done(err) }()
 			it := table.NewMergeIterator(newIterator(), false)
 			defer it.Close()
 			s.subcompact(it, kr, cd, inflightBuilders, res)
+			if err = table.IterError(it); err != nil {
+				err = y.Wrapf(err, "compaction read an unreadable block; keeping its input")
+			}
 		}(kr)
 	}
 

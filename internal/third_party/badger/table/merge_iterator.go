@@ -6,6 +6,7 @@
 package table
 
 import (
+	"io"
 	"bytes"
 
 	"github.com/modelcache/modelcache/internal/third_party/badger/y"
@@ -217,4 +218,34 @@ func NewMergeIterator(iters []y.Iterator, reverse bool) y.Iterator {
 			NewMergeIterator(iters[:mid], reverse),
 			NewMergeIterator(iters[mid:], reverse),
 		}, reverse)
+}
+
+// IterError returns the first error other than the end of data that a table
+// iterator under it (a table's, a concatenation's or a merge's) met: a
+// block that could not be read. Valid reports false in both cases, so a
+// loop over Valid cannot tell a finished iteration from one cut short
+// without this.
+//
+// modelcache patch: not in upstream Badger.
+func IterError(it y.Iterator) error {
+	switch it := it.(type) {
+	case *Iterator:
+		if it.err != nil && it.err != io.EOF {
+			return it.err
+		}
+	case *ConcatIterator:
+		for _, sub := range it.iters {
+			if sub != nil {
+				if err := IterError(sub); err != nil {
+					return err
+				}
+			}
+		}
+	case *MergeIterator:
+		if err := IterError(it.left.iter); err != nil {
+			return err
+		}
+		return IterError(it.right.iter)
+	}
+	return nil
 }
