@@ -11,7 +11,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/internal/third_party/badger"
+	"github.com/modelcache/modelcache/internal/third_party/badger/y"
 )
 
 // Damage is what Open found damaged in the directory and what it cost.
@@ -30,7 +32,8 @@ type Damage struct {
 	RebuiltManifest string
 }
 
-// LostBlocks is the number of table blocks lost.
+// LostBlocks is the number of table blocks lost (those of removed tables
+// not counted).
 func (d Damage) LostBlocks() int {
 	n := 0
 	for _, t := range d.Tables {
@@ -70,16 +73,57 @@ func repair(dir string, bo badger.Options, log *slog.Logger) (*Damage, error) {
 	}
 	d.Tables = tables
 	for _, t := range tables {
-		if t.Removed != nil {
-			log.Error("l2: damaged table removed: nothing in it could be read", "dir", dir,
-				"table", fmt.Sprintf("%06d.sst", t.ID), "level", t.Level, "err", t.Removed)
-			continue
-		}
-		log.Error("l2: damaged table rewritten without its unreadable blocks; their entries are lost", "dir", dir,
-			"table", fmt.Sprintf("%06d.sst", t.ID), "level", t.Level, "blocks", t.Blocks,
-			"lost_blocks", t.LostBlocks, "kept_records", t.Kept)
+		log.Error("l2: damaged table repaired: "+describeTable(t), "dir", dir)
 	}
 	return d, nil
+}
+
+// Lines says what was found damaged and what it cost, a line per finding,
+// for reports (warm verify).
+func (d Damage) Lines() []string {
+	var out []string
+	if d.SetAside != "" {
+		out = append(out, fmt.Sprintf("the store's own records were unreadable (%s): its files were set aside in %s and it started empty", d.Reason, d.SetAside))
+	}
+	if d.RebuiltManifest != "" {
+		out = append(out, fmt.Sprintf("Badger's manifest was unreadable (%s): it was rebuilt from the tables", d.RebuiltManifest))
+	}
+	for _, t := range d.Tables {
+		out = append(out, describeTable(t))
+	}
+	return out
+}
+
+func describeTable(t badger.TableSalvage) string {
+	name := fmt.Sprintf("table %06d.sst (level %d)", t.ID, t.Level)
+	if t.Removed != nil {
+		return fmt.Sprintf("%s could not be read at all (%v) and was removed: its entries are lost", name, t.Removed)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %d of %d blocks unreadable and cut out, %d records kept", name, t.LostBlocks, t.Blocks, t.Kept)
+	for _, r := range t.Lost {
+		fmt.Fprintf(&b, "; lost: the records after %s and before %s", describeKey(r.After, "the table's start"), describeKey(r.Before, "its end"))
+	}
+	b.WriteString(" (an entry whose meta record was lost is gone; one whose chunks were lost reads as damaged, and verify names and drops it)")
+	return b.String()
+}
+
+// describeKey names a Badger key of the store for a report.
+func describeKey(k []byte, none string) string {
+	if len(k) == 0 {
+		return none
+	}
+	k = y.ParseKey(k)
+	if len(k) == 0 {
+		return "an empty key"
+	}
+	switch k[0] {
+	case metaPrefix:
+		return "entry " + errs.Quote(string(k[1:]))
+	case chunkPrefix:
+		return "a chunk record"
+	}
+	return "an internal record"
 }
 
 // manifestDamage says why the manifest cannot be used, or "" if it can (or

@@ -610,6 +610,15 @@ func (c *Cache) FileEntries(path string) (n int, logical, stored uint64, err err
 	return n, logical, stored, nil
 }
 
+// Repairs says what L2's Open found damaged in the directory and repaired,
+// and what that cost, a line per finding; nil when nothing was.
+func (c *Cache) Repairs() []string {
+	if c.l2 == nil {
+		return nil
+	}
+	return c.l2.Damage().Lines()
+}
+
 // Verify checks every L2 entry's checksums, drops damaged ones and reports
 // each to bad. It returns how many entries it checked and how many were bad.
 func (c *Cache) Verify(bad func(key string, err error)) (checked, corrupt int, err error) {

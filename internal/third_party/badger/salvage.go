@@ -26,7 +26,15 @@ type TableSalvage struct {
 	LostBlocks int   // blocks that could not be read, and their entries
 	Kept       int   // entries rewritten into the table
 	Removed    error // not nil: nothing could be read, and the table was removed
+	// Lost are the key ranges of the lost blocks: their entries were the
+	// keys between After and Before (exclusive; nil: the table's start or
+	// end), as far as the blocks around them tell. Keys carry their
+	// version, as Badger stores them (y.ParseKey strips it).
+	Lost []KeyRange
 }
+
+// KeyRange is a range of keys between two keys, both excluded.
+type KeyRange struct{ After, Before []byte }
 
 // SalvageTables reads every table the manifest in opt.Dir lists, block by
 // block, and rewrites each one that has unreadable blocks without them, in
@@ -157,7 +165,15 @@ func salvageTable(dir string, id uint64, topt table.Options) (*TableSalvage, err
 	b := table.NewTableBuilder(buildOpt)
 	defer b.Close()
 	kept := 0
+	var ranges []KeyRange
+	var last []byte
+	open := false // the last range awaits its Before
 	blocks, lost := t.Salvage(func(key []byte, vs y.ValueStruct) {
+		if open {
+			ranges[len(ranges)-1].Before = append([]byte(nil), key...)
+			open = false
+		}
+		last = append(last[:0], key...)
 		var vlen uint32
 		if vs.Meta&bitValuePointer != 0 {
 			var vp valuePointer
@@ -166,12 +182,20 @@ func salvageTable(dir string, id uint64, topt table.Options) (*TableSalvage, err
 		}
 		b.Add(key, vs, vlen)
 		kept++
+	}, func(int) {
+		if !open {
+			ranges = append(ranges, KeyRange{After: append([]byte(nil), last...)})
+			if len(last) == 0 {
+				ranges[len(ranges)-1].After = nil
+			}
+			open = true
+		}
 	})
 	closeErr := t.Close(-1)
 	if lost == 0 {
 		return nil, closeErr
 	}
-	s := &TableSalvage{ID: id, Blocks: blocks, LostBlocks: lost, Kept: kept}
+	s := &TableSalvage{ID: id, Blocks: blocks, LostBlocks: lost, Kept: kept, Lost: ranges}
 	if b.Empty() {
 		s.Removed = fmt.Errorf("all %d blocks unreadable", blocks)
 		return s, nil

@@ -856,17 +856,19 @@ func (t *Table) decompress(b *Block) error {
 
 // Salvage calls fn for each entry of each block of t that reads back whole,
 // in key order, and returns the number of blocks and of those it could not
-// read (a failed checksum, a block that does not parse). t must have been
+// read (a failed checksum, a block that does not parse), which it passes to
+// lostBlock in turn, between the entries around them. t must have been
 // opened with a ChkMode that verifies blocks. A panic while parsing a block
 // counts as an unreadable block. The key and value passed to fn are valid
 // during the call only.
 //
 // modelcache patch: for rebuilding a damaged table from what is left of it.
-func (t *Table) Salvage(fn func(key []byte, vs y.ValueStruct)) (blocks, lost int) {
+func (t *Table) Salvage(fn func(key []byte, vs y.ValueStruct), lostBlock func(idx int)) (blocks, lost int) {
 	blocks = t.offsetsLength()
 	for i := 0; i < blocks; i++ {
 		if !t.salvageBlock(i, fn) {
 			lost++
+			lostBlock(i)
 		}
 	}
 	return blocks, lost
