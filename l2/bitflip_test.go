@@ -2,6 +2,7 @@ package l2
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -93,8 +94,8 @@ func flipRound(t *testing.T, golden, file string, r *rand.Rand) flipResult {
 // One flipped bit in a random file of a warmed store costs only the entries
 // it touched: 50 rounds, each flipping one bit of one file (chosen at
 // random) of a fresh copy, then compacting and reading everything. At least
-// 95% of the entries survive damage to a table or a value-log file, and no
-// read returns wrong bytes or fails. The survival per file kind is printed
+// 95% of the entries survive damage to any kind of file (the issue asks it
+// of tables and value-log files), and no read returns wrong bytes or fails. The survival per file kind is printed
 // (docs/L2.md records it).
 func TestStore_OneBitFlipCostsOnlyWhatItTouched(t *testing.T) {
 	golden := t.TempDir()
@@ -149,9 +150,7 @@ func TestStore_OneBitFlipCostsOnlyWhatItTouched(t *testing.T) {
 		require.Zero(t, k.wrong, "%s: wrong bytes", kind)
 		require.Zero(t, k.failed, "%s: failed reads", kind)
 		require.Zero(t, k.openErrs, "%s: the store did not open", kind)
-		if kind == ".sst" || kind == ".vlog" {
-			require.GreaterOrEqual(t, survival, 0.95, "%s: survival", kind)
-		}
+		require.GreaterOrEqual(t, survival, 0.95, "%s: survival", kind)
 	}
 }
 
@@ -239,4 +238,80 @@ func TestStore_CompactionKeepsItsInputOnDamage(t *testing.T) {
 		}
 	}
 	require.Greater(t, ok, n*95/100, "one block's entries lost, not the rest")
+}
+// A flipped bit in a table's index: its blocks are found through it all the
+// same, each checked by its own checksum, and the table is rebuilt.
+func TestStore_DamagedTableIndexKeepsTheBlocks(t *testing.T) {
+	dir := t.TempDir()
+	o := &Options{Dir: dir, Logger: discardLogger()}
+	s, err := Open(o)
+	require.NoError(t, err)
+	small := func(i int) []byte { return []byte(fmt.Sprintf("value %d %0300d", i, i)) }
+	const n = 3000
+	for i := range n {
+		require.NoError(t, s.Put(fmt.Sprint(i), "U8", nil, small(i)))
+	}
+	require.NoError(t, s.Close())
+	ssts, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+	require.NoError(t, err)
+	b, err := os.ReadFile(ssts[0])
+	require.NoError(t, err)
+	b[len(b)-200] ^= 0x01 // in the index, which sits at the end
+	require.NoError(t, os.WriteFile(ssts[0], b, 0o644))
+	s, err = Open(o)
+	require.NoError(t, err)
+	defer s.Close()
+	d := s.Damage()
+	require.Len(t, d.Tables, 1, "%+v", d)
+	require.True(t, d.Tables[0].IndexDamaged)
+	ok := 0
+	for i := range n {
+		if v, err := s.Get(fmt.Sprint(i)); err == nil {
+			require.Equal(t, small(i), v.Data)
+			ok++
+		}
+	}
+	require.Greater(t, ok, n*95/100)
+}
+
+// A table whose last block is damaged does not open as it is (Badger reads
+// its biggest key there); it is salvaged all the same.
+func TestStore_DamagedLastBlockIsSalvaged(t *testing.T) {
+	dir := t.TempDir()
+	o := &Options{Dir: dir, Logger: discardLogger()}
+	s, err := Open(o)
+	require.NoError(t, err)
+	small := func(i int) []byte { return []byte(fmt.Sprintf("value %d %0300d", i, i)) }
+	const n = 3000
+	for i := range n {
+		require.NoError(t, s.Put(fmt.Sprintf("%05d", i), "U8", nil, small(i)))
+	}
+	require.NoError(t, s.Close())
+	ssts, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+	require.NoError(t, err)
+	b, err := os.ReadFile(ssts[0])
+	require.NoError(t, err)
+	// The trailer, from the end: checksum length, checksum, index length,
+	// index; the last block ends where the index starts.
+	end := len(b) - 4
+	end -= int(binary.BigEndian.Uint32(b[end:]))
+	end -= 4
+	end -= int(binary.BigEndian.Uint32(b[end:]))
+	b[end-100] ^= 0x04
+	require.NoError(t, os.WriteFile(ssts[0], b, 0o644))
+	s, err = Open(o)
+	require.NoError(t, err)
+	defer s.Close()
+	d := s.Damage()
+	require.Len(t, d.Tables, 1, "%+v", d)
+	require.Nil(t, d.Tables[0].Removed)
+	require.Equal(t, 1, d.LostBlocks())
+	ok := 0
+	for i := range n {
+		if v, err := s.Get(fmt.Sprintf("%05d", i)); err == nil {
+			require.Equal(t, small(i), v.Data)
+			ok++
+		}
+	}
+	require.Greater(t, ok, n*95/100)
 }

@@ -101,6 +101,9 @@ func describeTable(t badger.TableSalvage) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: %d of %d blocks unreadable and cut out, %d records kept", name, t.LostBlocks, t.Blocks, t.Kept)
+	if t.IndexDamaged {
+		b.WriteString(", index damaged and rebuilt")
+	}
 	for _, r := range t.Lost {
 		fmt.Fprintf(&b, "; lost: the records after %s and before %s", describeKey(r.After, "the table's start"), describeKey(r.Before, "its end"))
 	}
@@ -137,9 +140,15 @@ func manifestDamage(dir string, bo badger.Options) string {
 		return "" // unreadable for another reason: Badger reports it
 	}
 	defer f.Close()
-	m, _, err := badger.ReplayManifestFile(f, bo.ExternalMagicVersion, bo.WithLogger(nil))
+	m, end, err := badger.ReplayManifestFile(f, bo.ExternalMagicVersion, bo.WithLogger(nil))
 	if err != nil {
 		return "manifest: " + err.Error()
+	}
+	// Badger takes a manifest that stops parsing early for a torn tail and
+	// drops the tables it no longer lists: with a damaged length field, all
+	// of them.
+	if fi, err := f.Stat(); err == nil && end < fi.Size() {
+		return fmt.Sprintf("manifest: unreadable after byte %d of %d", end, fi.Size())
 	}
 	for id := range m.Tables {
 		if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("%06d.sst", id))); err != nil {

@@ -25,6 +25,9 @@ type TableSalvage struct {
 	Blocks     int   // blocks the table had
 	LostBlocks int   // blocks that could not be read, and their entries
 	Kept       int   // entries rewritten into the table
+	// IndexDamaged: the table did not open as it was (a damaged index, or
+	// last block); its blocks were found through its index all the same.
+	IndexDamaged bool
 	Removed    error // not nil: nothing could be read, and the table was removed
 	// Lost are the key ranges of the lost blocks: their entries were the
 	// keys between After and Before (exclusive; nil: the table's start or
@@ -154,8 +157,19 @@ func salvageTable(dir string, id uint64, topt table.Options) (*TableSalvage, err
 		return &TableSalvage{ID: id, Removed: err}, nil
 	}
 	t, err := openTableSafely(mf, readOpt)
+	indexDamaged := false
 	if err != nil {
-		return &TableSalvage{ID: id, Removed: err}, nil
+		// A damaged index may still locate the blocks, whose own checksums
+		// tell which are whole; a damaged last block stops a plain open too.
+		readOpt.Salvaging = true
+		mf2, err2 := z.OpenMmapFile(path, os.O_RDONLY, 0)
+		if err2 != nil {
+			return &TableSalvage{ID: id, Removed: err}, nil
+		}
+		if t, err2 = openTableSafely(mf2, readOpt); err2 != nil {
+			return &TableSalvage{ID: id, Removed: err}, nil
+		}
+		indexDamaged = true
 	}
 	buildOpt, closeCache2, err := withCache(topt)
 	if err != nil {
@@ -192,10 +206,10 @@ func salvageTable(dir string, id uint64, topt table.Options) (*TableSalvage, err
 		}
 	})
 	closeErr := t.Close(-1)
-	if lost == 0 {
+	if lost == 0 && !indexDamaged {
 		return nil, closeErr
 	}
-	s := &TableSalvage{ID: id, Blocks: blocks, LostBlocks: lost, Kept: kept, Lost: ranges}
+	s := &TableSalvage{ID: id, Blocks: blocks, LostBlocks: lost, Kept: kept, Lost: ranges, IndexDamaged: indexDamaged}
 	if b.Empty() {
 		s.Removed = fmt.Errorf("all %d blocks unreadable", blocks)
 		return s, nil

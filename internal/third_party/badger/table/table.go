@@ -51,6 +51,12 @@ type Options struct {
 	// ChkMode is the checksum verification mode for Table.
 	ChkMode options.ChecksumVerificationMode
 
+	// Salvaging opens a damaged table for Salvage: an index whose checksum
+	// fails is read all the same (each block has a checksum of its own), and
+	// an unreadable last block leaves the biggest key unknown. modelcache
+	// patch.
+	Salvaging bool
+
 	// Options for Table builder.
 
 	// BloomFalsePositive is the false positive probabiltiy of bloom filter.
@@ -398,6 +404,10 @@ func (t *Table) initBiggestAndSmallest() error {
 	defer it2.Close()
 	it2.Rewind()
 	if !it2.Valid() {
+		if t.opt.Salvaging {
+			t.biggest = t.smallest
+			return nil
+		}
 		return y.Wrapf(it2.err, "failed to initialize biggest for table %s", t.Filename())
 	}
 	t.biggest = y.Copy(it2.Key())
@@ -445,7 +455,7 @@ func (t *Table) initIndex() (*fb.BlockOffset, error) {
 	t.indexStart = readPos
 	data := t.readNoFail(readPos, t.indexLen)
 
-	if err := y.VerifyChecksum(data, expectedChk); err != nil {
+	if err := y.VerifyChecksum(data, expectedChk); err != nil && !t.opt.Salvaging {
 		return nil, y.Wrapf(err, "failed to verify checksum for table: %s", t.Filename())
 	}
 
