@@ -239,6 +239,7 @@ func TestStore_CompactionKeepsItsInputOnDamage(t *testing.T) {
 	}
 	require.Greater(t, ok, n*95/100, "one block's entries lost, not the rest")
 }
+
 // A flipped bit in a table's index: its blocks are found through it all the
 // same, each checked by its own checksum, and the table is rebuilt.
 func TestStore_DamagedTableIndexKeepsTheBlocks(t *testing.T) {
