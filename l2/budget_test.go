@@ -60,3 +60,28 @@ func TestStore_SmallBudgetsHoldFullChunks(t *testing.T) {
 	_, err := Open(&Options{Dir: t.TempDir(), MaxBytes: 512 << 10})
 	require.ErrorContains(t, err, "below the minimum of 1048576")
 }
+
+// Entries charge their keys and meta records to the budget, not only their
+// chunks: many empty tensors stay within it (a million under 20 MiB took
+// 93 MiB of disk), and GC compacts what eviction deleted.
+func TestStore_EmptyEntriesAreChargedToTheBudget(t *testing.T) {
+	var budget int64 = 2 << 20
+	dir := t.TempDir()
+	s := openStore(t, dir, func(o *Options) { o.MaxBytes = budget })
+	for i := range 40_000 {
+		key := fmt.Sprintf("/models/m-%06d.safetensors\x00123:456:789:1:2\x00tensor.%d", i, i)
+		require.NoError(t, s.Put(key, "F32", []uint64{0}, nil))
+	}
+	st := s.Stats()
+	require.NotZero(t, st.Evictions)
+	require.LessOrEqual(t, st.StoredBytes, uint64(float64(budget)*HighWater))
+	require.NoError(t, s.GC())
+	require.NoError(t, s.Close())
+	du, err := DiskUsage(dir)
+	require.NoError(t, err)
+	// Closed, the store's fixed costs are gone but for Badger's 1 MiB
+	// DISCARD file and its small manifest and key registry.
+	limit := int64(float64(budget)*1.1) + 1<<20 + 512<<10
+	require.LessOrEqual(t, du, limit, "du %d KiB, limit %d KiB", du>>10, limit>>10)
+	t.Logf("%d entries kept of 40000, du %d KiB (limit %d KiB)", st.Entries, du>>10, limit>>10)
+}

@@ -174,14 +174,33 @@ type EntryInfo struct {
 type Stats struct {
 	Entries      int
 	LogicalBytes uint64
-	StoredBytes  uint64
-	MaxBytes     int64
-	DiskBytes    int64 // the directory's real disk use (du); -1 if it could not be read
+	// StoredBytes is what the entries are charged against MaxBytes: their
+	// encoded chunks and, per entry, its meta record and chunk records
+	// (EntryInfo.StoredBytes is the encoded chunks alone).
+	StoredBytes uint64
+	MaxBytes    int64
+	DiskBytes   int64 // the directory's real disk use (du); -1 if it could not be read
 
 	Hits, Misses, Corrupt, Evictions, Expired, Puts, PutErrors uint64
 }
 
+// recordOverhead is what Badger keeps on disk for a record beyond its key
+// and inline value: entry header and offset in a table block, bloom filter
+// bits, index share, value pointer (measured: 200,000 entries with 75-byte
+// keys and empty values take 140 bytes each).
+const recordOverhead = 40
+
+// entryOverhead is the disk an entry takes beyond its encoded chunks: its
+// meta record, and a record per chunk pointing into the value log. Charged
+// to the budget, so that a million empty tensors cannot take a 20 MiB cache
+// to 93 MiB.
+func entryOverhead(keyLen, metaLen, chunks int) uint64 {
+	return uint64(1+keyLen+metaLen+recordOverhead) + uint64(chunks)*(1+idLen+4+recordOverhead)
+}
+
 type indexEntry struct {
+	// stored is what the entry is charged against the budget: its encoded
+	// chunks and entryOverhead.
 	logical, stored uint64
 	lastUse         uint64 // logical clock, higher is more recent
 	expires         int64  // unix nanoseconds; 0: never
@@ -379,9 +398,10 @@ func (s *Store) load() error {
 					return err
 				}
 				live[string(m.id)] = true
-				s.index[key] = &indexEntry{logical: m.header.Length, stored: m.header.StoredBytes(), expires: m.expires}
+				charge := m.header.StoredBytes() + entryOverhead(len(key), len(v), len(m.header.Chunks))
+				s.index[key] = &indexEntry{logical: m.header.Length, stored: charge, expires: m.expires}
 				s.logical += m.header.Length
-				s.stored += m.header.StoredBytes()
+				s.stored += charge
 				recs = append(recs, rec{key, m.written})
 				return nil
 			})
@@ -589,7 +609,8 @@ func (s *Store) put(key, dtype string, shape []uint64, data []byte, ttl time.Dur
 		s.logical -= ie.logical
 		s.stored -= ie.stored
 	}
-	ie := &indexEntry{logical: e.Header.Length, stored: e.Header.StoredBytes(), lastUse: s.clock.Add(1), expires: expires}
+	charge := e.Header.StoredBytes() + entryOverhead(len(key), len(mv), len(e.Chunks))
+	ie := &indexEntry{logical: e.Header.Length, stored: charge, lastUse: s.clock.Add(1), expires: expires}
 	s.index[key] = ie
 	s.logical += ie.logical
 	s.stored += ie.stored
@@ -696,6 +717,14 @@ func (s *Store) GC() error {
 	}
 	if err := s.enforceBudget(""); err != nil {
 		return err
+	}
+	// Deleted records leave tombstones in the LSM tree until a compaction
+	// meets them: compact, so that the disk comes back now.
+	if err := s.db.CompactLevel0(); err != nil {
+		return fmt.Errorf("l2: %s: compacting: %w", s.dir, err)
+	}
+	if err := s.db.Flatten(1); err != nil {
+		return fmt.Errorf("l2: %s: compacting: %w", s.dir, err)
 	}
 	s.collectGarbage()
 	return nil

@@ -53,7 +53,7 @@ func checkTotals(t *testing.T, s *Store) {
 				m, err := parseMeta(v)
 				require.NoError(t, err)
 				logical += m.header.Length
-				stored += m.header.StoredBytes()
+				stored += m.header.StoredBytes() + entryOverhead(len(it.Item().Key())-1, len(v), len(m.header.Chunks))
 				n++
 				return nil
 			}))
@@ -231,8 +231,9 @@ func TestStore_BudgetEvictsLeastRecentlyUsed(t *testing.T) {
 		}
 		return b
 	}
-	// Three entries fit under LowWater; a fourth passes HighWater.
-	s.max = 16000
+	// Three entries with their per-entry overhead fit under LowWater; a
+	// fourth passes HighWater.
+	s.max = 16500
 	for i := range 3 {
 		require.NoError(t, s.Put(fmt.Sprint(i), "U8", nil, noise(uint64(i))))
 	}
