@@ -154,42 +154,69 @@ func TestStore_OneBitFlipCostsOnlyWhatItTouched(t *testing.T) {
 	}
 }
 
-// A damaged block of an encrypted store's table is cut out as in a plain
-// one: the table is read and rebuilt with its data key.
-func TestStore_SalvagesATableOfAnEncryptedStore(t *testing.T) {
-	dir := t.TempDir()
-	o := &Options{Dir: dir, EncryptionKey: bytes.Repeat([]byte{3}, 32), Logger: discardLogger()}
+// smallValue is entry i of the table-damage tests: a few hundred bytes, so
+// that it lives in the LSM tree.
+func smallValue(i int) []byte { return []byte(fmt.Sprintf("value %d %0300d", i, i)) }
+
+// fillTable puts n small entries into a new store, closes it and returns
+// the path of the one table they went to.
+func fillTable(t *testing.T, o *Options, n int) string {
+	t.Helper()
 	s, err := Open(o)
 	require.NoError(t, err)
-	small := func(i int) []byte { return []byte(fmt.Sprintf("small value %d %0200d", i, i)) }
-	for i := range 2000 {
-		require.NoError(t, s.Put(fmt.Sprint(i), "U8", nil, small(i)))
+	for i := range n {
+		require.NoError(t, s.Put(fmt.Sprintf("%05d", i), "U8", nil, smallValue(i)))
 	}
 	require.NoError(t, s.Close())
-	ssts, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+	ssts, err := filepath.Glob(filepath.Join(o.Dir, "*.sst"))
 	require.NoError(t, err)
-	require.NotEmpty(t, ssts)
-	b, err := os.ReadFile(ssts[0])
-	require.NoError(t, err)
-	b[len(b)/3] ^= 0x10 // inside a data block, far from the index at the end
-	require.NoError(t, os.WriteFile(ssts[0], b, 0o644))
+	require.Len(t, ssts, 1)
+	return ssts[0]
+}
 
-	s, err = Open(o)
+// flipByte flips bits of the byte at off in the file at path.
+func flipByte(t *testing.T, path string, off int64, mask byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	require.NoError(t, err)
-	defer s.Close()
-	d := s.Damage()
-	t.Logf("ssts %v, size %d, damage %+v", ssts, len(b), d)
-	require.Len(t, d.Tables, 1)
-	require.Equal(t, 1, d.LostBlocks())
+	defer f.Close()
+	var b [1]byte
+	_, err = f.ReadAt(b[:], off)
+	require.NoError(t, err)
+	b[0] ^= mask
+	_, err = f.WriteAt(b[:], off)
+	require.NoError(t, err)
+}
+
+// intact counts the n entries that read back right; none reads wrong.
+func intact(t *testing.T, s *Store, n int) int {
+	t.Helper()
 	ok := 0
-	for i := range 2000 {
-		v, err := s.Get(fmt.Sprint(i))
-		if err == nil {
-			require.Equal(t, small(i), v.Data)
+	for i := range n {
+		if v, err := s.Get(fmt.Sprintf("%05d", i)); err == nil {
+			require.Equal(t, smallValue(i), v.Data, "entry %d", i)
 			ok++
 		}
 	}
-	require.Greater(t, ok, 1900, "one block's entries lost, not the rest")
+	return ok
+}
+
+const tableEntries = 3000
+
+// A damaged block of an encrypted store's table is cut out as in a plain
+// one: the table is read and rebuilt with its data key.
+func TestStore_SalvagesATableOfAnEncryptedStore(t *testing.T) {
+	o := &Options{Dir: t.TempDir(), EncryptionKey: bytes.Repeat([]byte{3}, 32), Logger: discardLogger()}
+	sst := fillTable(t, o, tableEntries)
+	st, err := os.Stat(sst)
+	require.NoError(t, err)
+	flipByte(t, sst, st.Size()/3, 0x10) // inside a data block, far from the index at the end
+	s, err := Open(o)
+	require.NoError(t, err)
+	defer s.Close()
+	require.Len(t, s.Damage().Tables, 1)
+	require.Equal(t, 1, s.Damage().LostBlocks())
+	require.Greater(t, intact(t, s, tableEntries), tableEntries*95/100, "one block's entries lost, not the rest")
 }
 
 // Damage that appears while the store is open: a compaction that meets the
@@ -197,100 +224,45 @@ func TestStore_SalvagesATableOfAnEncryptedStore(t *testing.T) {
 // every entry after the block and deleted the input), and the next Open cuts
 // out the block alone.
 func TestStore_CompactionKeepsItsInputOnDamage(t *testing.T) {
-	dir := t.TempDir()
-	o := &Options{Dir: dir, Logger: discardLogger(), noBlockCache: true}
+	o := &Options{Dir: t.TempDir(), Logger: discardLogger(), noBlockCache: true}
+	sst := fillTable(t, o, tableEntries)
 	s, err := Open(o)
 	require.NoError(t, err)
-	small := func(i int) []byte { return []byte(fmt.Sprintf("value %d %0300d", i, i)) }
-	const n = 3000
-	for i := range n {
-		require.NoError(t, s.Put(fmt.Sprint(i), "U8", nil, small(i)))
-	}
-	require.NoError(t, s.Close())
-	s, err = Open(o)
+	st, err := os.Stat(sst)
 	require.NoError(t, err)
-	ssts, err := filepath.Glob(filepath.Join(dir, "*.sst"))
-	require.NoError(t, err)
-	require.Len(t, ssts, 1)
-	f, err := os.OpenFile(ssts[0], os.O_RDWR, 0)
-	require.NoError(t, err)
-	fi, err := f.Stat()
-	require.NoError(t, err)
-	var b [1]byte
-	_, err = f.ReadAt(b[:], fi.Size()/3)
-	require.NoError(t, err)
-	b[0] ^= 0x40
-	_, err = f.WriteAt(b[:], fi.Size()/3) // the mapping Badger reads sees it
-	require.NoError(t, err)
-	require.NoError(t, f.Close())
-
+	flipByte(t, sst, st.Size()/3, 0x40) // the mapping Badger reads sees it
 	require.Error(t, s.db.CompactLevel0(), "the compaction meets the damaged block")
 	require.NoError(t, s.Close())
 	s, err = Open(o)
 	require.NoError(t, err)
 	defer s.Close()
 	require.Equal(t, 1, s.Damage().LostBlocks())
-	ok := 0
-	for i := range n {
-		if v, err := s.Get(fmt.Sprint(i)); err == nil {
-			require.Equal(t, small(i), v.Data)
-			ok++
-		}
-	}
-	require.Greater(t, ok, n*95/100, "one block's entries lost, not the rest")
+	require.Greater(t, intact(t, s, tableEntries), tableEntries*95/100, "one block's entries lost, not the rest")
 }
 
 // A flipped bit in a table's index: its blocks are found through it all the
 // same, each checked by its own checksum, and the table is rebuilt.
 func TestStore_DamagedTableIndexKeepsTheBlocks(t *testing.T) {
-	dir := t.TempDir()
-	o := &Options{Dir: dir, Logger: discardLogger()}
+	o := &Options{Dir: t.TempDir(), Logger: discardLogger()}
+	sst := fillTable(t, o, tableEntries)
+	st, err := os.Stat(sst)
+	require.NoError(t, err)
+	flipByte(t, sst, st.Size()-200, 0x01) // in the index, which sits at the end
 	s, err := Open(o)
-	require.NoError(t, err)
-	small := func(i int) []byte { return []byte(fmt.Sprintf("value %d %0300d", i, i)) }
-	const n = 3000
-	for i := range n {
-		require.NoError(t, s.Put(fmt.Sprint(i), "U8", nil, small(i)))
-	}
-	require.NoError(t, s.Close())
-	ssts, err := filepath.Glob(filepath.Join(dir, "*.sst"))
-	require.NoError(t, err)
-	b, err := os.ReadFile(ssts[0])
-	require.NoError(t, err)
-	b[len(b)-200] ^= 0x01 // in the index, which sits at the end
-	require.NoError(t, os.WriteFile(ssts[0], b, 0o644))
-	s, err = Open(o)
 	require.NoError(t, err)
 	defer s.Close()
 	d := s.Damage()
 	require.Len(t, d.Tables, 1, "%+v", d)
 	require.True(t, d.Tables[0].IndexDamaged)
-	ok := 0
-	for i := range n {
-		if v, err := s.Get(fmt.Sprint(i)); err == nil {
-			require.Equal(t, small(i), v.Data)
-			ok++
-		}
-	}
-	require.Greater(t, ok, n*95/100)
+	require.Greater(t, intact(t, s, tableEntries), tableEntries*95/100)
 }
 
 // A table whose last block is damaged does not open as it is (Badger reads
 // its biggest key there); it is salvaged all the same.
 func TestStore_DamagedLastBlockIsSalvaged(t *testing.T) {
-	dir := t.TempDir()
-	o := &Options{Dir: dir, Logger: discardLogger()}
-	s, err := Open(o)
-	require.NoError(t, err)
-	small := func(i int) []byte { return []byte(fmt.Sprintf("value %d %0300d", i, i)) }
-	const n = 3000
-	for i := range n {
-		require.NoError(t, s.Put(fmt.Sprintf("%05d", i), "U8", nil, small(i)))
-	}
-	require.NoError(t, s.Close())
-	ssts, err := filepath.Glob(filepath.Join(dir, "*.sst"))
-	require.NoError(t, err)
-	b, err := os.ReadFile(ssts[0])
+	o := &Options{Dir: t.TempDir(), Logger: discardLogger()}
+	sst := fillTable(t, o, tableEntries)
+	b, err := os.ReadFile(sst)
 	require.NoError(t, err)
 	// The trailer, from the end: checksum length, checksum, index length,
 	// index; the last block ends where the index starts.
@@ -298,21 +270,13 @@ func TestStore_DamagedLastBlockIsSalvaged(t *testing.T) {
 	end -= int(binary.BigEndian.Uint32(b[end:]))
 	end -= 4
 	end -= int(binary.BigEndian.Uint32(b[end:]))
-	b[end-100] ^= 0x04
-	require.NoError(t, os.WriteFile(ssts[0], b, 0o644))
-	s, err = Open(o)
+	flipByte(t, sst, int64(end-100), 0x04)
+	s, err := Open(o)
 	require.NoError(t, err)
 	defer s.Close()
 	d := s.Damage()
 	require.Len(t, d.Tables, 1, "%+v", d)
 	require.Nil(t, d.Tables[0].Removed)
 	require.Equal(t, 1, d.LostBlocks())
-	ok := 0
-	for i := range n {
-		if v, err := s.Get(fmt.Sprintf("%05d", i)); err == nil {
-			require.Equal(t, small(i), v.Data)
-			ok++
-		}
-	}
-	require.Greater(t, ok, n*95/100)
+	require.Greater(t, intact(t, s, tableEntries), tableEntries*95/100)
 }
