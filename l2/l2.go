@@ -217,8 +217,9 @@ type Store struct {
 	codecs  *serialize.Codecs
 	now     func() time.Time // time.Now; tests move it
 
-	// writeMu is held shared by writers and exclusively by removeEntries:
-	// Badger refuses writes (ErrBlockedWrites) while DropPrefix runs.
+	// writeMu is held shared by writers and exclusively by removeEntries
+	// and compact: Badger refuses writes (ErrBlockedWrites) while DropPrefix
+	// runs, and both stop and restart its compactors.
 	writeMu sync.RWMutex
 	// reclaimMu lets one eviction pass run at a time.
 	reclaimMu sync.Mutex
@@ -718,16 +719,24 @@ func (s *Store) GC() error {
 	if err := s.enforceBudget(""); err != nil {
 		return err
 	}
-	// Deleted records leave tombstones in the LSM tree until a compaction
-	// meets them: compact, so that the disk comes back now.
-	if err := s.db.CompactLevel0(); err != nil {
-		return fmt.Errorf("l2: %s: compacting: %w", s.dir, err)
-	}
-	if err := s.db.Flatten(1); err != nil {
+	if err := s.compact(); err != nil {
 		return fmt.Errorf("l2: %s: compacting: %w", s.dir, err)
 	}
 	s.collectGarbage()
 	return nil
+}
+
+// compact compacts the LSM tree whole: deleted records leave tombstones
+// until a compaction meets them, and GC wants the disk back now. It holds
+// writeMu exclusively, as DropPrefix does: both stop and restart Badger's
+// compactors, which must not happen from two goroutines at once.
+func (s *Store) compact() error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if err := s.db.CompactLevel0(); err != nil {
+		return err
+	}
+	return s.db.Flatten(1)
 }
 
 // removeExpired removes the entries whose time to live has passed.
