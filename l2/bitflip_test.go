@@ -35,8 +35,11 @@ func flipData(i int) []byte {
 	return b
 }
 
+// flipOptions: a 2 GiB budget makes value-log files of 64 MiB, so that all
+// values are in one, the last, which upstream cut at its first unreadable
+// entry: the worst case.
 func flipOptions(dir string) *Options {
-	return &Options{Dir: dir, ChunkSize: 128 << 10, Logger: discardLogger()}
+	return &Options{Dir: dir, MaxBytes: 2 << 30, ChunkSize: 128 << 10, Logger: discardLogger()}
 }
 
 // fileKind groups the files of a store for the report.

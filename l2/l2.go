@@ -60,12 +60,19 @@ func sizes(maxBytes int64, chunk int) (memTable, vlogFile int64) {
 	return min(max(maxBytes/32, 4<<20), 64<<20), min(max(maxBytes/32, minVlog), 1<<30-1)
 }
 
-// sizesAt is sizes for a store in dir: without a budget, the free space
-// there bounds what the store can use, so it sizes the files.
+// sizesAt is sizes for a store in dir. Without a budget, the files are
+// sized after what the store holds (twice that, at least 256 MiB) and what
+// the file system has free: they are allocated whole while the store is
+// open, and a small cache on a laptop should not take 640 MiB of disk for
+// files it barely uses.
 func sizesAt(dir string, maxBytes int64, chunk int) (memTable, vlogFile int64) {
 	if maxBytes == 0 {
-		if free, err := freeSpace(dir); err == nil && free < 8<<30 {
-			maxBytes = max(free, 1)
+		maxBytes = 256 << 20
+		if du, err := DiskUsage(dir); err == nil {
+			maxBytes = max(maxBytes, 2*du)
+		}
+		if free, err := freeSpace(dir); err == nil {
+			maxBytes = min(maxBytes, max(free, 1))
 		}
 	}
 	return sizes(maxBytes, chunk)
