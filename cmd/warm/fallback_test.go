@@ -3,6 +3,7 @@ package main
 import (
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -37,4 +38,29 @@ func TestGet_UnusableCacheDirectoryReadsTheFile(t *testing.T) {
 		require.Contains(t, string(r.stderr), dir, name)
 		require.Empty(t, r.stdout, name)
 	}
+}
+
+// A FIFO named on the command line is refused at once, naming it, by warm
+// and warm get (opening it for reading blocked forever, holding the lock).
+func TestWarm_RefusesAFIFO(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "f")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o644))
+	dir := t.TempDir()
+	for _, args := range [][]string{{"--dir", dir, fifo}, {"get", "--dir", dir, fifo, "-"}} {
+		r := warm(t, args...)
+		require.Equal(t, 1, r.code, "%v: %s", args, r.stderr)
+		require.Contains(t, string(r.stderr), fifo)
+		require.Contains(t, string(r.stderr), "a FIFO")
+	}
+}
+
+// An error line names the file and stays readable: a tensor name of 60 KB
+// is cut, not echoed whole.
+func TestWarm_ErrorLinesStayReadable(t *testing.T) {
+	name := strings.Repeat("x", 60_000)
+	r := warm(t, "get", "--dir", t.TempDir(), testModel, name)
+	require.Equal(t, 1, r.code)
+	require.Contains(t, string(r.stderr), "posenet.bf16.safetensors")
+	require.Contains(t, string(r.stderr), "not found")
+	require.Less(t, len(r.stderr), 1000, "%.300s", r.stderr)
 }
