@@ -85,3 +85,37 @@ func TestStore_EmptyEntriesAreChargedToTheBudget(t *testing.T) {
 	require.LessOrEqual(t, du, limit, "du %d KiB, limit %d KiB", du>>10, limit>>10)
 	t.Logf("%d entries kept of 40000, du %d KiB (limit %d KiB)", st.Entries, du>>10, limit>>10)
 }
+
+// After a clean Close, Open reads no entry: the totals and the LRU order
+// are on disk, so its time and memory do not grow with the entries (a
+// million of them took 3 s and 520 MB). After a crash it reads them all,
+// and the totals come out the same. The LRU order survives a restart.
+func TestStore_OpenReadsNoEntryAfterACleanClose(t *testing.T) {
+	dir := t.TempDir()
+	o := func(o *Options) { o.ChunkSize = 4096 }
+	s := openStore(t, dir, o)
+	for i := range 300 {
+		require.NoError(t, s.Put(fmt.Sprint(i), "U8", nil, payload(5000, uint64(i))))
+	}
+	_, err := s.Get("0") // 1 is now the least recently used
+	require.NoError(t, err)
+	want := s.Stats()
+	require.NoError(t, s.Close())
+
+	s = openStore(t, dir, o)
+	require.False(t, s.recovered, "a clean Close leaves what Open needs")
+	got := s.Stats()
+	require.Equal(t, want.Entries, got.Entries)
+	require.Equal(t, want.LogicalBytes, got.LogicalBytes)
+	require.Equal(t, want.StoredBytes, got.StoredBytes)
+	victims, err := s.pickVictims("", got.StoredBytes-1)
+	require.NoError(t, err)
+	require.Equal(t, []string{"1"}, victims, "the read of 0 outlived the restart")
+
+	crash(t, s)
+	s = openStore(t, dir, o)
+	require.True(t, s.recovered)
+	got = s.Stats()
+	require.Equal(t, want.Entries, got.Entries)
+	require.Equal(t, want.StoredBytes, got.StoredBytes)
+}

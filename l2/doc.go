@@ -20,9 +20,11 @@
 // # Budget
 //
 // With Options.MaxBytes set, a Put that takes the stored bytes over the budget
-// evicts the entries read or written least recently (access times are kept in
-// memory and start from the write time after a restart). Space in Badger's
-// value log is reclaimed by its garbage collection.
+// evicts the entries read or written least recently. The LRU order and the
+// totals are kept in Badger beside the entries, so that an Open after a clean
+// Close reads none of them; after a crash Open reads every meta record to
+// recount and rebuild them. Space in Badger's value log is reclaimed by its
+// garbage collection.
 //
 // # Exclusive use
 //

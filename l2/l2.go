@@ -198,19 +198,16 @@ type Stats struct {
 const recordOverhead = 40
 
 // entryOverhead is the disk an entry takes beyond its encoded chunks: its
-// meta record, and a record per chunk pointing into the value log. Charged
+// meta record, its records in the order index, and a record per chunk
+// pointing into the value log. Charged
 // to the budget, so that a million empty tensors cannot take a 20 MiB cache
 // to 93 MiB.
 func entryOverhead(keyLen, metaLen, chunks int) uint64 {
-	return uint64(1+keyLen+metaLen+recordOverhead) + uint64(chunks)*(1+idLen+4+recordOverhead)
-}
-
-type indexEntry struct {
-	// stored is what the entry is charged against the budget: its encoded
-	// chunks and entryOverhead.
-	logical, stored uint64
-	lastUse         uint64 // logical clock, higher is more recent
-	expires         int64  // unix nanoseconds; 0: never
+	meta := 1 + keyLen + metaLen + recordOverhead
+	// The order index: an 'a' record and an 'A' record (and an 'e' record
+	// for entries that expire, charged to all for simplicity).
+	order := (1 + 8 + keyLen + 24) + (1 + keyLen + 8) + (1 + 8 + keyLen) + 3*recordOverhead
+	return uint64(meta+order) + uint64(chunks)*(1+idLen+4+recordOverhead)
 }
 
 // Store is an open L2 directory. It is safe for concurrent use.
@@ -231,11 +228,12 @@ type Store struct {
 	// reclaimMu lets one eviction pass run at a time.
 	reclaimMu sync.Mutex
 
-	// mu guards index and the totals derived from it.
+	// mu guards the totals and touched.
 	mu      sync.Mutex
-	index   map[string]*indexEntry
+	entries int
 	logical uint64
-	stored  uint64
+	stored  uint64 // what the entries are charged (see entryOverhead)
+	touched map[string]struct{}
 
 	// closeMu is held shared by every method while it uses Badger and
 	// exclusively by Close, so that Close waits for them and none starts
@@ -245,11 +243,16 @@ type Store struct {
 	closeMu sync.RWMutex
 	closed  bool // guarded by closeMu
 
-	damage *Damage // what Open found damaged and repaired
-	log    *slog.Logger
+	damage    *Damage // what Open found damaged and repaired
+	recovered bool    // Open read every entry (no clean Close before)
+	log       *slog.Logger
 
 	clock                                                      atomic.Uint64
 	hits, misses, corrupt, evictions, expired, puts, putErrors atomic.Uint64
+	// needSweep: chunks were left that no meta record names (an unreadable
+	// record was deleted, a failed Put could not remove its chunks); Close
+	// leaves no totals, so that the next Open sweeps.
+	needSweep atomic.Bool
 }
 
 // enter keeps the store open until exit; after Close it is ErrClosed.
@@ -340,7 +343,7 @@ func Open(opts *Options) (*Store, error) {
 		reserve = 2*memTable + vlogFile
 	}
 	s := &Store{db: db, lock: lock, dir: opts.Dir, max: opts.MaxBytes, reserve: reserve, ttl: opts.TTL,
-		codecs: codecs, now: time.Now, index: make(map[string]*indexEntry), damage: damage, log: logger}
+		codecs: codecs, now: time.Now, touched: make(map[string]struct{}), damage: damage, log: logger}
 	if err := s.load(); err != nil {
 		s.Close()
 		return nil, err
@@ -383,13 +386,34 @@ func parseMeta(v []byte) (*meta, error) {
 	}, nil
 }
 
-// load builds the in-memory index from the meta records, drops entries whose
-// meta record is corrupt, and sweeps chunks that no meta record names (left
-// by a crash between writing chunks and committing).
+// load finds the totals a clean Close left, or, after a crash (or in a
+// directory from before the order index), scans the meta records: it drops
+// entries whose meta record is corrupt, sweeps chunks that no meta record
+// names (left by a crash between writing chunks and committing), counts the
+// totals and rebuilds the order index, older writes first.
 func (s *Store) load() error {
+	clean, err := s.takeTotals()
+	if err != nil {
+		return fmt.Errorf("l2: %s: reading totals: %w", s.dir, err)
+	}
+	if clean {
+		tick, err := s.lastTick()
+		if err != nil {
+			return fmt.Errorf("l2: %s: reading the order index: %w", s.dir, err)
+		}
+		s.clock.Store(tick)
+		return s.removeExpired()
+	}
+	return s.recover()
+}
+
+// recover is load after a crash: every meta record is read.
+func (s *Store) recover() error {
+	s.recovered = true
 	type rec struct {
 		key     string
 		written int64
+		order   order
 	}
 	var recs []rec
 	live := make(map[string]bool)
@@ -407,10 +431,7 @@ func (s *Store) load() error {
 				}
 				live[string(m.id)] = true
 				charge := m.header.StoredBytes() + entryOverhead(len(key), len(v), len(m.header.Chunks))
-				s.index[key] = &indexEntry{logical: m.header.Length, stored: charge, expires: m.expires}
-				s.logical += m.header.Length
-				s.stored += charge
-				recs = append(recs, rec{key, m.written})
+				recs = append(recs, rec{key, m.written, order{stored: charge, logical: m.header.Length, expires: m.expires}})
 				return nil
 			})
 			if errors.Is(err, errs.ErrCorrupt) || errors.Is(err, errs.ErrVersion) {
@@ -434,11 +455,32 @@ func (s *Store) load() error {
 	if err != nil {
 		return fmt.Errorf("l2: %s: reading index: %w", s.dir, err)
 	}
-	// Older writes are less recently used.
-	slices.SortFunc(recs, func(a, b rec) int { return int(min(max(a.written-b.written, -1), 1)) })
 	for _, r := range recs {
-		s.index[r.key].lastUse = s.clock.Add(1)
+		s.entries++
+		s.logical += r.order.logical
+		s.stored += r.order.stored
 	}
+	// The order index, anew: older writes are less recently used.
+	if err := s.dropPrefixes([][]byte{{orderPrefix}, {tickPrefix}, {expiryPrefix}}); err != nil {
+		return err
+	}
+	slices.SortFunc(recs, func(a, b rec) int { return cmp.Compare(a.written, b.written) })
+	const batch = 500
+	for start := 0; start < len(recs); start += batch {
+		part := recs[start:min(start+batch, len(recs))]
+		err := s.update(func(txn *badger.Txn) error {
+			for i, r := range part {
+				if err := link(txn, r.key, uint64(start+i+1), r.order); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("l2: %s: rebuilding the order index: %w", s.dir, err)
+		}
+	}
+	s.clock.Store(uint64(len(recs)))
 	orphans := make(map[string]bool)
 	var strays [][]byte
 	err = s.db.View(func(txn *badger.Txn) error {
@@ -588,11 +630,23 @@ func (s *Store) put(key, dtype string, shape []uint64, data []byte, ttl time.Dur
 			return err
 		}
 	}
-	// Commit point: the meta record, swapped in with the old chunks' removal.
+	// Commit point: the meta record, swapped in with the old chunks' removal
+	// and the entry's records in the order index.
 	mk := metaKey(key)
 	var old *meta
+	var prev order
+	var hadPrev bool
+	charge := e.Header.StoredBytes() + entryOverhead(len(key), len(mv), len(e.Chunks))
+	tick := s.clock.Add(1)
 	err = s.update(func(txn *badger.Txn) error {
 		old = nil
+		var err error
+		if prev, hadPrev, err = unlink(txn, key); err != nil {
+			return err
+		}
+		if err := link(txn, key, tick, order{stored: charge, logical: e.Header.Length, expires: expires}); err != nil {
+			return err
+		}
 		if item, err := txn.Get(mk); err == nil {
 			// An unreadable old record only means there is nothing to clean.
 			_ = item.Value(func(v []byte) error { old, _ = parseMeta(v); return nil })
@@ -609,19 +663,20 @@ func (s *Store) put(key, dtype string, shape []uint64, data []byte, ttl time.Dur
 		return txn.Set(mk, mv)
 	})
 	if err != nil {
-		_ = s.deleteChunks(id, len(e.Chunks))
+		if derr := s.deleteChunks(id, len(e.Chunks)); derr != nil {
+			s.needSweep.Store(true)
+		}
 		return err
 	}
 	s.mu.Lock()
-	if ie, ok := s.index[key]; ok {
-		s.logical -= ie.logical
-		s.stored -= ie.stored
+	if hadPrev {
+		s.entries--
+		s.logical -= prev.logical
+		s.stored -= prev.stored
 	}
-	charge := e.Header.StoredBytes() + entryOverhead(len(key), len(mv), len(e.Chunks))
-	ie := &indexEntry{logical: e.Header.Length, stored: charge, lastUse: s.clock.Add(1), expires: expires}
-	s.index[key] = ie
-	s.logical += ie.logical
-	s.stored += ie.stored
+	s.entries++
+	s.logical += e.Header.Length
+	s.stored += charge
 	s.mu.Unlock()
 	return nil
 }
@@ -661,7 +716,10 @@ func (s *Store) enforceBudget(keep string) error {
 	}
 	s.reclaimMu.Lock()
 	defer s.reclaimMu.Unlock()
-	victims := s.pickVictims(keep, uint64(float64(s.max)*LowWater))
+	victims, err := s.pickVictims(keep, uint64(float64(s.max)*LowWater))
+	if err != nil {
+		return fmt.Errorf("l2: %s: picking entries to evict: %w", s.dir, err)
+	}
 	if len(victims) == 0 {
 		return nil
 	}
@@ -675,34 +733,17 @@ func (s *Store) enforceBudget(keep string) error {
 
 // pickVictims lists the least recently used entries, other than keep, whose
 // removal brings the stored bytes down to target.
-func (s *Store) pickVictims(keep string, target uint64) []string {
+func (s *Store) pickVictims(keep string, target uint64) ([]string, error) {
+	if err := s.flushTouches(); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stored <= target {
-		return nil
+	stored := s.stored
+	s.mu.Unlock()
+	if stored <= target {
+		return nil, nil
 	}
-	type cand struct {
-		key     string
-		lastUse uint64
-		stored  uint64
-	}
-	cands := make([]cand, 0, len(s.index))
-	for k, ie := range s.index {
-		if k != keep {
-			cands = append(cands, cand{k, ie.lastUse, ie.stored})
-		}
-	}
-	slices.SortFunc(cands, func(a, b cand) int { return cmp.Compare(a.lastUse, b.lastUse) })
-	var victims []string
-	excess := s.stored - target
-	for _, c := range cands {
-		if excess == 0 {
-			break
-		}
-		victims = append(victims, c.key)
-		excess -= min(excess, c.stored)
-	}
-	return victims
+	return s.oldest(keep, stored-target)
 }
 
 // collectGarbage rewrites value-log files whose dead share passed
@@ -748,15 +789,10 @@ func (s *Store) compact() error {
 
 // removeExpired removes the entries whose time to live has passed.
 func (s *Store) removeExpired() error {
-	now := s.now().UnixNano()
-	var keys []string
-	s.mu.Lock()
-	for k, ie := range s.index {
-		if ie.expires != 0 && now >= ie.expires {
-			keys = append(keys, k)
-		}
+	keys, err := s.expiredBy(s.now().UnixNano())
+	if err != nil {
+		return fmt.Errorf("l2: %s: finding expired entries: %w", s.dir, err)
 	}
-	s.mu.Unlock()
 	if len(keys) == 0 {
 		return nil
 	}
@@ -825,14 +861,6 @@ func (s *Store) Get(key string) (*Value, error) {
 		}
 	}
 	return nil, fmt.Errorf("l2: %s: get %s: %w", s.dir, errs.Quote(key), err)
-}
-
-func (s *Store) touch(key string) {
-	s.mu.Lock()
-	if ie, ok := s.index[key]; ok {
-		ie.lastUse = s.clock.Add(1)
-	}
-	s.mu.Unlock()
 }
 
 func (s *Store) readMeta(key string) (*meta, error) {
@@ -975,13 +1003,21 @@ func (s *Store) removeEntries(keys []string) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	var prefixes [][]byte
-	const batch = 1000 // well inside Badger's transaction limits
+	const batch = 250 // well inside Badger's transaction limits
 	for start := 0; start < len(keys); start += batch {
 		part := keys[start:min(start+batch, len(keys))]
 		var ids [][]byte
+		var gone []order
 		err := s.update(func(txn *badger.Txn) error {
-			ids = ids[:0]
+			ids, gone = ids[:0], gone[:0]
 			for _, key := range part {
+				o, ok, err := unlink(txn, key)
+				if err != nil {
+					return err
+				}
+				if ok {
+					gone = append(gone, o)
+				}
 				item, err := txn.Get(metaKey(key))
 				if errors.Is(err, badger.ErrKeyNotFound) {
 					continue
@@ -989,10 +1025,13 @@ func (s *Store) removeEntries(keys []string) error {
 				if err != nil {
 					return err
 				}
-				// Chunks of an unreadable record are swept at the next Open.
+				// Chunks of an unreadable record are swept at the next Open,
+				// which Close makes a recovery.
 				_ = item.Value(func(v []byte) error {
 					if m, err := parseMeta(v); err == nil {
 						ids = append(ids, append([]byte{chunkPrefix}, m.id...))
+					} else {
+						s.needSweep.Store(true)
 					}
 					return nil
 				})
@@ -1006,12 +1045,13 @@ func (s *Store) removeEntries(keys []string) error {
 			return fmt.Errorf("l2: %s: delete: %w", s.dir, err)
 		}
 		s.mu.Lock()
+		for _, o := range gone {
+			s.entries--
+			s.logical -= o.logical
+			s.stored -= o.stored
+		}
 		for _, key := range part {
-			if ie, ok := s.index[key]; ok {
-				s.logical -= ie.logical
-				s.stored -= ie.stored
-				delete(s.index, key)
-			}
+			delete(s.touched, key)
 		}
 		s.mu.Unlock()
 		prefixes = append(prefixes, ids...)
@@ -1022,7 +1062,7 @@ func (s *Store) removeEntries(keys []string) error {
 // Stats returns the store's contents and counters.
 func (s *Store) Stats() Stats {
 	s.mu.Lock()
-	st := Stats{Entries: len(s.index), LogicalBytes: s.logical, StoredBytes: s.stored, MaxBytes: s.max}
+	st := Stats{Entries: s.entries, LogicalBytes: s.logical, StoredBytes: s.stored, MaxBytes: s.max}
 	s.mu.Unlock()
 	if du, err := s.DiskUsage(); err == nil {
 		st.DiskBytes = du
@@ -1039,7 +1079,7 @@ func (s *Store) Stats() Stats {
 // order, until fn returns false. Damaged meta records are skipped (Verify
 // and Get report them).
 func (s *Store) Range(prefix string, fn func(*EntryInfo) bool) error {
-	infos, err := s.entries(prefix)
+	infos, err := s.listEntries(prefix)
 	if err != nil {
 		return err
 	}
@@ -1053,8 +1093,8 @@ func (s *Store) Range(prefix string, fn func(*EntryInfo) bool) error {
 	return nil
 }
 
-// entries lists the live entries whose key starts with prefix.
-func (s *Store) entries(prefix string) ([]*EntryInfo, error) {
+// listEntries lists the live entries whose key starts with prefix.
+func (s *Store) listEntries(prefix string) ([]*EntryInfo, error) {
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
@@ -1244,7 +1284,16 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	err := s.db.Close()
+	// The totals and the order index, complete, spare the next Open a scan;
+	// without them it recovers as after a crash.
+	err := s.flushTouches()
+	if err == nil && !s.needSweep.Load() {
+		err = s.putTotals()
+	}
+	if err != nil {
+		s.log.Warn("l2: saving the order index failed; the next open reads every entry", "dir", s.dir, "err", err)
+	}
+	err = s.db.Close()
 	s.codecs.Close()
 	if s.lock != nil {
 		err = errors.Join(err, s.lock.Close())

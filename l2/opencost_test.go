@@ -13,14 +13,19 @@ import (
 
 // TestStore_OpenCost measures what opening a store of many small entries
 // costs in time and heap; L2_OPEN_COST=N sets the count (skipped without:
-// filling takes a while). docs/BENCHMARKS.md records a run.
+// filling takes a while), L2_OPEN_BUDGET the budget in bytes (20 MiB).
+// docs/BENCHMARKS.md records runs.
 func TestStore_OpenCost(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("L2_OPEN_COST"))
 	if n == 0 {
 		t.Skip("set L2_OPEN_COST=N to measure opening a store of N entries")
 	}
+	budget := int64(20 << 20)
+	if b, _ := strconv.ParseInt(os.Getenv("L2_OPEN_BUDGET"), 10, 64); b > 0 {
+		budget = b
+	}
 	dir := t.TempDir()
-	o := &Options{Dir: dir, MaxBytes: 20 << 20, Logger: discardLogger()}
+	o := &Options{Dir: dir, MaxBytes: budget, Logger: discardLogger()}
 	s, err := Open(o)
 	require.NoError(t, err)
 	start := time.Now()
