@@ -75,6 +75,7 @@ fuzz:
 	$(GO) test ./loader/ -run '^$$' -fuzz FuzzParseNPZ -fuzztime $(FUZZTIME)
 	$(GO) test ./loader/ -run '^$$' -fuzz FuzzParseShardIndex -fuzztime $(FUZZTIME)
 	$(GO) test ./sim/ -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
+	$(GO) test ./l2/ -run '^$$' -fuzz FuzzOpenDamagedTable -fuzztime $(FUZZTIME)
 
 # Hit ratios and throughput against rival caches (bench/ is its own module).
 bench-rivals:

@@ -798,8 +798,11 @@ func (c *Cache) Flush() {
 	}
 }
 
-// Close finishes queued L2 writes, closes L2 and unmaps the model files.
-// Tensors returned earlier stay valid.
+// Close stops new calls (they return errs.ErrClosed), cancels the loads
+// and Warm calls in progress and waits for them (up to 10 s: a read from a
+// slow disk cannot stop halfway), finishes queued L2 writes, closes L2 and
+// unmaps the model files. Nothing of the model files is mapped once it
+// returns. Tensors returned earlier stay valid.
 func (c *Cache) Close() error {
 	c.mu.Lock()
 	if c.closed {
