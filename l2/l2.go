@@ -49,30 +49,24 @@ const (
 
 // sizes derives Badger's file sizes from the budget, or without one from
 // the free space at open, so that its fixed costs (memtable logs, the
-// value-log file being written, which GC cannot touch, all allocated whole)
+// value-log file being written, which GC cannot touch)
 // stay a small part of what the store may use. A value-log file holds at
 // least two chunks: Badger refuses a value larger than the file.
 func sizes(maxBytes int64, chunk int) (memTable, vlogFile int64) {
 	minVlog := max(2*int64(chunk), 1<<20)
 	if maxBytes == 0 {
-		return 64 << 20, max(256<<20, minVlog)
+		return 64 << 20, 1<<30 - 1
 	}
 	return min(max(maxBytes/32, 4<<20), 64<<20), min(max(maxBytes/32, minVlog), 1<<30-1)
 }
 
-// sizesAt is sizes for a store in dir. Without a budget, the files are
-// sized after what the store holds (twice that, at least 256 MiB) and what
-// the file system has free: they are allocated whole while the store is
-// open, and a small cache on a laptop should not take 640 MiB of disk for
-// files it barely uses.
+// sizesAt is sizes for a store in dir: without a budget, a file system
+// with less than 8 GiB free bounds what the store can use, so it sizes the
+// files.
 func sizesAt(dir string, maxBytes int64, chunk int) (memTable, vlogFile int64) {
 	if maxBytes == 0 {
-		maxBytes = 256 << 20
-		if du, err := DiskUsage(dir); err == nil {
-			maxBytes = max(maxBytes, 2*du)
-		}
-		if free, err := freeSpace(dir); err == nil {
-			maxBytes = min(maxBytes, max(free, 1))
+		if free, err := freeSpace(dir); err == nil && free < 8<<30 {
+			maxBytes = max(free, 1)
 		}
 	}
 	return sizes(maxBytes, chunk)
@@ -86,11 +80,11 @@ const MinBytes = 1 << 20
 // FixedOverhead is the disk the store may use beyond MaxBytes × 1.1 for a
 // given budget and chunk size (0: the default): two memtable write-ahead
 // logs (the active one and one being flushed) and the head value-log file,
-// each allocated whole when created (Badger writes them through mmap, where
-// a block the disk cannot give is a SIGBUS, so they are never left sparse),
-// Badger's 1 MiB DISCARD file and the LSM's own tables, manifest and key
-// registry (bounded at 8 MiB here, as values under 64 KiB and the keys are
-// all that live there besides).
+// each at most twice its size limit (Badger writes them through mmap, where
+// a block the disk cannot give is a SIGBUS, so their blocks are allocated
+// ahead of the writes, never left sparse), Badger's 1 MiB DISCARD file and
+// the LSM's own tables, manifest and key registry (bounded at 8 MiB here,
+// as values under 64 KiB and the keys are all that live there besides).
 func FixedOverhead(maxBytes int64, chunkSize int) int64 {
 	if chunkSize == 0 {
 		chunkSize = serialize.DefaultChunk
@@ -99,9 +93,15 @@ func FixedOverhead(maxBytes int64, chunkSize int) int64 {
 	return 2*2*mt + 2*vf + 1<<20 + 8<<20
 }
 
-// openBytes is the free space Open needs: a new memtable log and a new
-// head value-log file, both allocated whole, and the DISCARD file.
-func openBytes(memTable, vlogFile int64) int64 { return 2*memTable + 2*vlogFile + 1<<20 }
+// allocStep is how far ahead of its writes Badger allocates a log (our
+// patch, see internal/third_party/badger/PATCHES.md).
+const allocStep = 16 << 20
+
+// openBytes is the free space Open needs: the allocated start of a new
+// memtable log and of a new head value-log file, and the DISCARD file.
+func openBytes(memTable, vlogFile int64) int64 {
+	return min(2*memTable, allocStep) + min(2*vlogFile, allocStep) + 1<<20
+}
 
 // Options configures a Store.
 type Options struct {

@@ -262,6 +262,30 @@ type logFile struct {
 	registry *KeyRegistry
 	writeAt  uint32
 	opt      Options
+
+	// allocated: the blocks under [0, allocated) are allocated (modelcache
+	// patch: a write through the mapping past them could SIGBUS).
+	allocated int64
+}
+
+// allocStep is how far ahead of its writes a log's blocks are allocated.
+const allocStep = 16 << 20
+
+// allocate makes sure the blocks under [0, end) of the log are allocated
+// before anything is written there through the mapping, a step ahead, so
+// that a full disk is an error here rather than a SIGBUS in the write.
+//
+// modelcache patch: not in upstream Badger.
+func (lf *logFile) allocate(end int64) error {
+	if end <= lf.allocated {
+		return nil
+	}
+	to := max(min(end+allocStep, int64(len(lf.Data))), end)
+	if err := y.Preallocate(lf.Fd, lf.allocated, to-lf.allocated); err != nil {
+		return y.Wrapf(err, "while allocating %s up to %d bytes", lf.path, to)
+	}
+	lf.allocated = to
+	return nil
 }
 
 func (lf *logFile) Truncate(end int64) error {
@@ -272,6 +296,9 @@ func (lf *logFile) Truncate(end int64) error {
 	}
 	y.AssertTrue(!lf.opt.ReadOnly)
 	lf.size.Store(uint32(end))
+	// modelcache patch: blocks past a shrunk end are gone; a file grown
+	// again is sparse there.
+	lf.allocated = min(lf.allocated, end)
 	return lf.MmapFile.Truncate(end)
 }
 
@@ -325,6 +352,11 @@ func (lf *logFile) writeEntry(buf *bytes.Buffer, e *Entry, opt Options) error {
 	buf.Reset()
 	plen, err := lf.encodeEntry(buf, e, lf.writeAt)
 	if err != nil {
+		return err
+	}
+	// modelcache patch: the entry and the zeroed header after it land on
+	// allocated blocks.
+	if err := lf.allocate(int64(lf.writeAt) + int64(plen) + maxHeaderSize); err != nil {
 		return err
 	}
 	y.AssertTrue(plen == copy(lf.Data[lf.writeAt:], buf.Bytes()))
@@ -535,8 +567,9 @@ func (lf *logFile) zeroNextEntry() {
 }
 
 func (lf *logFile) open(path string, flags int, fsize int64) error {
-	mf, ferr := y.OpenMmapFile(path, flags, int(fsize))
+	mf, allocated, ferr := y.OpenMmapFileAhead(path, flags, int(fsize), allocStep)
 	lf.MmapFile = mf
+	lf.allocated = allocated
 
 	if ferr == z.NewFile {
 		if err := lf.bootstrap(); err != nil {

@@ -904,7 +904,10 @@ func (vlog *valueLog) write(reqs []*request) error {
 		}
 
 		n := uint32(buf.Len())
-		endOffset := vlog.writableLogOffset.Add(n)
+		// modelcache patch: the offset is taken only once the blocks under
+		// it are allocated, so that a full disk leaves the log as it was
+		// (this goroutine is its only writer).
+		endOffset := vlog.woffset() + n
 		// Increase the file size if we cannot accommodate this entry.
 		// [Aman] Should this be >= or just >? Doesn't make sense to extend the file if it big enough already.
 		if int(endOffset) >= len(curlf.Data) {
@@ -912,7 +915,10 @@ func (vlog *valueLog) write(reqs []*request) error {
 				return err
 			}
 		}
-
+		if err := curlf.allocate(int64(endOffset)); err != nil {
+			return err
+		}
+		vlog.writableLogOffset.Add(n)
 		start := int(endOffset - n)
 		y.AssertTrue(copy(curlf.Data[start:], buf.Bytes()) == int(n))
 

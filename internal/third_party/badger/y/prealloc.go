@@ -3,6 +3,7 @@ package y
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/dgraph-io/ristretto/v2/z"
 )
@@ -28,6 +29,33 @@ func OpenMmapFile(filename string, flag int, maxSz int) (*z.MmapFile, error) {
 	}
 	return mf, err
 }
+
+// OpenMmapFileAhead is OpenMmapFile for a log written from its start
+// onwards: of a file it creates, only the first ahead bytes are allocated,
+// and the writer allocates further with Preallocate before it writes there.
+// A log is created at twice its size limit and mostly filled far less, so
+// allocating it whole would take that much disk for nothing.
+//
+// modelcache patch: not in upstream Badger.
+func OpenMmapFileAhead(filename string, flag int, maxSz int, ahead int64) (*z.MmapFile, int64, error) {
+	mf, err := z.OpenMmapFile(filename, flag, maxSz)
+	if !errors.Is(err, z.NewFile) {
+		if mf != nil {
+			return mf, int64(len(mf.Data)), err
+		}
+		return mf, 0, err
+	}
+	n := min(ahead, int64(len(mf.Data)))
+	if perr := preallocate(mf.Fd, 0, n); perr != nil {
+		_ = mf.Delete()
+		return nil, 0, fmt.Errorf("while allocating %d bytes for %s: %w", n, filename, perr)
+	}
+	return mf, n, err
+}
+
+// Preallocate allocates the blocks of [off, off+n) of f, where the file
+// system can (see OpenMmapFile). modelcache patch.
+func Preallocate(f *os.File, off, n int64) error { return preallocate(f, off, n) }
 
 // GrowMmapFile grows a mapped file to size, allocating the new blocks
 // first, for the reason given at OpenMmapFile.
