@@ -31,7 +31,7 @@ func TestStore_DiskUseStaysWithinBudget(t *testing.T) {
 		require.LessOrEqual(t, du, limit, "after %d MiB written: du %d MiB over the %d MiB limit", i+1, du>>20, limit>>20)
 	}
 	st := s.Stats()
-	require.LessOrEqual(t, st.StoredBytes, uint64(float64(budget)*HighWater))
+	require.LessOrEqual(t, st.ChargedBytes, uint64(float64(budget)*HighWater))
 	require.NotZero(t, st.Evictions)
 	v, err := s.Get(fmt.Sprint(n - 1))
 	require.NoError(t, err)
@@ -74,7 +74,7 @@ func TestStore_EmptyEntriesAreChargedToTheBudget(t *testing.T) {
 	}
 	st := s.Stats()
 	require.NotZero(t, st.Evictions)
-	require.LessOrEqual(t, st.StoredBytes, uint64(float64(budget)*HighWater))
+	require.LessOrEqual(t, st.ChargedBytes, uint64(float64(budget)*HighWater))
 	require.NoError(t, s.GC())
 	require.NoError(t, s.Close())
 	du, err := DiskUsage(dir)
@@ -108,7 +108,8 @@ func TestStore_OpenReadsNoEntryAfterACleanClose(t *testing.T) {
 	require.Equal(t, want.Entries, got.Entries)
 	require.Equal(t, want.LogicalBytes, got.LogicalBytes)
 	require.Equal(t, want.StoredBytes, got.StoredBytes)
-	victims, err := s.pickVictims("", got.StoredBytes-1)
+	require.Equal(t, want.ChargedBytes, got.ChargedBytes)
+	victims, err := s.pickVictims("", got.ChargedBytes-1)
 	require.NoError(t, err)
 	require.Equal(t, []string{"1"}, victims, "the read of 0 outlived the restart")
 
@@ -118,4 +119,5 @@ func TestStore_OpenReadsNoEntryAfterACleanClose(t *testing.T) {
 	got = s.Stats()
 	require.Equal(t, want.Entries, got.Entries)
 	require.Equal(t, want.StoredBytes, got.StoredBytes)
+	require.Equal(t, want.ChargedBytes, got.ChargedBytes)
 }

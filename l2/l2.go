@@ -181,12 +181,13 @@ type EntryInfo struct {
 type Stats struct {
 	Entries      int
 	LogicalBytes uint64
-	// StoredBytes is what the entries are charged against MaxBytes: their
-	// encoded chunks and, per entry, its meta record and chunk records
-	// (EntryInfo.StoredBytes is the encoded chunks alone).
-	StoredBytes uint64
-	MaxBytes    int64
-	DiskBytes   int64 // the directory's real disk use (du); -1 if it could not be read
+	StoredBytes  uint64 // encoded chunks
+	// ChargedBytes is what the entries are charged against MaxBytes: their
+	// encoded chunks and, per entry, its meta record, order-index records
+	// and chunk records.
+	ChargedBytes uint64
+	MaxBytes     int64
+	DiskBytes    int64 // the directory's real disk use (du); -1 if it could not be read
 
 	Hits, Misses, Corrupt, Evictions, Expired, Puts, PutErrors uint64
 }
@@ -232,7 +233,8 @@ type Store struct {
 	mu      sync.Mutex
 	entries int
 	logical uint64
-	stored  uint64 // what the entries are charged (see entryOverhead)
+	stored  uint64 // encoded chunk bytes
+	charged uint64 // what the entries are charged (see entryOverhead)
 	touched map[string]struct{}
 
 	// closeMu is held shared by every method while it uses Badger and
@@ -431,7 +433,7 @@ func (s *Store) recover() error {
 				}
 				live[string(m.id)] = true
 				charge := m.header.StoredBytes() + entryOverhead(len(key), len(v), len(m.header.Chunks))
-				recs = append(recs, rec{key, m.written, order{stored: charge, logical: m.header.Length, expires: m.expires}})
+				recs = append(recs, rec{key, m.written, order{charge: charge, stored: m.header.StoredBytes(), logical: m.header.Length, expires: m.expires}})
 				return nil
 			})
 			if errors.Is(err, errs.ErrCorrupt) || errors.Is(err, errs.ErrVersion) {
@@ -459,6 +461,7 @@ func (s *Store) recover() error {
 		s.entries++
 		s.logical += r.order.logical
 		s.stored += r.order.stored
+		s.charged += r.order.charge
 	}
 	// The order index, anew: older writes are less recently used.
 	if err := s.dropPrefixes([][]byte{{orderPrefix}, {tickPrefix}, {expiryPrefix}}); err != nil {
@@ -644,7 +647,7 @@ func (s *Store) put(key, dtype string, shape []uint64, data []byte, ttl time.Dur
 		if prev, hadPrev, err = unlink(txn, key); err != nil {
 			return err
 		}
-		if err := link(txn, key, tick, order{stored: charge, logical: e.Header.Length, expires: expires}); err != nil {
+		if err := link(txn, key, tick, order{charge: charge, stored: e.Header.StoredBytes(), logical: e.Header.Length, expires: expires}); err != nil {
 			return err
 		}
 		if item, err := txn.Get(mk); err == nil {
@@ -673,10 +676,12 @@ func (s *Store) put(key, dtype string, shape []uint64, data []byte, ttl time.Dur
 		s.entries--
 		s.logical -= prev.logical
 		s.stored -= prev.stored
+		s.charged -= prev.charge
 	}
 	s.entries++
 	s.logical += e.Header.Length
-	s.stored += charge
+	s.stored += e.Header.StoredBytes()
+	s.charged += charge
 	s.mu.Unlock()
 	return nil
 }
@@ -709,7 +714,7 @@ func (s *Store) enforceBudget(keep string) error {
 		return nil
 	}
 	s.mu.Lock()
-	over := s.stored > uint64(float64(s.max)*HighWater)
+	over := s.charged > uint64(float64(s.max)*HighWater)
 	s.mu.Unlock()
 	if !over {
 		return nil
@@ -738,12 +743,12 @@ func (s *Store) pickVictims(keep string, target uint64) ([]string, error) {
 		return nil, err
 	}
 	s.mu.Lock()
-	stored := s.stored
+	charged := s.charged
 	s.mu.Unlock()
-	if stored <= target {
+	if charged <= target {
 		return nil, nil
 	}
-	return s.oldest(keep, stored-target)
+	return s.oldest(keep, charged-target)
 }
 
 // collectGarbage rewrites value-log files whose dead share passed
@@ -1049,6 +1054,7 @@ func (s *Store) removeEntries(keys []string) error {
 			s.entries--
 			s.logical -= o.logical
 			s.stored -= o.stored
+			s.charged -= o.charge
 		}
 		for _, key := range part {
 			delete(s.touched, key)
@@ -1062,7 +1068,7 @@ func (s *Store) removeEntries(keys []string) error {
 // Stats returns the store's contents and counters.
 func (s *Store) Stats() Stats {
 	s.mu.Lock()
-	st := Stats{Entries: s.entries, LogicalBytes: s.logical, StoredBytes: s.stored, MaxBytes: s.max}
+	st := Stats{Entries: s.entries, LogicalBytes: s.logical, StoredBytes: s.stored, ChargedBytes: s.charged, MaxBytes: s.max}
 	s.mu.Unlock()
 	if du, err := s.DiskUsage(); err == nil {
 		st.DiskBytes = du

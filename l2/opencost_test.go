@@ -46,8 +46,8 @@ func TestStore_OpenCost(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	st := s.Stats()
-	t.Logf("open: %v, heap +%d MiB, entries %d, stored %d, du %d MiB", took,
-		(int64(after.HeapAlloc)-int64(before.HeapAlloc))>>20, st.Entries, st.StoredBytes, du>>20)
+	t.Logf("open: %v, heap +%d MiB, entries %d, charged %d, du %d MiB", took,
+		(int64(after.HeapAlloc)-int64(before.HeapAlloc))>>20, st.Entries, st.ChargedBytes, du>>20)
 	require.NoError(t, s.GC())
 	du, _ = DiskUsage(dir)
 	t.Logf("after GC: entries %d, du %d MiB", s.Stats().Entries, du>>20)

@@ -12,10 +12,10 @@ import (
 // none of it after a clean Close: its time and memory do not grow with the
 // number of entries.
 //
-//	'a' + tick + key    -> stored, logical, expires   least recently used first
+//	'a' + tick + key    -> charge, stored, logical, expires   oldest first
 //	'A' + key           -> tick                       where key's 'a' record is
 //	'e' + expires + key -> (empty)                    entries by expiry
-//	'T'                 -> entries, logical, stored   totals, written by Close
+//	'T'                 -> entries, logical, charged, stored  totals, by Close
 //
 // A read moves its entry to the newest tick lazily: touches wait in a
 // bounded set, applied in one batch when it fills, before an eviction picks
@@ -28,25 +28,29 @@ const (
 	maxTouches   = 4096
 )
 
-// order is an entry's record in the order index.
+// order is an entry's record in the order index: what it is charged
+// against the budget (see entryOverhead), its encoded and logical bytes,
+// and when it expires.
 type order struct {
-	stored, logical uint64
-	expires         int64
+	charge, stored, logical uint64
+	expires                 int64
 }
 
 func (o order) encode() []byte {
-	b := make([]byte, 24)
-	binary.BigEndian.PutUint64(b, o.stored)
-	binary.BigEndian.PutUint64(b[8:], o.logical)
-	binary.BigEndian.PutUint64(b[16:], uint64(o.expires))
+	b := make([]byte, 32)
+	binary.BigEndian.PutUint64(b, o.charge)
+	binary.BigEndian.PutUint64(b[8:], o.stored)
+	binary.BigEndian.PutUint64(b[16:], o.logical)
+	binary.BigEndian.PutUint64(b[24:], uint64(o.expires))
 	return b
 }
 
 func decodeOrder(b []byte) (order, error) {
-	if len(b) != 24 {
+	if len(b) != 32 {
 		return order{}, fmt.Errorf("order record of %d bytes", len(b))
 	}
-	return order{binary.BigEndian.Uint64(b), binary.BigEndian.Uint64(b[8:]), int64(binary.BigEndian.Uint64(b[16:]))}, nil
+	return order{binary.BigEndian.Uint64(b), binary.BigEndian.Uint64(b[8:]),
+		binary.BigEndian.Uint64(b[16:]), int64(binary.BigEndian.Uint64(b[24:]))}, nil
 }
 
 func orderKey(tick uint64, key string) []byte {
@@ -168,7 +172,7 @@ func (s *Store) flushTouches() error {
 }
 
 // oldest lists entries from the least recently used, skipping keep, until
-// their stored bytes reach excess.
+// their charges reach excess.
 func (s *Store) oldest(keep string, excess uint64) ([]string, error) {
 	var victims []string
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -184,7 +188,7 @@ func (s *Store) oldest(keep string, excess uint64) ([]string, error) {
 				return err
 			}
 			victims = append(victims, key)
-			excess -= min(excess, o.stored)
+			excess -= min(excess, o.charge)
 		}
 		return it.Err()
 	})
@@ -237,12 +241,13 @@ func (s *Store) takeTotals() (ok bool, err error) {
 			return err
 		}
 		if err := item.Value(func(v []byte) error {
-			if len(v) != 24 {
+			if len(v) != 32 {
 				return fmt.Errorf("totals record of %d bytes", len(v))
 			}
 			s.entries = int(binary.BigEndian.Uint64(v))
 			s.logical = binary.BigEndian.Uint64(v[8:])
-			s.stored = binary.BigEndian.Uint64(v[16:])
+			s.charged = binary.BigEndian.Uint64(v[16:])
+			s.stored = binary.BigEndian.Uint64(v[24:])
 			return nil
 		}); err != nil {
 			return err
@@ -258,6 +263,7 @@ func (s *Store) putTotals() error {
 	s.mu.Lock()
 	v := binary.BigEndian.AppendUint64(nil, uint64(s.entries))
 	v = binary.BigEndian.AppendUint64(v, s.logical)
+	v = binary.BigEndian.AppendUint64(v, s.charged)
 	v = binary.BigEndian.AppendUint64(v, s.stored)
 	s.mu.Unlock()
 	return s.update(func(txn *badger.Txn) error { return txn.Set([]byte{totalsPrefix}, v) })

@@ -17,8 +17,11 @@ type statsJSON struct {
 	LogicalBytes uint64  `json:"logical_bytes"`
 	StoredBytes  uint64  `json:"stored_bytes"`
 	StoredRatio  float64 `json:"stored_ratio"`
-	DiskBytes    int64   `json:"disk_bytes"`
-	MaxBytes     int64   `json:"max_bytes"`
+	// ChargedBytes is what the entries count against the disk budget:
+	// stored bytes and each entry's records.
+	ChargedBytes uint64 `json:"charged_bytes"`
+	DiskBytes    int64  `json:"disk_bytes"`
+	MaxBytes     int64  `json:"max_bytes"`
 	// Reads of every process since the directory was created.
 	Reads tier.Counters `json:"reads"`
 }
@@ -31,7 +34,9 @@ func newStatsCmd(g *globals) *cobra.Command {
 		Long: `stats prints the number of cached entries, their logical (uncompressed)
 bytes and their stored (encoded) bytes. With --json it prints one JSON object:
 {"dir", "entries", "logical_bytes", "stored_bytes", "stored_ratio",
-"disk_bytes" (the directory's real disk use, as du counts it), "max_bytes",
+"charged_bytes" (what counts against --disk: stored bytes and each entry's
+records), "disk_bytes" (the directory's real disk use, as du counts it),
+"max_bytes",
 "reads": {"requests", "l1_hits", "l2_hits", "l2_misses", "source_loads",
 "shared_loads", "failed", "warm_loads", "l2_errors"}}; reads count every
 process's tensor reads since the directory was created. Each read counts in
@@ -48,7 +53,7 @@ tensors warm itself read from model files.`,
 			}
 			st := all.L2
 			s := statsJSON{Dir: g.dir, Entries: st.Entries, LogicalBytes: st.LogicalBytes, StoredBytes: st.StoredBytes,
-				DiskBytes: st.DiskBytes, MaxBytes: st.MaxBytes, Reads: all.Lifetime}
+				ChargedBytes: st.ChargedBytes, DiskBytes: st.DiskBytes, MaxBytes: st.MaxBytes, Reads: all.Lifetime}
 			if st.LogicalBytes > 0 {
 				s.StoredRatio = float64(st.StoredBytes) / float64(st.LogicalBytes)
 			}
