@@ -38,7 +38,7 @@ const (
 	valueThreshold = 64 << 10
 	commitRetries  = 8
 
-	// HighWater and LowWater bound the live stored bytes as fractions of
+	// HighWater and LowWater bound the live charged bytes as fractions of
 	// MaxBytes. The gap above HighWater is for garbage awaiting value-log
 	// GC: with gcDiscardRatio 0.2 a value-log file holds at most 20% dead
 	// bytes before it is rewritten, so live/0.8 ≤ MaxBytes × 1.07.
