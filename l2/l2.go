@@ -211,6 +211,18 @@ func entryOverhead(keyLen, metaLen, chunks int) uint64 {
 	return uint64(meta+order) + uint64(chunks)*(1+idLen+4+recordOverhead)
 }
 
+// orderOf is the order-index record of the entry under key whose meta
+// record is metaLen bytes and holds h: what the entry is charged, its
+// encoded and logical bytes, its expiry.
+func orderOf(key string, metaLen int, h *serialize.Header, expires int64) order {
+	return order{
+		charge:  h.StoredBytes() + entryOverhead(len(key), metaLen, len(h.Chunks)),
+		stored:  h.StoredBytes(),
+		logical: h.Length,
+		expires: expires,
+	}
+}
+
 // Store is an open L2 directory. It is safe for concurrent use.
 type Store struct {
 	db      *badger.DB
@@ -432,8 +444,7 @@ func (s *Store) recover() error {
 					return err
 				}
 				live[string(m.id)] = true
-				charge := m.header.StoredBytes() + entryOverhead(len(key), len(v), len(m.header.Chunks))
-				recs = append(recs, rec{key, m.written, order{charge: charge, stored: m.header.StoredBytes(), logical: m.header.Length, expires: m.expires}})
+				recs = append(recs, rec{key, m.written, orderOf(key, len(v), m.header, m.expires)})
 				return nil
 			})
 			if errors.Is(err, errs.ErrCorrupt) || errors.Is(err, errs.ErrVersion) {
@@ -639,7 +650,7 @@ func (s *Store) put(key, dtype string, shape []uint64, data []byte, ttl time.Dur
 	var old *meta
 	var prev order
 	var hadPrev bool
-	charge := e.Header.StoredBytes() + entryOverhead(len(key), len(mv), len(e.Chunks))
+	o := orderOf(key, len(mv), &e.Header, expires)
 	tick := s.clock.Add(1)
 	err = s.update(func(txn *badger.Txn) error {
 		old = nil
@@ -647,7 +658,7 @@ func (s *Store) put(key, dtype string, shape []uint64, data []byte, ttl time.Dur
 		if prev, hadPrev, err = unlink(txn, key); err != nil {
 			return err
 		}
-		if err := link(txn, key, tick, order{charge: charge, stored: e.Header.StoredBytes(), logical: e.Header.Length, expires: expires}); err != nil {
+		if err := link(txn, key, tick, o); err != nil {
 			return err
 		}
 		if item, err := txn.Get(mk); err == nil {
@@ -679,9 +690,9 @@ func (s *Store) put(key, dtype string, shape []uint64, data []byte, ttl time.Dur
 		s.charged -= prev.charge
 	}
 	s.entries++
-	s.logical += e.Header.Length
-	s.stored += e.Header.StoredBytes()
-	s.charged += charge
+	s.logical += o.logical
+	s.stored += o.stored
+	s.charged += o.charge
 	s.mu.Unlock()
 	return nil
 }

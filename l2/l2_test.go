@@ -53,8 +53,9 @@ func checkTotals(t *testing.T, s *Store) {
 				m, err := parseMeta(v)
 				require.NoError(t, err)
 				logical += m.header.Length
-				stored += m.header.StoredBytes()
-				charged += m.header.StoredBytes() + entryOverhead(len(it.Item().Key())-1, len(v), len(m.header.Chunks))
+				o := orderOf(string(it.Item().Key()[1:]), len(v), m.header, m.expires)
+				stored += o.stored
+				charged += o.charge
 				n++
 				return nil
 			}))
