@@ -35,6 +35,9 @@ var (
 	// ErrWrongKey: the cache directory was written with another encryption
 	// key, or without one, than it is opened with.
 	ErrWrongKey = errors.New("wrong or missing encryption key")
+	// ErrChanged: a model file changed in place while it was being read;
+	// what was read may mix two versions and was not used.
+	ErrChanged = errors.New("model file changed while in use")
 	// ErrTooLarge: a value exceeds a configured limit.
 	ErrTooLarge = errors.New("too large")
 )

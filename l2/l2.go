@@ -134,6 +134,8 @@ type Options struct {
 	ReserveBytes int64
 	// Logger receives Badger's warnings and errors; default slog.Default().
 	Logger *slog.Logger
+	// Clock tells the time for TTLs and written-at times; default time.Now.
+	Clock func() time.Time
 
 	noBlockCache bool // tests: every table read goes to the file
 }
@@ -357,7 +359,10 @@ func Open(opts *Options) (*Store, error) {
 		reserve = 2*memTable + vlogFile
 	}
 	s := &Store{db: db, lock: lock, dir: opts.Dir, max: opts.MaxBytes, reserve: reserve, ttl: opts.TTL,
-		codecs: codecs, now: time.Now, touched: make(map[string]struct{}), damage: damage, log: logger}
+		codecs: codecs, now: opts.Clock, touched: make(map[string]struct{}), damage: damage, log: logger}
+	if s.now == nil {
+		s.now = time.Now
+	}
 	if err := s.load(); err != nil {
 		s.Close()
 		return nil, err
@@ -851,11 +856,23 @@ func checkOpenSpace(dir string, need int64) error {
 // Get reads and decodes the entry under key. A missing entry is
 // errs.ErrNotFound; a damaged one is errs.ErrCorrupt, and is dropped.
 func (s *Store) Get(key string) (*Value, error) {
+	return s.GetInto(key, nil)
+}
+
+// Alloc returns the buffer an entry of n logical bytes is decoded into; it
+// must be exactly n bytes long. It is called once the entry's header has
+// been read, so a miss allocates nothing.
+type Alloc func(dtype string, shape []uint64, n uint64) ([]byte, error)
+
+// GetInto is Get that decodes into the buffer alloc returns (nil: a new
+// one), so that a caller's own memory (pinned, a staging area) receives the
+// bytes with no copy. On an error the buffer's contents are undefined.
+func (s *Store) GetInto(key string, alloc Alloc) (*Value, error) {
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
 	defer s.exit()
-	v, err := s.get(key)
+	v, err := s.get(key, alloc)
 	if err == nil && v.expired {
 		s.expired.Add(1)
 		if derr := s.removeEntries([]string{key}); derr != nil {
@@ -913,7 +930,7 @@ func damaged(err error) error {
 	return err
 }
 
-func (s *Store) get(key string) (*Value, error) {
+func (s *Store) get(key string, alloc Alloc) (*Value, error) {
 	var m *meta
 	var out []byte
 	var missing atomic.Bool
@@ -944,7 +961,17 @@ func (s *Store) get(key string) (*Value, error) {
 			expired = true
 			return nil
 		}
-		out = make([]byte, m.header.Length)
+		if alloc == nil {
+			out = make([]byte, m.header.Length)
+		} else {
+			h := m.header
+			if out, err = alloc(h.DType, h.Shape, h.Length); err != nil {
+				return err
+			}
+			if uint64(len(out)) != h.Length {
+				return fmt.Errorf("l2: buffer of %d bytes for an entry of %d", len(out), h.Length)
+			}
+		}
 		// Most tensors are one chunk: read it in the meta's transaction,
 		// on this goroutine.
 		if len(m.header.Chunks) == 1 {
@@ -1176,7 +1203,7 @@ func (s *Store) Verify(bad func(key string, err error)) (checked, corrupt int, e
 	}
 	checked, corrupt = len(badMeta), len(badMeta)
 	for _, key := range keys {
-		_, gerr := s.get(key)
+		_, gerr := s.get(key, nil)
 		checked++
 		switch {
 		case gerr == nil, errors.Is(gerr, errs.ErrNotFound):

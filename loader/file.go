@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"compress/flate"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
+	"os"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
@@ -59,10 +61,12 @@ type File struct {
 	metadata map[string]string
 	gguf     *GGUFHeader
 
-	// mu guards data: readers hold it shared while they copy from the
-	// mapping, Close holds it exclusively to unmap.
+	// mu guards data and fd: readers hold it shared while they copy from
+	// the mapping or read the descriptor, Close holds it exclusively to
+	// unmap and close.
 	mu     sync.RWMutex
 	data   mmap.MMap
+	fd     *os.File // the version opened, for pread and fstat
 	closed bool
 }
 
@@ -125,8 +129,7 @@ func OpenFormat(path string, format Format) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	m := &File{id: identityOf(abs, fi)}
+	m := &File{id: identityOf(abs, fi), fd: f}
 	if fi.Size() > 0 {
 		if m.data, err = mmap.Map(f, mmap.RDONLY, 0); err != nil {
 			return nil, fmt.Errorf("loader: %s: mmap: %w", abs, err)
@@ -365,10 +368,12 @@ func (f *File) Close() error {
 		return nil
 	}
 	f.closed = true
+	err := f.fd.Close()
+	f.fd = nil
 	if f.data == nil {
-		return nil
+		return err
 	}
-	err := f.data.Unmap()
+	err = errors.Join(f.data.Unmap(), err)
 	f.data = nil
 	return err
 }

@@ -126,7 +126,7 @@ func (c *Cache) gcDigests() error {
 	for name := range recs {
 		ids := strings.TrimPrefix(name, digestAuxPrefix)
 		path, _, _ := strings.Cut(ids, "\x00")
-		if id, err := loader.Stat(path); err == nil && id.String() == ids {
+		if id, err := c.origin.Stat(path); err == nil && id.String() == ids {
 			continue
 		}
 		c.digests.Delete(ids)

@@ -20,6 +20,7 @@ const maxIdleFiles = 256
 // closed when its last reader releases it; beyond maxIdleFiles, files no one
 // is reading are closed, least recently released first.
 type fileTable struct {
+	origin Origin
 	// mu guards byPath, idle, closed, and every openFile's refs, stale and
 	// elem.
 	mu     sync.Mutex
@@ -31,19 +32,19 @@ type fileTable struct {
 }
 
 type openFile struct {
-	f     *loader.File
+	f     ModelFile
 	refs  int
 	stale bool          // replaced in byPath; close at refs == 0
 	elem  *list.Element // in idle, when refs == 0
 }
 
-func newFileTable() *fileTable {
-	return &fileTable{byPath: make(map[string]*openFile), idle: list.New()}
+func newFileTable(origin Origin) *fileTable {
+	return &fileTable{origin: origin, byPath: make(map[string]*openFile), idle: list.New()}
 }
 
 // acquire returns the open file for the version id, opening it if needed
 // (opened says so), and a release func the caller must call when done.
-func (t *fileTable) acquire(id loader.Identity) (f *loader.File, release func(), opened bool, err error) {
+func (t *fileTable) acquire(id loader.Identity) (f ModelFile, release func(), opened bool, err error) {
 	if of := t.get(id); of != nil {
 		return of.f, t.releaser(of), false, nil
 	}
@@ -55,7 +56,7 @@ func (t *fileTable) acquire(id loader.Identity) (f *loader.File, release func(),
 	if of := t.get(id); of != nil {
 		return of.f, t.releaser(of), false, nil
 	}
-	f, err = loader.Open(id.Path)
+	f, err = t.origin.Open(id.Path)
 	if err != nil {
 		return nil, nil, false, err
 	}

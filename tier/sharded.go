@@ -1,7 +1,6 @@
 package tier
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -36,7 +35,7 @@ func indexPath(id loader.Identity) string {
 // index file's current identity (re-read when it changes), and its path.
 func (c *Cache) shardIndexOf(id loader.Identity) (*loader.ShardIndex, string, error) {
 	ip := indexPath(id)
-	iid, err := loader.Stat(ip)
+	iid, err := c.origin.Stat(ip)
 	if err != nil {
 		return nil, "", err
 	}
@@ -67,7 +66,7 @@ func (c *Cache) shardOf(id loader.Identity, name string) (string, error) {
 // modelFiles lists the files of the model at path: its shards if it is a
 // sharded checkpoint, else path itself.
 func (c *Cache) modelFiles(path string) ([]string, error) {
-	id, err := loader.Stat(path)
+	id, err := c.origin.Stat(path)
 	if err != nil {
 		return nil, err
 	}
@@ -83,32 +82,4 @@ func (c *Cache) modelFiles(path string) ([]string, error) {
 		out[i] = filepath.Join(filepath.Dir(ip), s)
 	}
 	return out, nil
-}
-
-// warmSharded validates the whole checkpoint, then warms shard by shard.
-func (c *Cache) warmSharded(ctx context.Context, path string, progress func(uint64)) (*WarmResult, error) {
-	s, err := loader.OpenSharded(path)
-	if err != nil {
-		return nil, err
-	}
-	shards := make([]string, 0, len(s.Shards()))
-	for _, f := range s.Shards() {
-		shards = append(shards, f.Path())
-	}
-	res := &WarmResult{Path: s.Path()}
-	s.Close()
-	for _, p := range shards {
-		r, err := c.WarmFunc(ctx, p, progress)
-		if r != nil {
-			res.Tensors += r.Tensors
-			res.Written += r.Written
-			res.Skipped += r.Skipped
-			res.LogicalBytes += r.LogicalBytes
-			res.WrittenBytes += r.WrittenBytes
-		}
-		if err != nil {
-			return res, err
-		}
-	}
-	return res, nil
 }

@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/modelcache/modelcache/errs"
@@ -64,6 +62,12 @@ type Options struct {
 	// Stats.L2Unavailable says why. Options that no directory could satisfy
 	// and a wrong encryption key are errors still.
 	L2Optional bool
+	// Origin is where model files are read from on a miss; default
+	// LocalFiles, the local file system.
+	Origin Origin
+	// Clock tells the time for TTLs and rate-limited warnings; default
+	// time.Now.
+	Clock func() time.Time
 	// Logger receives warnings (corrupt entries, failed writes); default
 	// slog.Default().
 	Logger *slog.Logger
@@ -200,11 +204,12 @@ type l1Value struct {
 
 // Cache composes the tiers. It is safe for concurrent use.
 type Cache struct {
-	log   *slog.Logger
-	l1    *l1.Cache[string, *l1Value]
-	l2    *l2.Store // nil without L2
-	files *fileTable
-	wb    *writeBehind
+	log    *slog.Logger
+	l1     *l1.Cache[string, *l1Value]
+	l2     *l2.Store // nil without L2
+	files  *fileTable
+	origin Origin
+	wb     *writeBehind
 	// indexes caches parsed shard indexes by index path, with the identity
 	// they were parsed at.
 	indexes sync.Map // string -> *shardIndex
@@ -214,6 +219,11 @@ type Cache struct {
 	digests sync.Map // identity string -> loader.Digest
 	hashing singleflight.Group
 	group   singleflight.Group
+	// l1Bytes is L1's budget; promoting serializes the L2 writes that
+	// loads leave for after they finish.
+	l1Bytes    int64
+	promoting  sync.Mutex
+	promotions sync.WaitGroup // promoteLater's writes, for Flush
 
 	// mu guards closed; ops counts the calls and loads in progress, which
 	// Close waits for (up to closeWait) after cancelling ctx.
@@ -239,17 +249,25 @@ func Open(opts *Options) (*Cache, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	c := &Cache{log: opts.Logger, files: newFileTable(), digest: opts.ContentDigest}
+	c := &Cache{log: opts.Logger, origin: opts.Origin, digest: opts.ContentDigest}
 	if c.log == nil {
 		c.log = slog.Default()
 	}
+	if c.origin == nil {
+		c.origin = LocalFiles{}
+	}
+	c.files = newFileTable(c.origin)
 	c.warn = newRateLimitedLog(c.log, warnInterval)
+	if opts.Clock != nil {
+		c.warn.now = opts.Clock
+	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	mem := opts.MemoryBytes
 	if mem == 0 {
 		mem = DefaultMemoryBytes
 	}
 	var err error
+	c.l1Bytes = mem
 	if c.l1, err = l1.New(&l1.Options[string, *l1Value]{MaxBytes: mem, Policy: opts.MemoryPolicy, CountHits: true}); err != nil {
 		return nil, err
 	}
@@ -257,6 +275,7 @@ func Open(opts *Options) (*Cache, error) {
 		lo := &l2.Options{
 			Dir: opts.Dir, MaxBytes: opts.DiskBytes, ChunkSize: opts.ChunkSize, TTL: opts.TTL,
 			EncryptionKey: opts.EncryptionKey, ReserveBytes: opts.ReserveBytes, Logger: c.log,
+			Clock: opts.Clock,
 		}
 		if err := lo.Validate(); err != nil {
 			return nil, err
@@ -293,7 +312,7 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (t *Tensor, err e
 	defer c.exit()
 	c.requests.Add(1)
 	defer func() { c.count(t, err) }()
-	id, err := loader.Stat(path)
+	id, err := c.origin.Stat(path)
 	if err != nil {
 		return nil, err
 	}
@@ -303,7 +322,7 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (t *Tensor, err e
 		if err != nil {
 			return nil, err
 		}
-		if id, err = loader.Stat(shard); err != nil {
+		if id, err = c.origin.Stat(shard); err != nil {
 			return nil, err
 		}
 	}
@@ -311,6 +330,13 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (t *Tensor, err e
 	if err != nil {
 		return nil, err
 	}
+	return c.read(ctx, id, nil, key, name)
+}
+
+// read returns the tensor under key of version id, from L1 or from one
+// load shared by every caller asking for it at once. f, if not nil, is the
+// open file of version id (a Model's), read on a miss.
+func (c *Cache) read(ctx context.Context, id loader.Identity, f ModelFile, key, name string) (*Tensor, error) {
 	if v, ok := c.l1.Get(key); ok {
 		return &Tensor{Name: name, DType: v.dtype, Shape: v.shape, ServedBy: L1, data: v.data}, nil
 	}
@@ -325,7 +351,7 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (t *Tensor, err e
 			return nil, err
 		}
 		defer c.exit()
-		return c.load(id, key, name)
+		return c.load(id, f, key, name)
 	})
 	select {
 	case r := <-ch:
@@ -393,7 +419,7 @@ func (c *Cache) closing() error {
 }
 
 // load runs once per key at a time, for all callers waiting on it.
-func (c *Cache) load(id loader.Identity, key, name string) (*Tensor, error) {
+func (c *Cache) load(id loader.Identity, f ModelFile, key, name string) (*Tensor, error) {
 	// Check L1 again: a load that finished between the caller's miss and
 	// this flight starting has already promoted the tensor.
 	if v, ok := c.l1.Get(key); ok {
@@ -427,22 +453,26 @@ func (c *Cache) load(id loader.Identity, key, name string) (*Tensor, error) {
 	if err := c.closing(); err != nil {
 		return nil, err
 	}
-	f, release, err := c.acquire(id)
-	if err != nil {
-		return nil, err
+	if f == nil {
+		var release func()
+		var err error
+		if f, release, err = c.acquire(id); err != nil {
+			return nil, err
+		}
+		defer release()
 	}
-	defer release()
 	ti, ok := f.Tensor(name)
 	if !ok {
 		return nil, fmt.Errorf("tier: %s: tensor %s: %w", id.Path, errs.Quote(name), errs.ErrNotFound)
 	}
-	data, err := f.ReadTensor(name)
-	if err != nil {
+	data := make([]byte, ti.Length)
+	if err := f.ReadTensorInto(name, data); err != nil {
 		return nil, err
 	}
 	// The key is that of the version actually opened, which may be newer
 	// than the one stat'ed if the file changed in between.
-	if key, err = c.keyOf(f.Identity(), name); err != nil {
+	key, err := c.keyOf(f.Identity(), name)
+	if err != nil {
 		return nil, err
 	}
 	c.l1.Set(key, &l1Value{dtype: string(ti.DType), shape: ti.Shape, data: data}, int64(len(data)+len(key)))
@@ -455,7 +485,7 @@ func (c *Cache) load(id loader.Identity, key, name string) (*Tensor, error) {
 // acquire opens (or shares) the file of version id. The first time this
 // process opens a version, L2 entries of older versions of the same path are
 // removed: they can never be read again.
-func (c *Cache) acquire(id loader.Identity) (*loader.File, func(), error) {
+func (c *Cache) acquire(id loader.Identity) (ModelFile, func(), error) {
 	f, release, opened, err := c.files.acquire(id)
 	if err == nil && opened && c.l2 != nil && !c.digest {
 		if _, rerr := c.removeVersions(f.Path(), func(version string) bool { return version != f.Identity().String() }); rerr != nil && !errors.Is(rerr, errs.ErrClosed) {
@@ -530,7 +560,7 @@ func (c *Cache) GC() error {
 	}
 	for p := range paths {
 		current := ""
-		if id, err := loader.Stat(p); err == nil {
+		if id, err := c.origin.Stat(p); err == nil {
 			current = id.String()
 		}
 		if _, err := c.removeVersions(p, func(id string) bool { return id != current }); err != nil {
@@ -589,7 +619,7 @@ func (c *Cache) FileEntries(path string) (n int, logical, stored uint64, err err
 		return 0, 0, 0, err
 	}
 	for _, p := range paths {
-		id, err := loader.Stat(p)
+		id, err := c.origin.Stat(p)
 		if err != nil {
 			return 0, 0, 0, err
 		}
@@ -653,7 +683,7 @@ func (c *Cache) Evict(path string) (int, error) {
 			return n, err
 		}
 		if c.digest {
-			id, err := loader.Stat(head)
+			id, err := c.origin.Stat(head)
 			if err != nil {
 				return n, err
 			}
@@ -697,77 +727,25 @@ func (c *Cache) Warm(ctx context.Context, path string) (*WarmResult, error) {
 
 // WarmFunc is Warm that calls progress (if not nil, from several goroutines)
 // with the logical bytes of each tensor as it is stored or found stored.
+// Model.Warm reports tensor names and totals.
 func (c *Cache) WarmFunc(ctx context.Context, path string, progress func(bytes uint64)) (*WarmResult, error) {
-	if err := c.enter(); err != nil {
-		return nil, err
-	}
-	defer c.exit()
 	if c.l2 == nil {
 		return nil, errors.New("tier: Warm needs an L2 directory (Options.Dir)")
 	}
-	// Close cancels a Warm in progress.
-	ctx, stop := context.WithCancel(ctx)
-	defer stop()
-	defer context.AfterFunc(c.ctx, stop)()
-	id, err := loader.Stat(path)
+	m, err := c.Model(ctx, path)
 	if err != nil {
 		return nil, err
 	}
-	if sharded(id) {
-		return c.warmSharded(ctx, path, progress)
-	}
-	f, release, err := c.acquire(id)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	prefix, err := c.prefixOf(f.Identity())
-	if err != nil {
-		return nil, err
-	}
-	res := &WarmResult{Path: f.Path(), Tensors: len(f.Tensors())}
-	var mu sync.Mutex // guards res's counters
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.GOMAXPROCS(0))
-	for _, ti := range f.Tensors() {
-		res.LogicalBytes += ti.Length
-		g.Go(func() error {
-			if err := gctx.Err(); err != nil {
-				return err
+	defer m.Close()
+	var o WarmOptions
+	if progress != nil {
+		o.Progress = func(p WarmProgress) {
+			if p.Tensor != "" {
+				progress(p.Bytes)
 			}
-			key := prefix + ti.Name
-			if _, err := c.l2.Stat(key); err == nil {
-				mu.Lock()
-				res.Skipped++
-				mu.Unlock()
-				if progress != nil {
-					progress(ti.Length)
-				}
-				return nil
-			}
-			data, err := f.ReadTensor(ti.Name)
-			if err != nil {
-				return err
-			}
-			c.warmLoads.Add(1)
-			if err := c.l2.Put(key, string(ti.DType), ti.Shape, data); err != nil {
-				// l2 names the cache and a key; the reader wants the model.
-				return fmt.Errorf("tier: %s: tensor %s: %w", f.Path(), errs.Quote(ti.Name), err)
-			}
-			mu.Lock()
-			res.Written++
-			res.WrittenBytes += ti.Length
-			mu.Unlock()
-			if progress != nil {
-				progress(ti.Length)
-			}
-			return nil
-		})
+		}
 	}
-	if err := g.Wait(); err != nil {
-		return res, err
-	}
-	return res, nil
+	return m.Warm(ctx, &o)
 }
 
 // Stats returns a snapshot of the counters.
@@ -791,11 +769,13 @@ func (c *Cache) Stats() Stats {
 	return s
 }
 
-// Flush waits until every queued L2 write is done.
+// Flush waits until every queued L2 write is done, and those loads left
+// for after they finished.
 func (c *Cache) Flush() {
 	if c.wb != nil {
 		c.wb.flush()
 	}
+	c.promotions.Wait()
 }
 
 // Close stops new calls (they return errs.ErrClosed), cancels the loads

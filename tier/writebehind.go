@@ -50,22 +50,25 @@ func newWriteBehind(p putter, maxBytes int64, log *rateLimitedLog) *writeBehind 
 	return w
 }
 
-func (w *writeBehind) enqueue(key, dtype string, shape []uint64, data []byte) {
+// enqueue queues the write of data under key, and says whether it is
+// queued (or was already): false means it was dropped.
+func (w *writeBehind) enqueue(key, dtype string, shape []uint64, data []byte) bool {
 	n := int64(len(data))
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if _, ok := w.byKey[key]; ok {
-		return // the same bytes are on their way already
+		return true // the same bytes are on their way already
 	}
 	if w.closed || w.queued+n > w.maxBytes {
 		w.dropped.Add(1)
-		return
+		return false
 	}
 	j := &wbJob{key, dtype, shape, data}
 	w.queue = append(w.queue, j)
 	w.byKey[key] = j
 	w.queued += n
 	w.cond.Broadcast()
+	return true
 }
 
 // pending returns the write queued or in flight for key, whose bytes

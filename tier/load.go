@@ -1,0 +1,447 @@
+package tier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/modelcache/modelcache/errs"
+)
+
+// Order is the order in which Model.Load delivers tensors.
+type Order uint8
+
+const (
+	// FileOrder delivers tensors in storage order (Model.Tensors), each
+	// as soon as it and those before it are read.
+	FileOrder Order = iota
+	// ReadyOrder delivers each tensor as soon as it is read.
+	ReadyOrder
+)
+
+// DefaultMaxInFlight bounds the tensor bytes a Load has read or is reading
+// and has not delivered yet.
+const DefaultMaxInFlight = 256 << 20
+
+// LoadOptions configures Model.Load.
+type LoadOptions struct {
+	// Order is FileOrder (the default) or ReadyOrder.
+	Order Order
+	// Into, if set, returns the buffer the tensor is read into: exactly
+	// t.Bytes long, the caller's own memory (pinned host memory, a staging
+	// area). L2 decodes and the source reads straight into it; an L1 hit
+	// is copied into it. The Tensor delivered then holds that buffer, and
+	// the cache keeps no reference to it. Into is called from several
+	// goroutines at once, in storage order of the tensors.
+	Into func(t *TensorInfo) ([]byte, error)
+	// MaxInFlight bounds the bytes of tensors read ahead and not delivered
+	// yet; default DefaultMaxInFlight. A tensor larger than it is read
+	// alone.
+	MaxInFlight int64
+	// Parallel is how many tensors are read at once; default twice
+	// GOMAXPROCS, at least 4. Reads of large tensors are split further.
+	Parallel int
+}
+
+// LoadResult says what a Load did.
+type LoadResult struct {
+	Path    string
+	Tensors int
+	Bytes   uint64
+	// Served counts the tensors each tier served.
+	L1, L2, Source int
+	Elapsed        time.Duration
+}
+
+// GBps is the load's rate in 10⁹ bytes a second.
+func (r *LoadResult) GBps() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.Bytes) / r.Elapsed.Seconds() / 1e9
+}
+
+// errStopLoad ends a Load whose iterator's consumer stopped early.
+var errStopLoad = errors.New("tier: load stopped")
+
+// All is Load as an iterator: every tensor in the order opts says, then, if
+// the load failed, one last pair with the error.
+func (m *Model) All(ctx context.Context, opts *LoadOptions) iter.Seq2[*Tensor, error] {
+	return func(yield func(*Tensor, error) bool) {
+		_, err := m.Load(ctx, opts, func(t *Tensor) error {
+			if !yield(t, nil) {
+				return errStopLoad
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errStopLoad) {
+			yield(nil, err)
+		}
+	}
+}
+
+// Load reads every tensor of the model through the cache and calls each
+// with it, on the caller's goroutine, one at a time. Reads run ahead of
+// delivery, in storage order, several at once: L1 hits at once, L2 entries
+// decoded on every core, misses read from the file with parallel large
+// reads and promoted to L1 and L2 without waiting for L2's writes. At most
+// opts.MaxInFlight bytes are read ahead of delivery, whatever the model's
+// size.
+//
+// A model larger than half of L1 does not flush L1: only the first quarter
+// of L1's budget worth of its tensors (the same ones at every load) is kept
+// there, so loading it in a loop hits L1 for that part and leaves the rest
+// of L1 alone.
+//
+// Load returns at the first error, from a read or from each, once no read
+// of its is running: no buffer given by opts.Into is written after it
+// returns.
+func (m *Model) Load(ctx context.Context, opts *LoadOptions, each func(*Tensor) error) (*LoadResult, error) {
+	c := m.c
+	if err := c.enter(); err != nil {
+		return nil, err
+	}
+	defer c.exit()
+	if opts == nil {
+		opts = &LoadOptions{}
+	}
+	maxBytes := opts.MaxInFlight
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxInFlight
+	}
+	parallel := opts.Parallel
+	if parallel <= 0 {
+		parallel = max(4, 2*runtime.GOMAXPROCS(0))
+	}
+	start := time.Now()
+	res := &LoadResult{Path: m.path, Tensors: len(m.tensors), Bytes: m.bytes}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer context.AfterFunc(c.ctx, func() { cancel(fmt.Errorf("tier: %w", errs.ErrClosed)) })()
+
+	l := &loading{m: m, opts: opts, budget: newByteBudget(maxBytes), keep: m.keepInL1()}
+	n := len(m.tensors)
+	done := make([]chan struct{}, n)
+	got := make([]*Tensor, n)
+	ready := make(chan int, n)
+	for i := range done {
+		done[i] = make(chan struct{})
+	}
+	work := make(chan int)
+	var workers sync.WaitGroup
+	for range min(parallel, max(n, 1)) {
+		workers.Go(func() {
+			for i := range work {
+				t, err := l.fetch(ctx, i)
+				if err != nil {
+					cancel(err)
+				}
+				got[i] = t
+				close(done[i])
+				ready <- i
+			}
+		})
+	}
+	// The dispatcher takes budget in storage order, so the tensor next in
+	// storage order has always been dispatched when a later one has: the
+	// consumer never waits for budget that only it can free.
+	go func() {
+		defer close(work)
+		for i := range m.tensors {
+			if err := l.budget.take(ctx, m.tensors[i].Bytes); err != nil {
+				return
+			}
+			select {
+			case work <- i:
+			case <-ctx.Done():
+				l.budget.give(m.tensors[i].Bytes)
+				return
+			}
+		}
+	}()
+	deliver := func(i int) error {
+		t := got[i]
+		l.budget.give(m.tensors[i].Bytes)
+		if t == nil {
+			return nil // its error cancelled the load
+		}
+		switch t.ServedBy {
+		case L1:
+			res.L1++
+		case L2:
+			res.L2++
+		default:
+			res.Source++
+		}
+		if err := each(t); err != nil {
+			cancel(err)
+			return err
+		}
+		return nil
+	}
+	delivered := 0
+	for k := 0; k < n; k++ {
+		i := k
+		if opts.Order == ReadyOrder {
+			select {
+			case i = <-ready:
+			case <-ctx.Done():
+			}
+		} else {
+			select {
+			case <-done[i]:
+			case <-ctx.Done():
+			}
+		}
+		if ctx.Err() != nil || deliver(i) != nil {
+			break
+		}
+		delivered++
+	}
+	cause := context.Cause(ctx)
+	cancel(nil)
+	workers.Wait()
+	res.Elapsed = time.Since(start)
+	if delivered < n {
+		return res, cause
+	}
+	l.promoteLater()
+	return res, nil
+}
+
+// loading is one Load in progress.
+type loading struct {
+	m      *Model
+	opts   *LoadOptions
+	budget *byteBudget
+	keep   int // tensors m.tensors[:keep] are kept in L1
+
+	mu      sync.Mutex
+	dropped []int // tensors read from the source whose L2 write was dropped
+}
+
+// keepInL1 is how many of the model's first tensors a Load keeps in L1: all
+// when the model takes at most half of L1, else those within the first
+// quarter of it.
+func (m *Model) keepInL1() int {
+	budget := uint64(m.c.l1Bytes)
+	if m.bytes <= budget/2 {
+		return len(m.tensors)
+	}
+	var sum uint64
+	for i, t := range m.tensors {
+		if sum += t.Bytes; sum > budget/4 {
+			return i
+		}
+	}
+	return len(m.tensors)
+}
+
+// fetch reads tensor i from the fastest tier that has it, counted as one
+// request.
+func (l *loading) fetch(ctx context.Context, i int) (t *Tensor, err error) {
+	c := l.m.c
+	c.requests.Add(1)
+	defer func() { c.count(t, err) }()
+	if err := ctx.Err(); err != nil {
+		return nil, context.Cause(ctx)
+	}
+	ti := &l.m.tensors[i]
+	pf := l.m.files[ti.file]
+	key := pf.prefix + ti.Name
+	keep := i < l.keep
+	into := func() ([]byte, error) {
+		if l.opts.Into == nil {
+			return make([]byte, ti.Bytes), nil
+		}
+		b, err := l.opts.Into(ti)
+		if err == nil && uint64(len(b)) != ti.Bytes {
+			err = fmt.Errorf("tier: LoadOptions.Into gave %d bytes for tensor %s of %d", len(b), errs.Quote(ti.Name), ti.Bytes)
+		}
+		return b, err
+	}
+	tensor := func(data []byte, by Tier) *Tensor {
+		return &Tensor{Name: ti.Name, DType: ti.DType, Shape: ti.Shape, ServedBy: by, data: data}
+	}
+	// RAM: L1, or the queue of L2 writes.
+	var held []byte
+	if v, ok := c.l1.Get(key); ok {
+		held = v.data
+	} else if c.wb != nil {
+		if j, ok := c.wb.pending(key); ok {
+			c.wbHits.Add(1)
+			held = j.data
+		}
+	}
+	if held != nil {
+		if l.opts.Into == nil {
+			return tensor(held, L1), nil
+		}
+		b, err := into()
+		if err != nil {
+			return nil, err
+		}
+		copy(b, held)
+		return tensor(b, L1), nil
+	}
+	if c.l2 != nil {
+		var intoErr error
+		v, err := c.l2.GetInto(key, func(string, []uint64, uint64) ([]byte, error) {
+			b, err := into()
+			intoErr = err
+			return b, err
+		})
+		switch {
+		case err == nil:
+			l.promoteL1(key, ti, v.Data, keep)
+			return tensor(v.Data, L2), nil
+		case intoErr != nil:
+			return nil, intoErr
+		case errors.Is(err, errs.ErrNotFound):
+			c.l2Misses.Add(1)
+		case errors.Is(err, errs.ErrClosed):
+			return nil, err
+		default:
+			// Corrupt (already dropped by l2) or failing: the file is the truth.
+			c.l2Errors.Add(1)
+			c.warn.Warn("tier: L2 read failed, reading the source", "path", pf.f.Path(), "tensor", ti.Name, "err", err)
+		}
+	}
+	b, err := into()
+	if err != nil {
+		return nil, err
+	}
+	if err := pf.f.ReadTensorInto(ti.Name, b); err != nil {
+		return nil, err
+	}
+	l.promote(i, key, ti, b, keep)
+	return tensor(b, Source), nil
+}
+
+// promoteL1 keeps a tensor read from L2 in L1 if this load keeps it there;
+// bytes the caller owns (Into) are copied.
+func (l *loading) promoteL1(key string, ti *TensorInfo, data []byte, keep bool) {
+	if !keep {
+		return
+	}
+	if l.opts.Into != nil {
+		data = append([]byte(nil), data...)
+	}
+	l.m.c.l1.Set(key, &l1Value{dtype: ti.DType, shape: ti.Shape, data: data}, int64(len(data)+len(key)))
+}
+
+// promote keeps a tensor read from the source in L1 (if kept there) and
+// queues its L2 write; a write the full queue drops is done after the load.
+func (l *loading) promote(i int, key string, ti *TensorInfo, data []byte, keep bool) {
+	c := l.m.c
+	if c.wb == nil && !keep {
+		return
+	}
+	if l.opts.Into != nil {
+		data = append([]byte(nil), data...)
+	}
+	if keep {
+		c.l1.Set(key, &l1Value{dtype: ti.DType, shape: ti.Shape, data: data}, int64(len(data)+len(key)))
+	}
+	if c.wb != nil && !c.wb.enqueue(key, ti.DType, ti.Shape, data) {
+		l.mu.Lock()
+		l.dropped = append(l.dropped, i)
+		l.mu.Unlock()
+	}
+}
+
+// promoteLater writes to L2, in the background and one at a time, the
+// tensors whose write the full queue dropped during the load: the load did
+// not wait for L2, and the next one should not read the source again.
+func (l *loading) promoteLater() {
+	c := l.m.c
+	if len(l.dropped) == 0 || c.l2 == nil {
+		return
+	}
+	if c.enter() != nil {
+		return
+	}
+	// Hold the files at their version until done.
+	var pins []*pinnedFile
+	for _, pf := range l.m.files {
+		f, release, err := c.acquire(pf.f.Identity())
+		if err != nil {
+			for _, p := range pins {
+				p.release()
+			}
+			c.exit()
+			return
+		}
+		pins = append(pins, &pinnedFile{f: f, release: release, prefix: pf.prefix})
+	}
+	todo := l.dropped
+	c.promotions.Add(1)
+	go func() {
+		defer c.promotions.Done()
+		defer c.exit()
+		defer func() {
+			for _, p := range pins {
+				p.release()
+			}
+		}()
+		c.promoting.Lock()
+		defer c.promoting.Unlock()
+		for _, i := range todo {
+			if c.closing() != nil {
+				return
+			}
+			ti := &l.m.tensors[i]
+			if _, err := c.warmOne(pins[ti.file], ti); err != nil {
+				if !errors.Is(err, errs.ErrClosed) {
+					c.warn.Warn("tier: writing a loaded tensor to L2 failed", "path", ti.File, "tensor", ti.Name, "err", err)
+				}
+				return
+			}
+		}
+	}()
+}
+
+// byteBudget is a counting semaphore of bytes, taken in order.
+type byteBudget struct {
+	mu    sync.Mutex
+	cond  chan struct{} // closed and replaced at every give
+	free  int64
+	total int64
+}
+
+func newByteBudget(n int64) *byteBudget {
+	return &byteBudget{cond: make(chan struct{}), free: n, total: n}
+}
+
+// take waits until n bytes are free (all of them, for n over the total) and
+// takes them.
+func (b *byteBudget) take(ctx context.Context, n uint64) error {
+	want := int64(min(n, uint64(b.total)))
+	for {
+		b.mu.Lock()
+		if b.free >= want {
+			b.free -= want
+			b.mu.Unlock()
+			return nil
+		}
+		wait := b.cond
+		b.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (b *byteBudget) give(n uint64) {
+	b.mu.Lock()
+	b.free += int64(min(n, uint64(b.total)))
+	close(b.cond)
+	b.cond = make(chan struct{})
+	b.mu.Unlock()
+}

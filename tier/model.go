@@ -1,0 +1,368 @@
+package tier
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/loader"
+)
+
+// Model is one version of a model, opened through the cache: a model file
+// of any format, or a sharded checkpoint (every shard). It is stat'ed and
+// parsed once, by Cache.Model, and its files are held open at the version
+// opened until Close, so every tensor read through it belongs to that
+// version: a file replaced (renamed over, deleted) meanwhile is still read
+// as it was, and a file changed in place is errs.ErrChanged, never a mix.
+// It is safe for concurrent use.
+type Model struct {
+	c       *Cache
+	path    string // absolute: the file, or the checkpoint's index
+	files   []*pinnedFile
+	tensors []TensorInfo // in storage order: file by file, by offset
+	byName  map[string]int
+	bytes   uint64
+	version string
+
+	closeOnce sync.Once
+}
+
+// pinnedFile is one open file of a Model and the key prefix of its tensors.
+type pinnedFile struct {
+	f       ModelFile
+	release func()
+	prefix  string
+}
+
+// TensorInfo describes one tensor of a model.
+type TensorInfo struct {
+	Name  string
+	DType string
+	Shape []uint64 // shared: do not modify
+	Bytes uint64   // logical bytes: little-endian, row-major
+	// File is the file that holds the tensor: the model's own path, or a
+	// shard of a sharded checkpoint.
+	File string
+
+	file   int    // index in Model.files
+	offset uint64 // in its file, for storage order
+}
+
+// Model opens the model at path: a model file of any format package loader
+// reads, or a sharded safetensors checkpoint (its index, or the directory
+// holding it), whose shards are checked against the index. Close it when
+// done: it holds its files open.
+func (c *Cache) Model(ctx context.Context, path string) (*Model, error) {
+	if err := c.enter(); err != nil {
+		return nil, err
+	}
+	defer c.exit()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	id, err := c.origin.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	m := &Model{c: c, path: id.Path, byName: map[string]int{}}
+	ok := false
+	defer func() {
+		if !ok {
+			m.Close()
+		}
+	}()
+	if !sharded(id) {
+		if err := m.pin(id); err != nil {
+			return nil, err
+		}
+	} else {
+		idx, ip, err := c.shardIndexOf(id)
+		if err != nil {
+			return nil, err
+		}
+		m.path = ip
+		for _, shard := range idx.Shards {
+			sid, err := c.origin.Stat(filepath.Join(filepath.Dir(ip), shard))
+			if err != nil {
+				return nil, fmt.Errorf("tier: %s: shard %s: %w", ip, shard, err)
+			}
+			if err := m.pin(sid); err != nil {
+				return nil, fmt.Errorf("tier: %s: shard %s: %w", ip, shard, err)
+			}
+		}
+		if err := m.checkShards(idx, ip); err != nil {
+			return nil, err
+		}
+	}
+	m.version = m.versionOf()
+	ok = true
+	return m, nil
+}
+
+// pin opens the file of version id (a newer one if it changed since) and
+// adds its tensors in storage order.
+func (m *Model) pin(id loader.Identity) error {
+	f, release, err := m.c.acquire(id)
+	if err != nil {
+		return err
+	}
+	pf := &pinnedFile{f: f, release: release}
+	m.files = append(m.files, pf)
+	if pf.prefix, err = m.c.prefixOf(f.Identity()); err != nil {
+		return err
+	}
+	ts := slices.Clone(f.Tensors())
+	slices.SortStableFunc(ts, func(a, b loader.TensorInfo) int { return cmpUint64(a.Offset, b.Offset) })
+	for _, t := range ts {
+		if _, dup := m.byName[t.Name]; dup {
+			return fmt.Errorf("tier: %s: %w: tensor %s is in two files", m.path, errs.ErrInvalidModel, errs.Quote(t.Name))
+		}
+		m.byName[t.Name] = len(m.tensors)
+		m.tensors = append(m.tensors, TensorInfo{
+			Name: t.Name, DType: string(t.DType), Shape: t.Shape, Bytes: t.Length,
+			File: f.Path(), file: len(m.files) - 1, offset: t.Offset,
+		})
+		m.bytes += t.Length
+	}
+	return nil
+}
+
+func cmpUint64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// checkShards checks that each shard holds exactly the tensors the index
+// places in it, as loader.OpenSharded does.
+func (m *Model) checkShards(idx *loader.ShardIndex, ip string) error {
+	for _, t := range m.tensors {
+		shard := filepath.Base(t.File)
+		if want := idx.WeightMap[t.Name]; want != shard {
+			return fmt.Errorf("tier: %s: %w: shard %s holds tensor %s, which the index places in %s",
+				ip, errs.ErrInvalidModel, shard, errs.Quote(t.Name), errs.Quote(want))
+		}
+	}
+	for name, shard := range idx.WeightMap {
+		if _, ok := m.byName[name]; !ok {
+			return fmt.Errorf("tier: %s: %w: tensor %s is not in its shard %s", ip, errs.ErrInvalidModel, errs.Quote(name), shard)
+		}
+	}
+	return nil
+}
+
+// versionOf spells the version of every file: for one file its identity
+// (or content digest), for a checkpoint a digest of its shards' ones.
+func (m *Model) versionOf() string {
+	if len(m.files) == 1 {
+		return versionPart(m.files[0].prefix)
+	}
+	h := sha256.New()
+	for _, pf := range m.files {
+		h.Write([]byte(pf.prefix))
+	}
+	return "shards:" + hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// versionPart is the version in a key prefix "head\x00version\x00": the
+// identity's size:mtime:ctime:dev:inode, or the content digest.
+func versionPart(prefix string) string {
+	head, rest, _ := strings.Cut(prefix, "\x00")
+	if isDigestPath(head) {
+		return head
+	}
+	return strings.TrimSuffix(rest, "\x00")
+}
+
+// Path is the model's absolute path: the file, or a checkpoint's index.
+func (m *Model) Path() string { return m.path }
+
+// Version names the version of the model's files that the handle holds:
+// equal for two handles exactly when every file is the same version. It is
+// the file's size:mtime:ctime:dev:inode, its content digest with
+// Options.ContentDigest, or a digest of the shards' versions.
+func (m *Model) Version() string { return m.version }
+
+// Tensors lists the model's tensors in storage order (file by file, by
+// offset): the order in which reading them is sequential. The slice is
+// shared; do not modify it.
+func (m *Model) Tensors() []TensorInfo { return m.tensors }
+
+// Bytes is the logical size of every tensor together.
+func (m *Model) Bytes() uint64 { return m.bytes }
+
+// Info describes the named tensor.
+func (m *Model) Info(name string) (TensorInfo, bool) {
+	i, ok := m.byName[name]
+	if !ok {
+		return TensorInfo{}, false
+	}
+	return m.tensors[i], true
+}
+
+// Tensor returns the named tensor from the fastest tier that has it, as
+// Cache.Tensor does, of the version the handle holds.
+func (m *Model) Tensor(ctx context.Context, name string) (t *Tensor, err error) {
+	c := m.c
+	if err := c.enter(); err != nil {
+		return nil, err
+	}
+	defer c.exit()
+	c.requests.Add(1)
+	defer func() { c.count(t, err) }()
+	i, ok := m.byName[name]
+	if !ok {
+		return nil, fmt.Errorf("tier: %s: tensor %s: %w", m.path, errs.Quote(name), errs.ErrNotFound)
+	}
+	pf := m.files[m.tensors[i].file]
+	return c.read(ctx, pf.f.Identity(), pf.f, pf.prefix+name, name)
+}
+
+// Close releases the model's files. Tensors returned earlier stay valid.
+func (m *Model) Close() error {
+	m.closeOnce.Do(func() {
+		for _, pf := range m.files {
+			pf.release()
+		}
+	})
+	return nil
+}
+
+// WarmOptions configures Model.Warm.
+type WarmOptions struct {
+	// Progress, if set, is called once before any tensor with the totals
+	// (Tensor empty), then once per tensor as it is stored or found stored,
+	// from several goroutines at once.
+	Progress func(WarmProgress)
+	// Parallel is how many tensors are read and encoded at once; default
+	// GOMAXPROCS.
+	Parallel int
+}
+
+// WarmProgress reports one step of Model.Warm.
+type WarmProgress struct {
+	Tensor string // "" for the first call, which carries the totals alone
+	Bytes  uint64 // the tensor's logical bytes
+	Stored bool   // written now (false: L2 held it already)
+
+	TotalTensors int
+	TotalBytes   uint64
+}
+
+// Warm writes every tensor of the model to L2, skipping those it already
+// holds, and returns when all are stored or at the first error; what was
+// stored before an error stays stored.
+func (m *Model) Warm(ctx context.Context, opts *WarmOptions) (*WarmResult, error) {
+	c := m.c
+	if err := c.enter(); err != nil {
+		return nil, err
+	}
+	defer c.exit()
+	if c.l2 == nil {
+		return nil, fmt.Errorf("tier: Warm needs an L2 directory (Options.Dir)")
+	}
+	if opts == nil {
+		opts = &WarmOptions{}
+	}
+	// Close cancels a Warm in progress.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	defer context.AfterFunc(c.ctx, stop)()
+	res := &WarmResult{Path: m.path, Tensors: len(m.tensors), LogicalBytes: m.bytes}
+	progress := func(WarmProgress) {}
+	if opts.Progress != nil {
+		progress = opts.Progress
+	}
+	progress(WarmProgress{TotalTensors: len(m.tensors), TotalBytes: m.bytes})
+	var mu sync.Mutex // guards res's counters
+	err := m.each(ctx, opts.Parallel, func(t *TensorInfo) error {
+		pf := m.files[t.file]
+		stored, err := c.warmOne(pf, t)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		if stored {
+			res.Written++
+			res.WrittenBytes += t.Bytes
+		} else {
+			res.Skipped++
+		}
+		mu.Unlock()
+		progress(WarmProgress{Tensor: t.Name, Bytes: t.Bytes, Stored: stored,
+			TotalTensors: len(m.tensors), TotalBytes: m.bytes})
+		return nil
+	})
+	return res, err
+}
+
+// each calls fn for every tensor, parallel at once (default GOMAXPROCS),
+// until the first error.
+func (m *Model) each(ctx context.Context, parallel int, fn func(*TensorInfo) error) error {
+	if parallel <= 0 {
+		parallel = runtime.GOMAXPROCS(0)
+	}
+	work := make(chan *TensorInfo)
+	errc := make(chan error, parallel)
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for range parallel {
+		wg.Go(func() {
+			for t := range work {
+				if err := fn(t); err != nil {
+					errc <- err
+					cancel()
+					return
+				}
+			}
+		})
+	}
+	go func() {
+		defer close(work)
+		for i := range m.tensors {
+			select {
+			case work <- &m.tensors[i]:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+	}
+	return ctx.Err()
+}
+
+// warmOne writes one tensor of pf to L2 unless L2 holds it, and says
+// whether it wrote it.
+func (c *Cache) warmOne(pf *pinnedFile, t *TensorInfo) (bool, error) {
+	key := pf.prefix + t.Name
+	if _, err := c.l2.Stat(key); err == nil {
+		return false, nil
+	}
+	data := make([]byte, t.Bytes)
+	if err := pf.f.ReadTensorInto(t.Name, data); err != nil {
+		return false, err
+	}
+	c.warmLoads.Add(1)
+	if err := c.l2.Put(key, t.DType, t.Shape, data); err != nil {
+		// l2 names the cache and a key; the reader wants the model.
+		return false, fmt.Errorf("tier: %s: tensor %s: %w", pf.f.Path(), errs.Quote(t.Name), err)
+	}
+	return true, nil
+}
