@@ -191,6 +191,12 @@ func (c *Cache[K, V]) stripe() *counterStripe {
 	return &c.counters[stripeOf(numShards)]
 }
 
+// Contains reports whether key is cached, without counting a hit or a miss
+// or telling the policy.
+func (c *Cache[K, V]) Contains(key K) bool {
+	return c.idx.get(c.hash(key), key) != nil
+}
+
 // Get returns the value for key and records the hit with the policy.
 func (c *Cache[K, V]) Get(key K) (V, bool) {
 	e := c.idx.get(c.hash(key), key)

@@ -131,7 +131,9 @@ func (m *Model) Load(ctx context.Context, opts *LoadOptions, each func(*Tensor) 
 	for i := range done {
 		done[i] = make(chan struct{})
 	}
-	work := make(chan int)
+	// Buffered: the dispatcher runs ahead of the workers as far as the
+	// budget lets it, prefetching as it goes.
+	work := make(chan int, n)
 	var workers sync.WaitGroup
 	for range min(parallel, max(n, 1)) {
 		workers.Go(func() {
@@ -155,6 +157,7 @@ func (m *Model) Load(ctx context.Context, opts *LoadOptions, each func(*Tensor) 
 			if err := l.budget.take(ctx, m.tensors[i].Bytes); err != nil {
 				return
 			}
+			l.prefetch(i)
 			select {
 			case work <- i:
 			case <-ctx.Done():
@@ -222,6 +225,22 @@ type loading struct {
 
 	mu      sync.Mutex
 	dropped []int // tensors read from the source whose L2 write was dropped
+}
+
+// prefetch has the disk start reading tensor i's L2 entry, unless RAM has
+// it: the dispatcher runs ahead of the workers by up to the budget, so the
+// disk reads large ranges ahead while earlier tensors are decoded.
+func (l *loading) prefetch(i int) {
+	c := l.m.c
+	if c.l2 == nil {
+		return
+	}
+	ti := &l.m.tensors[i]
+	key := l.m.files[ti.file].prefix + ti.Name
+	if c.l1.Contains(key) {
+		return
+	}
+	c.l2.Prefetch(key)
 }
 
 // keepInL1 is how many of the model's first tensors a Load keeps in L1: all

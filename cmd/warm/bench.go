@@ -2,17 +2,22 @@ package main
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/internal/pagecache"
@@ -21,7 +26,15 @@ import (
 )
 
 // The modes of warm bench, in the order they run and are shown.
-var benchModes = []string{"cold_raw", "warm_raw", "l2_cold", "l2_warm", "l1"}
+var benchModes = []string{
+	"cold_raw", "warm_raw", "cold_mmap", "warm_mmap",
+	"l2_cold", "l2_warm", "l1",
+	"load_source", "load_cold", "load_warm", "load_l1",
+}
+
+// perTensorModes read tensor by tensor and have per-tensor latencies; the
+// others read the whole model at once.
+var perTensorModes = []string{"cold_mmap", "warm_mmap", "l2_cold", "l2_warm", "l1"}
 
 type latency struct {
 	P50 float64 `json:"p50_us"`
@@ -38,9 +51,15 @@ type benchReport struct {
 	WarmGBps      float64            `json:"warm_gbps"`
 	ColdRawGBps   float64            `json:"cold_raw_gbps"`
 	WarmRawGBps   float64            `json:"warm_raw_gbps"`
+	ColdMmapGBps  float64            `json:"cold_mmap_gbps"`
+	WarmMmapGBps  float64            `json:"warm_mmap_gbps"`
 	L2ColdGBps    float64            `json:"l2_cold_gbps"`
 	L2WarmGBps    float64            `json:"l2_warm_gbps"`
 	L1GBps        float64            `json:"l1_gbps"`
+	LoadSource    float64            `json:"load_source_gbps"`
+	LoadColdGBps  float64            `json:"load_cold_gbps"`
+	LoadWarmGBps  float64            `json:"load_warm_gbps"`
+	LoadL1GBps    float64            `json:"load_l1_gbps"`
 	ColdResidency float64            `json:"cold_residency"`
 	SourceRate    uint64             `json:"source_rate_bytes_per_s,omitempty"`
 	Runs          int                `json:"runs"`
@@ -60,6 +79,18 @@ func (r *benchReport) rateOf(mode string) *float64 {
 		return &r.L2WarmGBps
 	case "l1":
 		return &r.L1GBps
+	case "cold_mmap":
+		return &r.ColdMmapGBps
+	case "warm_mmap":
+		return &r.WarmMmapGBps
+	case "load_source":
+		return &r.LoadSource
+	case "load_cold":
+		return &r.LoadColdGBps
+	case "load_warm":
+		return &r.LoadWarmGBps
+	case "load_l1":
+		return &r.LoadL1GBps
 	}
 	panic("warm: unknown bench mode " + mode)
 }
@@ -74,41 +105,51 @@ type benchOptions struct {
 func newBenchCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	var runs int
-	var sourceRate, markdown, section, chart string
+	var markdown, section, chart string
 	cmd := &cobra.Command{
 		Use:   "bench [flags] FILE...",
 		Short: "Measure reads through each tier against cold and warm reads of the file",
 		Long: `bench measures, for each model file, the rate of reading all its tensors
-(logical bytes per second of wall time) in five ways:
+(logical bytes per second of wall time) in these ways:
 
-  cold_raw  straight from the file, evicted from the OS page cache first
-            (fsync, POSIX_FADV_DONTNEED; mincore confirms, see cold_residency)
-  warm_raw  straight from the file, in the page cache
-  l2_cold   through a freshly opened cache, L1 empty, L2 files evicted
-  l2_warm   the same with L2 files in the page cache
-  l1        every tensor served from RAM
+  cold_raw     the best way to read the file itself: the whole file in
+               16 MiB positioned reads, 4 in flight, evicted from the OS page
+               cache first (fsync, POSIX_FADV_DONTNEED; mincore confirms, see
+               cold_residency)
+  warm_raw     the same, the file in the page cache
+  cold_mmap    tensor by tensor through the file's mapping (page faults),
+               evicted first: how a naive loader reads
+  warm_mmap    the same, in the page cache
+  l2_cold      tensor by tensor (Cache.Tensor) through a freshly opened
+               cache, L1 empty, L2 files evicted
+  l2_warm      the same with L2 files in the page cache
+  l1           tensor by tensor, every tensor served from RAM
+  load_source  the whole model (Model.Load) into an empty cache directory,
+               from the file evicted from the page cache, promoting to L2
+  load_cold    the whole model through a freshly opened cache, L2 evicted
+  load_warm    the same with L2 files in the page cache
+  load_l1      the whole model from RAM
 
 plus the rate of warming L2 from the file in the page cache (warm_gbps),
-stored/logical bytes, and per-tensor
-latency p50/p99 for each mode. Each mode runs --runs times; the median run is
-reported. Without --dir it uses a new temporary directory, removed afterwards.
---source-rate throttles the raw reads to emulate network storage.`,
+stored/logical bytes, and per-tensor latency p50/p99 for the tensor-by-tensor
+modes. Each mode runs --runs times; the median run is reported. Without --dir
+it uses a new temporary directory, removed afterwards. --source-rate
+throttles every read of the model file (raw, mmap and the cache's) to
+emulate network storage.`,
 		Example: `  warm bench model.safetensors
   warm bench --json --runs 5 model.safetensors
-  warm bench --source-rate 200MB model.safetensors   # a source as slow as network storage`,
+  warm --source-rate 200MB bench model.safetensors   # a source as slow as network storage`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if runs < 1 {
 				return usageError{fmt.Errorf("--runs must be at least 1, got %d", runs)}
 			}
 			opts := benchOptions{runs: runs}
-			if sourceRate != "" {
-				r, err := humanize.ParseBytes(sourceRate)
-				if err != nil || r == 0 {
-					return usageError{fmt.Errorf("--source-rate: %q is not a rate in bytes per second (e.g. 200MB)", sourceRate)}
-				}
-				opts.sourceRate = r
+			rate, err := parseSize("source-rate", g.sourceRate)
+			if err != nil {
+				return err
 			}
+			opts.sourceRate = uint64(rate)
 			ctx := cmd.Context()
 			if ctx == nil {
 				ctx = context.Background()
@@ -151,7 +192,6 @@ reported. Without --dir it uses a new temporary directory, removed afterwards.
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per file")
 	cmd.Flags().IntVar(&runs, "runs", 3, "runs of each mode; the median is reported")
-	cmd.Flags().StringVar(&sourceRate, "source-rate", "", "throttle raw reads to this many bytes per second, e.g. 200MB")
 	cmd.Flags().StringVar(&markdown, "markdown", "", "write the results into this Markdown file, between the markers of --section")
 	cmd.Flags().StringVar(&section, "section", "main", "the name of the section --markdown writes (<!-- warm-bench:NAME:start/end -->)")
 	cmd.Flags().StringVar(&chart, "chart", "", "write an SVG chart of the rates to this file")
@@ -198,7 +238,24 @@ func (g *globals) benchFile(ctx context.Context, path, dir string, o benchOption
 		return nil, fmt.Errorf("%s: no tensors to measure", path)
 	}
 
+	// throttle sleeps until read bytes since begin fit --source-rate.
+	throttle := func(begin time.Time, read uint64) {
+		if o.sourceRate > 0 {
+			due := time.Duration(float64(read) / float64(o.sourceRate) * float64(time.Second))
+			if wait := due - time.Since(begin); wait > 0 {
+				time.Sleep(wait)
+			}
+		}
+	}
 	raw := func() (pass, error) {
+		begin := time.Now()
+		var read atomic.Uint64
+		if err := preadAll(path, func(n int) { throttle(begin, read.Add(uint64(n))) }); err != nil {
+			return pass{}, err
+		}
+		return pass{total: time.Since(begin)}, nil
+	}
+	mapped := func() (pass, error) {
 		f, err := loader.Open(path)
 		if err != nil {
 			return pass{}, err
@@ -213,13 +270,7 @@ func (g *globals) benchFile(ctx context.Context, path, dir string, o benchOption
 				return pass{}, err
 			}
 			read += t.Length
-			if o.sourceRate > 0 {
-				// Sleep until the bytes so far fit the rate.
-				due := time.Duration(float64(read) / float64(o.sourceRate) * float64(time.Second))
-				if wait := due - time.Since(begin); wait > 0 {
-					time.Sleep(wait)
-				}
-			}
+			throttle(begin, read)
 			r.per = append(r.per, time.Since(t0))
 		}
 		r.total = time.Since(begin)
@@ -242,7 +293,21 @@ func (g *globals) benchFile(ctx context.Context, path, dir string, o benchOption
 		r.total = time.Since(begin)
 		return r, nil
 	}
-	throughL2 := func(evict bool) (pass, error) {
+	// load times Model.Load alone (the model opened first), and checks
+	// that every tensor came from want.
+	load := func(c *tier.Cache, want tier.Tier) (pass, error) {
+		r := loadOne(ctx, c, path, &tier.LoadOptions{})
+		if r.Error != "" {
+			return pass{}, errors.New(r.Error)
+		}
+		served := map[tier.Tier]int{tier.L1: r.Served.L1, tier.L2: r.Served.L2, tier.Source: r.Served.Source}
+		if served[want] != r.Tensors {
+			return pass{}, fmt.Errorf("%s: load served %d of %d tensors from %s (l1 %d, l2 %d, source %d; is the cache large enough?)",
+				path, served[want], r.Tensors, want, r.Served.L1, r.Served.L2, r.Served.Source)
+		}
+		return pass{total: time.Duration(r.Seconds * float64(time.Second))}, nil
+	}
+	throughL2 := func(evict bool, read func(*tier.Cache, tier.Tier) (pass, error)) (pass, error) {
 		if evict {
 			if err := g.evictCold(dir, rep); err != nil {
 				return pass{}, err
@@ -253,7 +318,29 @@ func (g *globals) benchFile(ctx context.Context, path, dir string, o benchOption
 			return pass{}, err
 		}
 		defer c.Close()
-		return cached(c, tier.L2)
+		return read(c, tier.L2)
+	}
+	// fromSource loads the model into a new, empty cache directory, the
+	// file evicted, and closes the cache (its queued writes finish) outside
+	// the time measured.
+	fromSource := func() (pass, error) {
+		tmp, err := os.MkdirTemp(filepath.Dir(dir), ".warm-bench-source")
+		if err != nil {
+			return pass{}, err
+		}
+		defer os.RemoveAll(tmp)
+		if err := g.evictCold(path, rep); err != nil {
+			return pass{}, err
+		}
+		c, err := g.openAt(tmp, 1)
+		if err != nil {
+			return pass{}, err
+		}
+		r, err := load(c, tier.Source)
+		if cerr := c.Close(); err == nil {
+			err = cerr
+		}
+		return r, err
 	}
 
 	// Warm L2 (timed, Close included: it syncs), with the file in the page
@@ -288,6 +375,7 @@ func (g *globals) benchFile(ctx context.Context, path, dir string, o benchOption
 		rep.StoredRatio = float64(stored) / float64(logical)
 	}
 
+	l1Bytes := int64(rep.Bytes) + int64(rep.Tensors)*1024 + 1<<20
 	results := map[string][]pass{}
 	for _, mode := range benchModes {
 		var l1 *tier.Cache
@@ -296,12 +384,12 @@ func (g *globals) benchFile(ctx context.Context, path, dir string, o benchOption
 			if _, err := raw(); err != nil { // load the page cache
 				return nil, err
 			}
-		case "l2_warm":
-			if _, err := throughL2(false); err != nil {
+		case "l2_warm", "load_warm":
+			if _, err := throughL2(false, cached); err != nil {
 				return nil, err
 			}
-		case "l1":
-			if l1, err = g.openAt(dir, int64(rep.Bytes)+int64(rep.Tensors)*1024+1<<20); err != nil {
+		case "l1", "load_l1":
+			if l1, err = g.openAt(dir, l1Bytes); err != nil {
 				return nil, err
 			}
 			if _, err := cached(l1, tier.L2); err != nil {
@@ -322,12 +410,26 @@ func (g *globals) benchFile(ctx context.Context, path, dir string, o benchOption
 				}
 			case "warm_raw":
 				r, err = raw()
+			case "cold_mmap":
+				if err = g.evictCold(path, rep); err == nil {
+					r, err = mapped()
+				}
+			case "warm_mmap":
+				r, err = mapped()
 			case "l2_cold":
-				r, err = throughL2(true)
+				r, err = throughL2(true, cached)
 			case "l2_warm":
-				r, err = throughL2(false)
+				r, err = throughL2(false, cached)
 			case "l1":
 				r, err = cached(l1, tier.L1)
+			case "load_source":
+				r, err = fromSource()
+			case "load_cold":
+				r, err = throughL2(true, load)
+			case "load_warm":
+				r, err = throughL2(false, load)
+			case "load_l1":
+				r, err = load(l1, tier.L1)
 			}
 			if err != nil {
 				if l1 != nil {
@@ -341,10 +443,54 @@ func (g *globals) benchFile(ctx context.Context, path, dir string, o benchOption
 			l1.Close()
 		}
 		m := median(results[mode])
-		rep.Latency[mode] = percentiles(m.per)
+		if len(m.per) > 0 {
+			rep.Latency[mode] = percentiles(m.per)
+		}
 		*rep.rateOf(mode) = gbps(rep.Bytes, m.total)
 	}
 	return rep, nil
+}
+
+// Blocks and parallelism of the raw reader: after trying 1–16 MiB and
+// 1–8 in flight here, 16 MiB × 4 read a cold file fastest (see
+// docs/BENCHMARKS.md); past that nothing gained.
+const (
+	rawBlock    = 16 << 20
+	rawParallel = 4
+)
+
+// preadAll reads the whole file at path in rawBlock positioned reads,
+// rawParallel in flight, into buffers it reuses, calling done after each.
+func preadAll(path string, done func(n int)) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	size := fi.Size()
+	var next atomic.Int64
+	var g errgroup.Group
+	for range rawParallel {
+		g.Go(func() error {
+			buf := make([]byte, rawBlock)
+			for {
+				off := next.Add(rawBlock) - rawBlock
+				if off >= size {
+					return nil
+				}
+				n, err := f.ReadAt(buf[:min(int64(rawBlock), size-off)], off)
+				if err != nil && !(err == io.EOF && off+int64(n) == size) {
+					return fmt.Errorf("%s: %w", path, err)
+				}
+				done(n)
+			}
+		})
+	}
+	return g.Wait()
 }
 
 // evictCold drops root from the page cache and records how much stayed.
@@ -365,21 +511,28 @@ func (g *globals) evictCold(root string, rep *benchReport) error {
 
 func printBenchTable(g *globals, reports []*benchReport) {
 	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "file\tbytes\ttensors\tstored\twarm\tcold_raw\twarm_raw\tl2_cold\tl2_warm\tl1\t")
+	fmt.Fprint(tw, "file\tbytes\ttensors\tstored\twarm\t")
+	for _, m := range benchModes {
+		fmt.Fprintf(tw, "%s\t", m)
+	}
+	fmt.Fprintln(tw)
 	for _, r := range reports {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.3f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f\t\n", r.File, humanize.IBytes(r.Bytes), r.Tensors,
-			r.StoredRatio, r.WarmGBps, r.ColdRawGBps, r.WarmRawGBps, r.L2ColdGBps, r.L2WarmGBps, r.L1GBps)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.3f\t%.2f\t", r.File, humanize.IBytes(r.Bytes), r.Tensors, r.StoredRatio, r.WarmGBps)
+		for _, m := range benchModes {
+			fmt.Fprintf(tw, "%.2f\t", r.rate(m))
+		}
+		fmt.Fprintln(tw)
 	}
 	tw.Flush()
 	fmt.Fprintln(g.stdout, "rates in GB/s of logical tensor bytes; stored = stored/logical bytes in L2")
 	for _, r := range reports {
 		var parts []string
-		for _, m := range benchModes {
+		for _, m := range perTensorModes {
 			l := r.Latency[m]
 			parts = append(parts, fmt.Sprintf("%s %.0f/%.0f", m, l.P50, l.P99))
 		}
-		fmt.Fprintf(g.stdout, "%s: per-tensor latency p50/p99 µs: %s; page cache residency after eviction ≤ %.1f%%\n",
-			r.File, strings.Join(parts, ", "), r.ColdResidency*100)
+		fmt.Fprintf(g.stdout, "%s: load_cold/cold_raw %.2f×, load_source/cold_raw %.2f×; per-tensor latency p50/p99 µs: %s; page cache residency after eviction ≤ %.1f%%\n",
+			r.File, r.LoadColdGBps/r.ColdRawGBps, r.LoadSource/r.ColdRawGBps, strings.Join(parts, ", "), r.ColdResidency*100)
 	}
 }
 

@@ -16,26 +16,39 @@ func benchMarkdown(reports []*benchReport, chart string) string {
 	fmt.Fprintf(&b, "Machine: %s. Run %s.\n\n", machine(), time.Now().UTC().Format("2006-01-02"))
 	args := append([]string{"warm"}, os.Args[1:]...)
 	fmt.Fprintf(&b, "Command: `%s`\n\n", strings.Join(args, " "))
-	b.WriteString("| file | bytes | tensors | stored/logical | warm (fill L2) | cold_raw | warm_raw | l2_cold | l2_warm | l1 | l2_cold / cold_raw | l1 / cold_raw |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| file | bytes | tensors | stored/logical | warm (fill L2) |")
+	for _, m := range benchModes {
+		b.WriteString(" " + m + " |")
+	}
+	b.WriteString(" load_cold / cold_raw | load_source / cold_raw |\n|---|---|---|---|---|")
+	for range benchModes {
+		b.WriteString("---|")
+	}
+	b.WriteString("---|---|\n")
 	for _, r := range reports {
 		src := ""
 		if r.SourceRate > 0 {
 			src = fmt.Sprintf(" (source throttled to %d MB/s)", r.SourceRate/1_000_000)
 		}
-		fmt.Fprintf(&b, "| %s%s | %d | %d | %.3f | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f | %.2f× | %.0f× |\n",
-			filepath.Base(r.File), src, r.Bytes, r.Tensors, r.StoredRatio, r.WarmGBps, r.ColdRawGBps, r.WarmRawGBps,
-			r.L2ColdGBps, r.L2WarmGBps, r.L1GBps, r.L2ColdGBps/r.ColdRawGBps, r.L1GBps/r.ColdRawGBps)
+		fmt.Fprintf(&b, "| %s%s | %d | %d | %.3f | %.2f |", filepath.Base(r.File), src, r.Bytes, r.Tensors, r.StoredRatio, r.WarmGBps)
+		for _, m := range benchModes {
+			fmt.Fprintf(&b, " %.2f |", r.rate(m))
+		}
+		fmt.Fprintf(&b, " %.2f× | %.2f× |\n", r.LoadColdGBps/r.ColdRawGBps, r.LoadSource/r.ColdRawGBps)
 	}
-	b.WriteString("\nRates in GB/s of logical tensor bytes, median of the runs. Per-tensor latency, p50 / p99 in µs:\n\n")
+	b.WriteString("\nRates in GB/s of logical tensor bytes, median of the runs. Per-tensor latency of the tensor-by-tensor modes, p50 / p99 in µs:\n\n")
 	b.WriteString("| file |")
-	for _, m := range benchModes {
+	for _, m := range perTensorModes {
 		b.WriteString(" " + m + " |")
 	}
-	b.WriteString(" page cache left after eviction |\n|---|---|---|---|---|---|---|\n")
+	b.WriteString(" page cache left after eviction |\n|---|")
+	for range perTensorModes {
+		b.WriteString("---|")
+	}
+	b.WriteString("---|\n")
 	for _, r := range reports {
 		fmt.Fprintf(&b, "| %s |", filepath.Base(r.File))
-		for _, m := range benchModes {
+		for _, m := range perTensorModes {
 			fmt.Fprintf(&b, " %.0f / %.0f |", r.Latency[m].P50, r.Latency[m].P99)
 		}
 		fmt.Fprintf(&b, " %.1f%% |\n", r.ColdResidency*100)
@@ -75,7 +88,8 @@ func benchChart(reports []*benchReport) string {
 		bottom              = 90
 		minRate, maxDecades = 0.01, 6.0
 	)
-	colors := []string{"#9e9e9e", "#616161", "#1e88e5", "#0d47a1", "#43a047"}
+	colors := []string{"#9e9e9e", "#616161", "#bdbdbd", "#e0e0e0", "#1e88e5", "#0d47a1", "#43a047",
+		"#fb8c00", "#8e24aa", "#4a148c", "#1b5e20"}
 	plotW, plotH := float64(width-left-right), float64(height-top-bottom)
 	y := func(gbps float64) float64 {
 		d := math.Log10(max(gbps, minRate)/minRate) / maxDecades

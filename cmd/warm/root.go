@@ -28,6 +28,9 @@ type globals struct {
 	ttl     time.Duration
 	keyFile string
 	digest  bool
+	// sourceRate limits reads of model files (bytes a second), to measure
+	// the cache against a slow origin.
+	sourceRate string
 	// optionalL2: a cache directory that cannot be used is a warning, and
 	// reads go to the model files (warm get).
 	optionalL2 bool
@@ -99,9 +102,18 @@ func (g *globals) openAt(dir string, mem int64) (*tier.Cache, error) {
 			return nil, err
 		}
 	}
+	rate, err := parseSize("source-rate", g.sourceRate)
+	if err != nil {
+		return nil, err
+	}
+	var origin tier.Origin = tier.LocalFiles{}
+	if rate > 0 {
+		origin = tier.Throttle(origin, rate)
+	}
 	logger := slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	return tier.Open(&tier.Options{Dir: dir, MemoryBytes: mem, MemoryPolicy: l1.Policy(g.policy), DiskBytes: disk,
-		TTL: g.ttl, EncryptionKey: key, ContentDigest: g.digest, L2Optional: g.optionalL2, Logger: logger})
+		TTL: g.ttl, EncryptionKey: key, ContentDigest: g.digest, L2Optional: g.optionalL2, Logger: logger,
+		Origin: origin})
 }
 
 // withCache opens the cache, runs fn and closes the cache. A failed Close
@@ -186,6 +198,7 @@ Exit status: 0 on success, 1 if any file failed, 2 on a usage error,
 	ttl, ttlErr := time.ParseDuration(envOr("MODELCACHE_TTL", "0s"))
 	pf.DurationVar(&g.ttl, "ttl", ttl, "how long cached entries live, e.g. 72h; 0 for until evicted (env MODELCACHE_TTL)")
 	pf.StringVar(&g.keyFile, "encryption-key-file", envOr("MODELCACHE_ENCRYPTION_KEY_FILE", ""), "file holding an AES key (16, 24 or 32 bytes, raw or hex) to encrypt the cache at rest (env MODELCACHE_ENCRYPTION_KEY_FILE)")
+	pf.StringVar(&g.sourceRate, "source-rate", envOr("MODELCACHE_SOURCE_RATE", ""), "limit reads of model files to this many bytes a second, e.g. 200MB, to measure the cache against a slow origin (env MODELCACHE_SOURCE_RATE)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	if ttlErr != nil {
 		root.PersistentPreRunE = func(*cobra.Command, []string) error {
@@ -193,7 +206,7 @@ Exit status: 0 on success, 1 if any file failed, 2 on a usage error,
 		}
 	}
 	wrapArgs(root)
-	root.AddCommand(newGetCmd(g), newStatsCmd(g), newVerifyCmd(g), newGCCmd(g), newEvictCmd(g), newBenchCmd(g), newLsCmd(g), newSimCmd(g))
+	root.AddCommand(newGetCmd(g), newStatsCmd(g), newVerifyCmd(g), newGCCmd(g), newEvictCmd(g), newBenchCmd(g), newLsCmd(g), newSimCmd(g), newLoadCmd(g))
 	for _, c := range root.Commands() {
 		wrapArgs(c)
 	}

@@ -1,0 +1,6 @@
+//go:build !linux
+
+package badger
+
+// modelcache patch: without posix_fadvise, prefetching does nothing.
+func adviseWillNeed(*logFile, int64, int64) error { return nil }
