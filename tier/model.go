@@ -13,6 +13,7 @@ import (
 
 	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/loader"
+	"github.com/modelcache/modelcache/resolve"
 )
 
 // Model is one version of a model, opened through the cache: a model file
@@ -56,8 +57,9 @@ type TensorInfo struct {
 }
 
 // Model opens the model at path: a model file of any format package loader
-// reads, or a sharded safetensors checkpoint (its index, or the directory
-// holding it), whose shards are checked against the index. Close it when
+// reads, a sharded safetensors checkpoint (its index, or the directory
+// holding it), whose shards are checked against the index, or a name that
+// package resolve knows (hf:ORG/NAME[@REV], ollama:NAME[:TAG]). Close it when
 // done: it holds its files open.
 func (c *Cache) Model(ctx context.Context, path string) (*Model, error) {
 	if err := c.enter(); err != nil {
@@ -65,6 +67,10 @@ func (c *Cache) Model(ctx context.Context, path string) (*Model, error) {
 	}
 	defer c.exit()
 	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	path, err := resolve.Name(path)
+	if err != nil {
 		return nil, err
 	}
 	id, err := c.origin.Stat(path)

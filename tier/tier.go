@@ -17,6 +17,7 @@ import (
 	"github.com/modelcache/modelcache/l1"
 	"github.com/modelcache/modelcache/l2"
 	"github.com/modelcache/modelcache/loader"
+	"github.com/modelcache/modelcache/resolve"
 )
 
 // Defaults for Options.
@@ -312,6 +313,9 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (t *Tensor, err e
 	defer c.exit()
 	c.requests.Add(1)
 	defer func() { c.count(t, err) }()
+	if path, err = resolve.Name(path); err != nil {
+		return nil, err
+	}
 	id, err := c.origin.Stat(path)
 	if err != nil {
 		return nil, err
@@ -614,6 +618,9 @@ func (c *Cache) FileEntries(path string) (n int, logical, stored uint64, err err
 	if c.l2 == nil {
 		return 0, 0, 0, nil
 	}
+	if path, err = resolve.Name(path); err != nil {
+		return 0, 0, 0, err
+	}
 	paths, err := c.modelFiles(path)
 	if err != nil {
 		return 0, 0, 0, err
@@ -671,6 +678,10 @@ func (c *Cache) Evict(path string) (int, error) {
 		return 0, err
 	}
 	defer c.exit()
+	path, err := resolve.Name(path)
+	if err != nil {
+		return 0, err
+	}
 	paths, err := c.modelFiles(path)
 	if err != nil {
 		return 0, err

@@ -39,11 +39,14 @@ type result struct {
 	stdout, stderr []byte
 }
 
+// warmExtraEnv is added to the environment of the next warm runs.
+var warmExtraEnv []string
+
 // warm runs the binary in a new process with a clean environment.
 func warm(t *testing.T, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(warmBin, args...)
-	cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}
+	cmd.Env = append([]string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}, warmExtraEnv...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/modelcache/modelcache/loader"
+	"github.com/modelcache/modelcache/resolve"
 )
 
 // modelExtensions are the files warm picks up when it walks a directory;
@@ -56,53 +57,97 @@ type warmSummary struct {
 	DiskBytes    int64      `json:"disk_bytes"`
 }
 
-// expandArgs turns the arguments into models: directories are walked for
-// model files and sharded checkpoints, in name order. Paths that cannot be read are returned as
-// errors, to be reported like bad files.
+// expandArgs turns the arguments into models: names (hf:, ollama:) are
+// resolved, directories are walked for model files and sharded checkpoints,
+// in name order, following symbolic links (a Hugging Face snapshot is made
+// of them) but never round a loop. Paths that cannot be read are returned
+// as errors, to be reported like bad files.
 func expandArgs(args []string) ([]string, []error) {
 	var files []string
 	var errs []error
 	for _, a := range args {
-		fi, err := os.Stat(a)
+		p, err := resolve.Name(a)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		fi, err := os.Stat(p)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		if !fi.IsDir() {
-			files = append(files, a)
+			files = append(files, p)
 			continue
 		}
-		var found []string
-		shardDirs := map[string]bool{}
-		err = filepath.WalkDir(a, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if d.IsDir() {
-				if _, ok := loader.ShardIndexPath(p); ok {
-					shardDirs[p] = true
-					found = append(found, p)
-				}
-				return nil
-			}
-			ext := strings.ToLower(filepath.Ext(p))
-			if ext == ".safetensors" && shardDirs[filepath.Dir(p)] {
-				return nil // warmed with its checkpoint
-			}
-			if d.Type().IsRegular() && slices.Contains(modelExtensions, ext) {
-				found = append(found, p)
-			}
-			return nil
-		})
+		if _, ok := loader.ShardIndexPath(p); ok {
+			files = append(files, p)
+			continue
+		}
+		w := &walker{seen: map[fileKey]bool{}}
+		err = w.walk(p, fi, 0)
 		if err != nil {
 			errs = append(errs, err)
 		}
-		if len(found) == 0 && err == nil {
+		if len(w.found) == 0 && err == nil {
 			errs = append(errs, fmt.Errorf("%s: no model files (%s) found", a, strings.Join(modelExtensions, ", ")))
 		}
-		files = append(files, found...)
+		files = append(files, w.found...)
 	}
 	return files, errs
+}
+
+// fileKey identifies a directory, to walk each once.
+type fileKey struct{ dev, ino uint64 }
+
+type walker struct {
+	seen  map[fileKey]bool
+	found []string
+}
+
+// maxWalkDepth bounds the directories walked into one another, as the
+// kernel bounds links followed (ELOOP): where directories have no inode to
+// tell a loop by, the depth ends it.
+const maxWalkDepth = 40
+
+// walk adds the models under dir (whose FileInfo, links followed, is fi).
+func (w *walker) walk(dir string, fi os.FileInfo, depth int) error {
+	if depth > maxWalkDepth {
+		return fmt.Errorf("%s: directories nested more than %d deep (a loop of links?)", dir, maxWalkDepth)
+	}
+	if k, ok := keyOf(fi); ok {
+		if w.seen[k] {
+			return nil // a link back to a directory already walked
+		}
+		w.seen[k] = true
+	}
+	if _, ok := loader.ShardIndexPath(dir); ok {
+		w.found = append(w.found, dir) // its shards are warmed with it
+		return nil
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		fi, err := os.Stat(p) // follows links
+		if err != nil {
+			if e.Type()&fs.ModeSymlink != 0 {
+				continue // a dangling link: nothing to warm
+			}
+			return err
+		}
+		switch {
+		case fi.IsDir():
+			if err := w.walk(p, fi, depth+1); err != nil {
+				return err
+			}
+		case fi.Mode().IsRegular() && slices.Contains(modelExtensions, strings.ToLower(filepath.Ext(p))):
+			w.found = append(w.found, p)
+		}
+	}
+	return nil
 }
 
 func isTerminal(w any) bool {
