@@ -625,18 +625,6 @@ func (s *Store) put(key, dtype string, shape []uint64, data []byte, ttl time.Dur
 		return err
 	}
 	id := newID()
-	mv := make([]byte, metaFixed, metaFixed+128+len(e.Header.Chunks)*9)
-	copy(mv, id)
-	now := s.now()
-	var expires int64
-	if ttl > 0 {
-		expires = expiry(now, ttl)
-	}
-	binary.LittleEndian.PutUint64(mv[idLen:], uint64(now.UnixNano()))
-	binary.LittleEndian.PutUint64(mv[idLen+8:], uint64(expires))
-	if mv, err = e.Header.AppendBinary(mv); err != nil {
-		return err
-	}
 	if len(e.Chunks) > 0 {
 		wb := s.db.NewWriteBatch()
 		for i, c := range e.Chunks {
@@ -649,13 +637,34 @@ func (s *Store) put(key, dtype string, shape []uint64, data []byte, ttl time.Dur
 			return err
 		}
 	}
-	// Commit point: the meta record, swapped in with the old chunks' removal
-	// and the entry's records in the order index.
+	return s.commit(key, id, &e.Header, ttl)
+}
+
+// commit makes the entry whose chunks are stored under id visible under
+// key: the meta record, swapped in with the old chunks' removal and the
+// entry's records in the order index. On failure it removes the chunks.
+func (s *Store) commit(key string, id []byte, h *serialize.Header, ttl time.Duration) error {
+	mv := make([]byte, metaFixed, metaFixed+128+len(h.Chunks)*9)
+	copy(mv, id)
+	now := s.now()
+	var expires int64
+	if ttl > 0 {
+		expires = expiry(now, ttl)
+	}
+	binary.LittleEndian.PutUint64(mv[idLen:], uint64(now.UnixNano()))
+	binary.LittleEndian.PutUint64(mv[idLen+8:], uint64(expires))
+	mv, err := h.AppendBinary(mv)
+	if err != nil {
+		if derr := s.deleteChunks(id, len(h.Chunks)); derr != nil {
+			s.needSweep.Store(true)
+		}
+		return err
+	}
 	mk := metaKey(key)
 	var old *meta
 	var prev order
 	var hadPrev bool
-	o := orderOf(key, len(mv), &e.Header, expires)
+	o := orderOf(key, len(mv), h, expires)
 	tick := s.clock.Add(1)
 	err = s.update(func(txn *badger.Txn) error {
 		old = nil
@@ -682,7 +691,7 @@ func (s *Store) put(key, dtype string, shape []uint64, data []byte, ttl time.Dur
 		return txn.Set(mk, mv)
 	})
 	if err != nil {
-		if derr := s.deleteChunks(id, len(e.Chunks)); derr != nil {
+		if derr := s.deleteChunks(id, len(h.Chunks)); derr != nil {
 			s.needSweep.Store(true)
 		}
 		return err
@@ -887,13 +896,8 @@ func (s *Store) GetInto(key string, alloc Alloc) (*Value, error) {
 		return v, nil
 	case errors.Is(err, errs.ErrNotFound):
 		s.misses.Add(1)
-	case errors.Is(err, errs.ErrCorrupt) || errors.Is(err, errs.ErrVersion):
-		s.corrupt.Add(1)
-		if derr := s.removeEntries([]string{key}); derr != nil {
-			err = errors.Join(err, derr)
-		}
 	}
-	return nil, fmt.Errorf("l2: %s: get %s: %w", s.dir, errs.Quote(key), err)
+	return nil, s.dropDamaged(key, err)
 }
 
 func (s *Store) readMeta(key string) (*meta, error) {

@@ -1,6 +1,7 @@
 package serialize
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -61,6 +62,7 @@ type groupBufs struct {
 	streams []byte // the regrouped chunk
 	tmp     []byte // one huff0-encoded or decoded stream
 	ztmp    []byte // one zstd-encoded stream
+	out     []byte // the encoded chunk, before it is copied out at its size
 	huff    huff0.Scratch
 }
 
@@ -171,18 +173,24 @@ func (c *Codecs) encodeGroup(src []byte, w int) []byte {
 	if limit < 1+5*w {
 		return nil
 	}
-	out := make([]byte, 1+5*w, limit)
+	// Encoded into a pooled buffer and copied out at its size: a new
+	// buffer of the limit per chunk would be a chunk's worth of garbage
+	// each, and a third of it held unused while the chunk waits to be
+	// written.
+	out := grow(g.out, limit)[:1+5*w]
 	out[0] = byte(w)
 	for k := range w {
 		mode, payload := c.encodeStream(g, g.streams[k*n:(k+1)*n])
 		if len(out)+len(payload) > limit {
+			g.out = out
 			return nil
 		}
 		out[1+5*k] = mode
 		binary.LittleEndian.PutUint32(out[2+5*k:], uint32(len(payload)))
 		out = append(out, payload...)
 	}
-	return out
+	g.out = out
+	return bytes.Clone(out)
 }
 
 // encodeStream picks the smallest encoding of one stream. The payload may

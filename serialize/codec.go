@@ -151,6 +151,17 @@ func (c *Codecs) Encode(dtype string, shape []uint64, data []byte) (*Entry, erro
 	return e, nil
 }
 
+// ChunkSize is the logical size of every chunk but the last.
+func (c *Codecs) ChunkSize() int { return c.chunkSize }
+
+// EncodeChunk encodes one chunk of a value of dtype, for writers that stream
+// a value chunk by chunk instead of holding it whole: src is the chunk's
+// logical bytes (ChunkSize of them, fewer for the last). The result is a new
+// allocation.
+func (c *Codecs) EncodeChunk(dtype string, src []byte) (ChunkInfo, []byte) {
+	return c.encodeChunk(dtype, src)
+}
+
 // encodeChunk stores src with the codec that pays: float-aware for float
 // dtypes, zstd for other data, raw when neither saves 1/minSavingDiv.
 func (c *Codecs) encodeChunk(dtype string, src []byte) (ChunkInfo, []byte) {
@@ -162,11 +173,16 @@ func (c *Codecs) encodeChunk(dtype string, src []byte) (ChunkInfo, []byte) {
 		}
 	} else if len(src) > 0 {
 		limit := len(src) - len(src)/minSavingDiv
-		z := c.zenc.EncodeAll(src, make([]byte, 0, limit))
+		g := groupPool.Get().(*groupBufs)
+		z := c.zenc.EncodeAll(src, grow(g.out, limit)[:0])
+		g.out = z[:0]
 		if len(z) <= limit {
+			z = bytes.Clone(z)
+			groupPool.Put(g)
 			info.Codec, info.StoredLen = Zstd, uint32(len(z))
 			return info, z
 		}
+		groupPool.Put(g)
 	}
 	info.Codec, info.StoredLen = Raw, uint32(len(src))
 	return info, bytes.Clone(src)

@@ -68,6 +68,15 @@ func (h *Header) StoredBytes() uint64 {
 	return n
 }
 
+// CheckLength refuses a length no entry may have, before anything is
+// allocated for its chunks.
+func (h *Header) CheckLength() error {
+	if h.Length > maxLength {
+		return fmt.Errorf("serialize: length %d over the %d limit", h.Length, uint64(maxLength))
+	}
+	return nil
+}
+
 func (h *Header) validate() error {
 	if len(h.DType) > MaxDTypeLen {
 		return fmt.Errorf("dtype %.32q longer than %d bytes", h.DType, MaxDTypeLen)

@@ -361,6 +361,19 @@ func (c *Cache) warmOne(pf *pinnedFile, t *TensorInfo) (bool, error) {
 	if _, err := c.l2.Stat(key); err == nil {
 		return false, nil
 	}
+	if t.Bytes > streamAbove {
+		// Chunk by chunk: an 8 GiB file is not held in memory whole.
+		r, err := pf.f.TensorReader(t.Name)
+		if err != nil {
+			return false, err
+		}
+		defer r.Close()
+		c.warmLoads.Add(1)
+		if err := c.l2.PutStream(key, t.DType, t.Shape, t.Bytes, r); err != nil {
+			return false, fmt.Errorf("tier: %s: tensor %s: %w", pf.f.Path(), errs.Quote(t.Name), err)
+		}
+		return true, nil
+	}
 	data := make([]byte, t.Bytes)
 	if err := pf.f.ReadTensorInto(t.Name, data); err != nil {
 		return false, err

@@ -1,6 +1,8 @@
 package tier
 
 import (
+	"io"
+
 	"github.com/modelcache/modelcache/loader"
 )
 
@@ -29,6 +31,10 @@ type ModelFile interface {
 	// ReadTensorInto reads the tensor into dst, exactly its length. It is
 	// errs.ErrChanged if the file was changed in place while read.
 	ReadTensorInto(name string, dst []byte) error
+	// TensorReader streams the tensor's bytes as they are read, for
+	// tensors too large to hold whole; its last Read reports a source
+	// that turned out bad at the end (a CRC).
+	TensorReader(name string) (io.ReadCloser, error)
 	Close() error
 }
 

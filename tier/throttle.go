@@ -1,6 +1,7 @@
 package tier
 
 import (
+	"io"
 	"sync"
 	"time"
 
@@ -44,6 +45,25 @@ func (f *throttledFile) ReadTensorInto(name string, dst []byte) error {
 	err := f.ModelFile.ReadTensorInto(name, dst)
 	f.rate.wait(len(dst))
 	return err
+}
+
+func (f *throttledFile) TensorReader(name string) (io.ReadCloser, error) {
+	r, err := f.ModelFile.TensorReader(name)
+	if err != nil {
+		return nil, err
+	}
+	return &throttledReader{ReadCloser: r, rate: f.rate}, nil
+}
+
+type throttledReader struct {
+	io.ReadCloser
+	rate *pacer
+}
+
+func (r *throttledReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	r.rate.wait(n)
+	return n, err
 }
 
 // pacer spaces transfers as one link of a fixed rate would: each waits

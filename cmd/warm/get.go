@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
@@ -44,19 +45,15 @@ model file itself. --require-l2 makes that an error instead.`,
 				ctx = context.Background()
 			}
 			return g.withCache(func(c *tier.Cache) error {
-				var out []byte
-				for range repeat {
-					t, err := c.Tensor(ctx, args[0], args[1])
+				for k := range repeat {
+					last := k == repeat-1
+					served, err := getOnce(ctx, c, args[0], args[1], g.stdout, last)
 					if err != nil {
 						return err
 					}
 					if verbose {
-						fmt.Fprintf(g.stderr, "served-by: %s\n", t.ServedBy)
+						fmt.Fprintf(g.stderr, "served-by: %s\n", served)
 					}
-					out = t.Bytes()
-				}
-				if _, err := g.stdout.Write(out); err != nil {
-					return fmt.Errorf("writing to stdout: %w", err)
 				}
 				return nil
 			})
@@ -67,3 +64,43 @@ model file itself. --require-l2 makes that an error instead.`,
 	cmd.Flags().IntVarP(&repeat, "count", "n", 1, "read the tensor this many times (later reads show the RAM tier)")
 	return cmd
 }
+
+// getOnce reads the tensor through the cache and, if write, writes it to
+// out. A tensor larger than streamAbove is streamed a chunk at a time (an
+// 8 GiB file is never in memory whole); smaller ones are read whole, which
+// keeps them in RAM for the next read.
+func getOnce(ctx context.Context, c *tier.Cache, path, name string, out io.Writer, write bool) (tier.Tier, error) {
+	m, err := c.Model(ctx, path)
+	if err != nil {
+		return 0, err
+	}
+	defer m.Close()
+	info, ok := m.Info(name)
+	if ok && info.Bytes > streamAbove {
+		r, err := m.OpenTensor(ctx, name)
+		if err != nil {
+			return 0, err
+		}
+		defer r.Close()
+		if !write {
+			out = io.Discard
+		}
+		if _, err := r.WriteTo(out); err != nil {
+			return 0, err
+		}
+		return r.ServedBy, nil
+	}
+	t, err := m.Tensor(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	if write {
+		if _, err := out.Write(t.Bytes()); err != nil {
+			return 0, fmt.Errorf("writing to stdout: %w", err)
+		}
+	}
+	return t.ServedBy, nil
+}
+
+// streamAbove is the tensor size above which get streams.
+const streamAbove = 64 << 20

@@ -1,0 +1,314 @@
+package tier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/l2"
+	"github.com/modelcache/modelcache/loader"
+)
+
+// streamAbove is the size above which Warm streams a tensor into L2 chunk
+// by chunk instead of reading it whole first.
+const streamAbove = 64 << 20
+
+// TensorReader reads one tensor without holding it in memory whole: an
+// io.ReaderAt and io.WriterTo over its bytes (little-endian, row-major), for
+// callers who do not want a multi-gigabyte tensor in one slice. From L2 it
+// decodes a chunk at a time; from the file it reads as it goes, and WriteTo
+// writes what it reads to L2 on the way. Close releases it.
+type TensorReader struct {
+	Name     string
+	DType    string
+	Shape    []uint64 // shared: do not modify
+	ServedBy Tier     // where the bytes come from: L1, L2 or Source
+
+	c    *Cache
+	key  string
+	size int64
+
+	data    []byte          // L1: the tensor
+	entry   *l2.EntryReader // L2
+	file    ModelFile       // Source
+	release func()          // of file
+	mu      sync.Mutex      // guards chunk, buf, whole and closed
+	chunk   int             // index of the chunk in buf, or -1
+	buf     []byte          // one decoded chunk
+	whole   []byte          // Source: a tensor not stored as is, read whole
+	closed  bool
+}
+
+// Size is the tensor's length in bytes.
+func (r *TensorReader) Size() int64 { return r.size }
+
+// OpenTensor opens the named tensor of the model at path for reading
+// piecewise; see TensorReader.
+func (c *Cache) OpenTensor(ctx context.Context, path, name string) (*TensorReader, error) {
+	m, err := c.Model(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	return m.OpenTensor(ctx, name)
+}
+
+// OpenTensor opens the named tensor for reading piecewise from the fastest
+// tier that has it, of the version the handle holds; see TensorReader. It
+// counts as one request in Stats.
+func (m *Model) OpenTensor(ctx context.Context, name string) (r *TensorReader, err error) {
+	c := m.c
+	if err := c.enter(); err != nil {
+		return nil, err
+	}
+	defer c.exit()
+	c.requests.Add(1)
+	defer func() {
+		if err != nil {
+			c.failed.Add(1)
+			return
+		}
+		c.count(&Tensor{ServedBy: r.ServedBy}, nil)
+	}()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	i, ok := m.byName[name]
+	if !ok {
+		return nil, fmt.Errorf("tier: %s: tensor %s: %w", m.path, errs.Quote(name), errs.ErrNotFound)
+	}
+	ti := &m.tensors[i]
+	pf := m.files[ti.file]
+	r = &TensorReader{Name: name, DType: ti.DType, Shape: ti.Shape, c: c, key: pf.prefix + name, size: int64(ti.Bytes), chunk: -1}
+	if v, ok := c.l1.Get(r.key); ok {
+		r.ServedBy, r.data = L1, v.data
+		return r, nil
+	}
+	if c.wb != nil {
+		if j, ok := c.wb.pending(r.key); ok {
+			c.wbHits.Add(1)
+			r.ServedBy, r.data = L1, j.data
+			return r, nil
+		}
+	}
+	if c.l2 != nil {
+		e, err := c.l2.OpenEntry(r.key)
+		switch {
+		case err == nil:
+			r.ServedBy, r.entry = L2, e
+			return r, nil
+		case errors.Is(err, errs.ErrNotFound):
+			c.l2Misses.Add(1)
+		case errors.Is(err, errs.ErrClosed):
+			return nil, err
+		default:
+			c.l2Errors.Add(1)
+			c.warn.Warn("tier: L2 read failed, reading the source", "path", pf.f.Path(), "tensor", name, "err", err)
+		}
+	}
+	// Hold the file open at its version for the reader's lifetime.
+	f, release, err := c.acquire(pf.f.Identity())
+	if err != nil {
+		return nil, err
+	}
+	r.ServedBy, r.file, r.release = Source, f, release
+	return r, nil
+}
+
+// ReadAt reads len(p) bytes at off. From the file, a tensor not stored as
+// is (a deflated .npz member, big-endian or Fortran-order .npy) is read
+// whole at the first ReadAt; WriteTo streams those too.
+func (r *TensorReader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("tier: tensor %s: negative offset %d", errs.Quote(r.Name), off)
+	}
+	if off >= r.size {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	n := len(p)
+	var err error
+	if int64(n) > r.size-off {
+		n, err = int(r.size-off), io.EOF
+	}
+	p = p[:n]
+	switch {
+	case r.data != nil || r.size == 0:
+		copy(p, r.data[off:])
+	case r.entry != nil:
+		if rerr := r.readL2(p, off); rerr != nil {
+			return 0, rerr
+		}
+	default:
+		if rerr := r.readFile(p, off); rerr != nil {
+			return 0, rerr
+		}
+	}
+	return n, err
+}
+
+// readL2 copies from the chunks holding [off, off+len(p)), decoding each
+// once while reads stay within it.
+func (r *TensorReader) readL2(p []byte, off int64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h := r.entry.Header()
+	cs := int64(h.ChunkSize)
+	for len(p) > 0 {
+		i := int(off / cs)
+		if r.chunk != i {
+			r.buf = grow(r.buf, h.ChunkLen(i))
+			if err := r.entry.ReadChunk(i, r.buf); err != nil {
+				r.chunk = -1
+				return fmt.Errorf("tier: tensor %s: %w", errs.Quote(r.Name), err)
+			}
+			r.chunk = i
+		}
+		k := copy(p, r.buf[off-int64(i)*cs:])
+		p, off = p[k:], off+int64(k)
+	}
+	return nil
+}
+
+func grow(b []byte, n int) []byte {
+	if cap(b) < n {
+		return make([]byte, n)
+	}
+	return b[:n]
+}
+
+// readFile reads from the model file: directly where the tensor is stored
+// as is, else from a whole copy made once.
+func (r *TensorReader) readFile(p []byte, off int64) error {
+	if lf, ok := r.file.(*loader.File); ok && lf.Direct(r.Name) {
+		return lf.ReadTensorAt(r.Name, p, uint64(off))
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.whole == nil {
+		b, err := r.file.ReadTensor(r.Name)
+		if err != nil {
+			return err
+		}
+		r.whole = b
+	}
+	copy(p, r.whole[off:])
+	return nil
+}
+
+// WriteTo writes the whole tensor to w, a chunk at a time. Read from the
+// file, the bytes are written to L2 on the way (when L2 does not hold them),
+// so that the next read finds them there.
+func (r *TensorReader) WriteTo(w io.Writer) (int64, error) {
+	switch {
+	case r.data != nil || r.size == 0:
+		n, err := w.Write(r.data)
+		return int64(n), err
+	case r.entry != nil:
+		h := r.entry.Header()
+		var total int64
+		for i := range h.Chunks {
+			r.mu.Lock()
+			r.buf = grow(r.buf, h.ChunkLen(i))
+			err := r.entry.ReadChunk(i, r.buf)
+			r.chunk = i
+			if err != nil {
+				r.chunk = -1
+				r.mu.Unlock()
+				return total, fmt.Errorf("tier: tensor %s: %w", errs.Quote(r.Name), err)
+			}
+			n, err := w.Write(r.buf)
+			r.mu.Unlock()
+			total += int64(n)
+			if err != nil {
+				return total, err
+			}
+		}
+		return total, nil
+	}
+	return r.copyFromFile(w)
+}
+
+// copyFromFile streams the tensor from its file to w and, through a tee,
+// to L2. If L2 fails on the way, the rest still reaches w.
+func (r *TensorReader) copyFromFile(w io.Writer) (int64, error) {
+	src, err := r.file.TensorReader(r.Name)
+	if err != nil {
+		return 0, err
+	}
+	defer src.Close()
+	cw := &countingWriter{w: w}
+	c := r.c
+	if c.l2 == nil {
+		_, err := io.CopyBuffer(cw, src, make([]byte, 1<<20))
+		return cw.n, err
+	}
+	tr := &teeReader{r: src, w: cw}
+	perr := c.l2.PutStream(r.key, r.DType, r.Shape, uint64(r.size), tr)
+	switch {
+	case tr.err != nil:
+		return cw.n, tr.err // from the file or from w: the caller's failure
+	case perr != nil && !errors.Is(perr, errs.ErrClosed):
+		c.wb.failed.Add(1)
+		c.warn.Warn("tier: writing a tensor to L2 while streaming it failed", "path", r.file.Path(), "tensor", errs.Quote(r.Name), "err", perr)
+	}
+	if cw.n < r.size {
+		// L2 stopped early: finish from the file.
+		_, err := io.CopyBuffer(cw, src, make([]byte, 1<<20))
+		return cw.n, err
+	}
+	return cw.n, nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// teeReader writes what it reads to w, and remembers a failure of either
+// side apart from the end of the stream.
+type teeReader struct {
+	r   io.Reader
+	w   io.Writer
+	err error
+}
+
+func (t *teeReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if n > 0 {
+		if _, werr := t.w.Write(p[:n]); werr != nil {
+			t.err = werr
+			return n, werr
+		}
+	}
+	if err != nil && err != io.EOF {
+		t.err = err
+	}
+	return n, err
+}
+
+// Close releases the reader's file or entry. It is safe to call twice.
+func (r *TensorReader) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	if r.release != nil {
+		r.release()
+	}
+	r.buf, r.whole = nil, nil
+	return nil
+}
