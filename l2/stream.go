@@ -46,6 +46,9 @@ func (s *Store) PutStream(key, dtype string, shape []uint64, length uint64, r io
 	return s.enforceBudget(key)
 }
 
+// flushBytes is how many chunk bytes PutStream holds in a write batch.
+const flushBytes = 64 << 20
+
 func (s *Store) putStream(key, dtype string, shape []uint64, length uint64, r io.Reader, ttl time.Duration) error {
 	cs := s.codecs.ChunkSize()
 	h := serialize.Header{DType: dtype, Shape: slices.Clone(shape), Length: length, ChunkSize: uint32(cs)}
@@ -78,7 +81,19 @@ func (s *Store) putStream(key, dtype string, shape []uint64, length uint64, r io
 		defer mu.Unlock()
 		return firstErr != nil
 	}
+	// Badger's write batch counts a value in the value log by its pointer,
+	// so it would hold every chunk until Flush: flush every flushBytes.
+	var pending int
 	for i := 0; i < n && !failed(); i++ {
+		if pending >= flushBytes {
+			wg.Wait()
+			if err := wb.Flush(); err != nil {
+				fail(err)
+				break
+			}
+			wb, pending = s.db.NewWriteBatch(), 0
+		}
+		pending += h.ChunkLen(i)
 		buf := <-bufs
 		chunk := buf[:h.ChunkLen(i)]
 		if _, err := io.ReadFull(r, chunk); err != nil {

@@ -13,8 +13,8 @@ import (
 )
 
 // streamAbove is the size above which Warm streams a tensor into L2 chunk
-// by chunk instead of reading it whole first.
-const streamAbove = 64 << 20
+// by chunk instead of reading it whole first; tests lower it.
+var streamAbove uint64 = 64 << 20
 
 // TensorReader reads one tensor without holding it in memory whole: an
 // io.ReaderAt and io.WriterTo over its bytes (little-endian, row-major), for
@@ -277,7 +277,9 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 }
 
 // teeReader writes what it reads to w, and remembers a failure of either
-// side apart from the end of the stream.
+// side apart from the end of the stream. The failure sticks: io.ReadFull
+// drops an error that comes with the bytes it wanted, so the next Read
+// must report it again.
 type teeReader struct {
 	r   io.Reader
 	w   io.Writer
@@ -285,6 +287,9 @@ type teeReader struct {
 }
 
 func (t *teeReader) Read(p []byte) (int, error) {
+	if t.err != nil {
+		return 0, t.err
+	}
 	n, err := t.r.Read(p)
 	if n > 0 {
 		if _, werr := t.w.Write(p[:n]); werr != nil {
