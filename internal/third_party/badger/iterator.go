@@ -140,6 +140,11 @@ func (item *Item) PrefetchValue() error {
 	return adviseWillNeed(lf, int64(vp.Offset), int64(vp.Len))
 }
 
+// releaseMin is the smallest value whose pages are released from the
+// process's mapping once read or written: below it the system call costs
+// more than the pages. modelcache patch.
+const releaseMin = 1 << 20
+
 func (item *Item) hasValue() bool {
 	if item.meta == 0 && item.vptr == nil {
 		// key not found

@@ -921,6 +921,8 @@ func (vlog *valueLog) write(reqs []*request) error {
 		vlog.writableLogOffset.Add(n)
 		start := int(endOffset - n)
 		y.AssertTrue(copy(curlf.Data[start:], buf.Bytes()) == int(n))
+		// modelcache patch: large writes do not stay in the resident set.
+		releaseMapped(curlf.Data[start : start+int(n)])
 
 		curlf.size.Store(endOffset)
 		return nil
@@ -1064,6 +1066,18 @@ func (vlog *valueLog) Read(vp valuePointer, _ *y.Slice) ([]byte, func(), error) 
 		vlog.db.opt.Errorf("Invalid read: vp: %+v", vp)
 		return nil, nil, fmt.Errorf("Invalid read: Len: %d read at:[%d:%d]",
 			len(kv), h.klen, h.klen+h.vlen)
+	}
+	if !lf.encryptionEnabled() && len(buf) >= releaseMin {
+		// modelcache patch: once the caller is done with a large value (cb
+		// runs after it), its pages leave the resident set. Only the
+		// mapping: a decrypted value is a heap copy.
+		unlock := cb
+		cb = func() {
+			releaseMapped(buf)
+			if unlock != nil {
+				unlock()
+			}
+		}
 	}
 	return kv[h.klen : h.klen+h.vlen], cb, nil
 }
