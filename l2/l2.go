@@ -55,9 +55,9 @@ const (
 func sizes(maxBytes int64, chunk int) (memTable, vlogFile int64) {
 	minVlog := max(2*int64(chunk), 1<<20)
 	if maxBytes == 0 {
-		return 64 << 20, 1<<30 - 1
+		return 16 << 20, 1<<30 - 1
 	}
-	return min(max(maxBytes/32, 4<<20), 64<<20), min(max(maxBytes/32, minVlog), 1<<30-1)
+	return min(max(maxBytes/32, 4<<20), 16<<20), min(max(maxBytes/32, minVlog), 1<<30-1)
 }
 
 // sizesAt is sizes for a store in dir: without a budget, a file system
@@ -1341,7 +1341,10 @@ func (s *Store) Close() error {
 	if err != nil {
 		s.log.Warn("l2: saving the order index failed; the next open reads every entry", "dir", s.dir, "err", err)
 	}
-	err = s.db.Close()
+	sawDamage := s.db.SawDamage() || s.corrupt.Load() > 0
+	if err = s.db.Close(); err == nil && !sawDamage {
+		markTablesClean(s.dir)
+	}
 	s.codecs.Close()
 	if s.lock != nil {
 		err = errors.Join(err, s.lock.Close())

@@ -65,7 +65,7 @@ func repair(dir string, bo badger.Options, log *slog.Logger) (*Damage, error) {
 	if err := checkKeyRegistry(dir, bo, log); err != nil {
 		return d, err
 	}
-	tables, err := badger.SalvageTables(bo)
+	tables, err := badger.SalvageTables(bo, trustedTables(dir))
 	if err != nil {
 		// Not damage the salvage could cut out (a table's own damage is in
 		// tables): a wrong key, a full disk, or a bug; nothing is touched.

@@ -84,6 +84,9 @@ type DB struct {
 
 	lock sync.RWMutex // Guards list of inmemory tables, not individual reads and writes.
 
+	// modelcache patch: set when a compaction met a block it could not read.
+	sawDamage atomic.Bool
+
 	// modelcache patch: memtables the flusher gave up on at Close.
 	unflushed atomic.Int32
 
@@ -1679,6 +1682,10 @@ func (db *DB) startMemoryFlush() {
 //
 // modelcache patch: not in upstream Badger (Flatten leaves a store whose
 // data is all in level 0 as it is).
+// SawDamage reports whether a compaction met a table block it could not
+// read since Open: the tables are not known to be intact. modelcache patch.
+func (db *DB) SawDamage() bool { return db.sawDamage.Load() }
+
 func (db *DB) CompactLevel0() error {
 	if db.opt.ReadOnly {
 		return errors.New("CompactLevel0 in read-only mode")

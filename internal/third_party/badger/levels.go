@@ -979,6 +979,7 @@ func (s *levelsController) compactBuildTables(
 			defer it.Close()
 			s.subcompact(it, kr, cd, inflightBuilders, res)
 			if err = table.IterError(it); err != nil {
+				s.kv.sawDamage.Store(true)
 				err = y.Wrapf(err, "compaction read an unreadable block; keeping its input")
 			}
 		}(kr)

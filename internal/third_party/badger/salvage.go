@@ -49,7 +49,10 @@ type KeyRange struct{ After, Before []byte }
 // Without it, one damaged block costs far more than its entries: iterators
 // stop at it without an error, so a compaction that meets it writes its
 // output without every entry after it, and deletes the input.
-func SalvageTables(opt Options) ([]TableSalvage, error) {
+//
+// trusted, if not nil, names tables known to be intact (checked since they
+// were last written), which are not read. modelcache patch.
+func SalvageTables(opt Options, trusted func(id uint64) bool) ([]TableSalvage, error) {
 	mfp, err := os.Open(filepath.Join(opt.Dir, ManifestFilename))
 	if os.IsNotExist(err) {
 		return nil, nil
@@ -78,6 +81,9 @@ func SalvageTables(opt Options) ([]TableSalvage, error) {
 	var out []TableSalvage
 	var gone []*pb.ManifestChange
 	for id, tm := range m.Tables {
+		if trusted != nil && trusted(id) {
+			continue
+		}
 		var dk *pb.DataKey
 		if tm.KeyID != 0 {
 			if kr == nil {
