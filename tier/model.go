@@ -31,6 +31,8 @@ type Model struct {
 	byName  map[string]int
 	bytes   uint64
 	version string
+	// cachedOnly: the file is gone; the tensors are those L2 holds.
+	cachedOnly bool
 
 	closeOnce sync.Once
 }
@@ -75,6 +77,9 @@ func (c *Cache) Model(ctx context.Context, path string) (*Model, error) {
 	}
 	id, err := c.origin.Stat(path)
 	if err != nil {
+		if m, cerr := c.cachedModel(path); cerr == nil {
+			return m, nil
+		}
 		return nil, err
 	}
 	m := &Model{c: c, path: id.Path, byName: map[string]int{}}
@@ -194,6 +199,11 @@ func versionPart(prefix string) string {
 // Path is the model's absolute path: the file, or a checkpoint's index.
 func (m *Model) Path() string { return m.path }
 
+// CachedOnly reports that the model's file could not be read (gone, or its
+// origin down) and the handle serves the version L2 holds whole: every
+// tensor from the cache, listed in name order.
+func (m *Model) CachedOnly() bool { return m.cachedOnly }
+
 // Version names the version of the model's files that the handle holds:
 // equal for two handles exactly when every file is the same version. It is
 // the file's size:mtime:ctime:dev:inode, its content digest with
@@ -310,6 +320,12 @@ func (m *Model) Warm(ctx context.Context, opts *WarmOptions) (*WarmResult, error
 			TotalTensors: len(m.tensors), TotalBytes: m.bytes})
 		return nil
 	})
+	if err == nil && !m.cachedOnly {
+		// L2 holds every tensor: the model can be served if its file goes.
+		for _, pf := range m.files {
+			c.markComplete(pf.f.Identity(), len(pf.f.Tensors()))
+		}
+	}
 	return res, err
 }
 

@@ -384,3 +384,51 @@ func TestModel_Sharded(t *testing.T) {
 	require.Equal(t, res.LogicalBytes, totals[0].TotalBytes)
 	require.Equal(t, int32(3), steps.Load())
 }
+
+// A warmed model whose file is gone is served from L2: listed from its
+// index, every tensor from the cache; once GC forgets it, it is gone.
+func TestModel_ServedFromL2WhenTheFileIsGone(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "m.safetensors")
+	want := writeTensors(t, path, 6, 10_000, 21)
+	dir := t.TempDir()
+	c, err := Open(&Options{Dir: dir, Logger: nilLogger()})
+	require.NoError(t, err)
+	m, err := c.Model(ctx, path)
+	require.NoError(t, err)
+	version := m.Version()
+	_, err = m.Warm(ctx, nil)
+	require.NoError(t, err)
+	require.NoError(t, m.Close())
+	require.NoError(t, c.Close())
+
+	// Not warmed whole: a second file with one tensor read, then gone.
+	partial := filepath.Join(filepath.Dir(path), "p.safetensors")
+	writeTensors(t, partial, 3, 1000, 22)
+
+	require.NoError(t, os.Rename(path, path+".moved"))
+	c = openCache(t, &Options{Dir: dir, Logger: nilLogger()})
+	m, err = c.Model(ctx, path)
+	require.NoError(t, err)
+	require.True(t, m.CachedOnly())
+	require.Equal(t, version, m.Version())
+	require.Len(t, m.Tensors(), 6)
+	got, _, res := loadAll(t, m, nil)
+	require.Equal(t, want, got)
+	require.Equal(t, 6, res.L2)
+	require.NoError(t, m.Close())
+	tn, err := c.Tensor(ctx, path, "t003")
+	require.NoError(t, err)
+	require.Equal(t, want["t003"], tn.Bytes())
+
+	_, err = c.Tensor(ctx, partial, "t000")
+	require.NoError(t, err)
+	c.Flush()
+	require.NoError(t, os.Remove(partial))
+	_, err = c.Model(ctx, partial)
+	require.ErrorIs(t, err, os.ErrNotExist, "a model L2 does not hold whole is not served")
+
+	require.NoError(t, c.GC())
+	_, err = c.Model(ctx, path)
+	require.ErrorIs(t, err, os.ErrNotExist, "GC forgets the entries of a file that is gone")
+}

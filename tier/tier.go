@@ -318,7 +318,17 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (t *Tensor, err e
 	}
 	id, err := c.origin.Stat(path)
 	if err != nil {
-		return nil, err
+		m, cerr := c.cachedModel(path)
+		if cerr != nil {
+			return nil, err
+		}
+		defer m.Close()
+		i, ok := m.byName[name]
+		if !ok {
+			return nil, fmt.Errorf("tier: %s: tensor %s: %w", m.path, errs.Quote(name), errs.ErrNotFound)
+		}
+		pf := m.files[m.tensors[i].file]
+		return c.read(ctx, pf.f.Identity(), pf.f, pf.prefix+name, name)
 	}
 	if sharded(id) {
 		// Route the name to its shard; the shard's own identity keys it.
@@ -536,6 +546,7 @@ func (c *Cache) removeVersions(path string, drop func(identity string) bool) (in
 		return 0, err
 	}
 	c.staleRemoved.Add(uint64(len(stale)))
+	c.forgetComplete(path, drop)
 	return len(stale), nil
 }
 

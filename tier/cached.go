@@ -1,0 +1,166 @@
+package tier
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/l2"
+	"github.com/modelcache/modelcache/loader"
+)
+
+// A model whose file is gone (an origin that is down, a file deleted after
+// it was warmed) is still served from L2 when L2 holds every tensor of one
+// version of it: Warm records, when it has stored them all, how many there
+// are, and Cache.Model lists them from L2's index.
+
+// completeAux names the record of a version whose every tensor Warm stored:
+// "complete\x00" + identity -> the count.
+const completeAux = "complete\x00"
+
+// markComplete records that L2 holds all n tensors of version id.
+func (c *Cache) markComplete(id loader.Identity, n int) {
+	if c.l2 == nil || c.digest {
+		return
+	}
+	if err := c.l2.SetAux(completeAux+id.String(), []byte(strconv.Itoa(n))); err != nil {
+		c.warn.Warn("tier: recording a complete model failed", "path", id.Path, "err", err)
+	}
+}
+
+// forgetComplete drops the records of the versions of path that drop says.
+func (c *Cache) forgetComplete(path string, drop func(identity string) bool) {
+	recs, err := c.l2.Aux(completeAux + path + "\x00")
+	if err != nil {
+		return
+	}
+	for name := range recs {
+		if drop(strings.TrimPrefix(name, completeAux)) {
+			_ = c.l2.SetAux(name, nil)
+		}
+	}
+}
+
+// cachedModel is the model at path served from L2 alone: the newest version
+// of it whose every tensor L2 holds, or an error.
+func (c *Cache) cachedModel(path string) (*Model, error) {
+	if c.l2 == nil || c.digest {
+		return nil, errs.ErrNotFound
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := c.l2.Aux(completeAux + abs + "\x00")
+	if err != nil || len(recs) == 0 {
+		return nil, errs.ErrNotFound
+	}
+	byVersion := map[string][]*l2.EntryInfo{}
+	if err := c.l2.Range(abs+"\x00", func(e *l2.EntryInfo) bool {
+		if _, id, _, ok := splitKey(e.Key); ok {
+			byVersion[id] = append(byVersion[id], e)
+		}
+		return true
+	}); err != nil {
+		return nil, err
+	}
+	var best string
+	var newest int64
+	for name, v := range recs {
+		id := strings.TrimPrefix(name, completeAux)
+		n, err := strconv.Atoi(string(v))
+		es := byVersion[id]
+		if err != nil || len(es) != n || n == 0 {
+			continue // some of its tensors were evicted since
+		}
+		var written int64
+		for _, e := range es {
+			written = max(written, e.Written.UnixNano())
+		}
+		if best == "" || written > newest {
+			best, newest = id, written
+		}
+	}
+	if best == "" {
+		return nil, errs.ErrNotFound
+	}
+	identity, err := parseIdentity(best)
+	if err != nil {
+		return nil, err
+	}
+	es := byVersion[best]
+	f := &cachedFile{id: identity}
+	for _, e := range es {
+		_, _, name, _ := splitKey(e.Key)
+		f.tensors = append(f.tensors, loader.TensorInfo{Name: name, DType: loader.DType(e.DType), Shape: e.Shape, Length: e.LogicalBytes})
+	}
+	slices.SortFunc(f.tensors, func(a, b loader.TensorInfo) int { return strings.Compare(a.Name, b.Name) })
+	for i := range f.tensors {
+		f.tensors[i].Offset = uint64(i) // their order: names, as the file's is unknown
+	}
+	m := &Model{c: c, path: abs, byName: map[string]int{}}
+	pf := &pinnedFile{f: f, release: func() {}, prefix: best + "\x00"}
+	m.files = append(m.files, pf)
+	for _, t := range f.tensors {
+		m.byName[t.Name] = len(m.tensors)
+		m.tensors = append(m.tensors, TensorInfo{Name: t.Name, DType: string(t.DType), Shape: t.Shape, Bytes: t.Length, File: abs, offset: t.Offset})
+		m.bytes += t.Length
+	}
+	m.version = m.versionOf()
+	m.cachedOnly = true
+	c.warn.Warn("tier: model file unavailable; serving the version the cache holds whole", "path", abs, "version", m.version)
+	return m, nil
+}
+
+// parseIdentity reads back Identity.String().
+func parseIdentity(s string) (loader.Identity, error) {
+	path, v, ok := strings.Cut(s, "\x00")
+	parts := strings.Split(v, ":")
+	if !ok || len(parts) != 5 {
+		return loader.Identity{}, fmt.Errorf("tier: %w: version %q", errs.ErrCorrupt, v)
+	}
+	var n [5]int64
+	for i, p := range parts {
+		x, err := strconv.ParseUint(p, 10, 64)
+		if err != nil {
+			return loader.Identity{}, fmt.Errorf("tier: %w: version %q", errs.ErrCorrupt, v)
+		}
+		n[i] = int64(x)
+	}
+	return loader.Identity{Path: path, Size: n[0], ModTime: n[1], Ctime: n[2], Dev: uint64(n[3]), Inode: uint64(n[4])}, nil
+}
+
+// cachedFile stands for a model file that is gone: it lists the tensors L2
+// holds, and reading it is os.ErrNotExist.
+type cachedFile struct {
+	id      loader.Identity
+	tensors []loader.TensorInfo
+}
+
+func (f *cachedFile) Identity() loader.Identity         { return f.id }
+func (f *cachedFile) Path() string                      { return f.id.Path }
+func (f *cachedFile) Tensors() []loader.TensorInfo      { return f.tensors }
+func (f *cachedFile) Close() error                      { return nil }
+func (f *cachedFile) ReadTensor(string) ([]byte, error) { return nil, f.gone() }
+func (f *cachedFile) ReadTensorInto(string, []byte) error {
+	return f.gone()
+}
+func (f *cachedFile) TensorReader(string) (io.ReadCloser, error) { return nil, f.gone() }
+
+func (f *cachedFile) Tensor(name string) (loader.TensorInfo, bool) {
+	for _, t := range f.tensors {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return loader.TensorInfo{}, false
+}
+
+func (f *cachedFile) gone() error {
+	return fmt.Errorf("tier: %s: the file is gone and the cache lost this tensor: %w", f.id.Path, os.ErrNotExist)
+}
