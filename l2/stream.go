@@ -191,7 +191,8 @@ func (r *EntryReader) ReadChunk(i int, dst []byte) error {
 		if err != nil {
 			return damaged(err)
 		}
-		return damaged(item.Value(func(v []byte) error { return s.codecs.DecodeChunk(h, i, dst, v) }))
+		// Read once, in a stream: its pages need not stay resident.
+		return damaged(item.ValueAndRelease(func(v []byte) error { return s.codecs.DecodeChunk(h, i, dst, v) }))
 	})
 	if err == nil {
 		return nil

@@ -101,6 +101,29 @@ func (item *Item) Value(fn func(val []byte) error) error {
 	return nil
 }
 
+// ValueAndRelease is Value for a reader that streams large values once:
+// after fn returns, a value of releaseMin bytes or more read through the
+// value log's mapping leaves the process's resident set (its pages stay in
+// the page cache). Streaming gigabytes otherwise counts every page read in
+// the resident set until the file is closed. modelcache patch.
+func (item *Item) ValueAndRelease(fn func(val []byte) error) error {
+	item.wg.Wait()
+	if item.status == prefetched {
+		return item.Value(fn)
+	}
+	buf, cb, err := item.yieldItemValue()
+	defer runCallback(cb)
+	if err != nil {
+		return err
+	}
+	err = fn(buf)
+	// A decrypted value is a heap copy, not the mapping: leave it alone.
+	if item.meta&bitValuePointer != 0 && len(item.txn.db.opt.EncryptionKey) == 0 {
+		releaseMapped(buf)
+	}
+	return err
+}
+
 // ValueCopy returns a copy of the value of the item from the value log, writing it to dst slice.
 // If nil is passed, or capacity of dst isn't sufficient, a new slice would be allocated and
 // returned. Tip: It might make sense to reuse the returned slice as dst argument for the next call.

@@ -1067,18 +1067,6 @@ func (vlog *valueLog) Read(vp valuePointer, _ *y.Slice) ([]byte, func(), error) 
 		return nil, nil, fmt.Errorf("Invalid read: Len: %d read at:[%d:%d]",
 			len(kv), h.klen, h.klen+h.vlen)
 	}
-	if !lf.encryptionEnabled() && len(buf) >= releaseMin {
-		// modelcache patch: once the caller is done with a large value (cb
-		// runs after it), its pages leave the resident set. Only the
-		// mapping: a decrypted value is a heap copy.
-		unlock := cb
-		cb = func() {
-			releaseMapped(buf)
-			if unlock != nil {
-				unlock()
-			}
-		}
-	}
 	return kv[h.klen : h.klen+h.vlen], cb, nil
 }
 
