@@ -62,7 +62,7 @@ bench:
 	test -f $(SYNTHETIC) || $(GO) run ./internal/tools/genmodel -o $(SYNTHETIC) -size 1GiB
 	$(GO) build -o $(BENCH_DIR)/warm ./cmd/warm
 	$(BENCH_DIR)/warm bench --runs 3 --markdown docs/BENCHMARKS.md --section local --chart docs/bench-local.svg $(SYNTHETIC) $(DEMO_MODEL)
-	$(BENCH_DIR)/warm --source-rate 200MB bench --runs 3 --markdown docs/BENCHMARKS.md --section slow-source --chart docs/bench-slow-source.svg $(SYNTHETIC)
+	$(BENCH_DIR)/warm bench --source-rate 200MB --runs 3 --markdown docs/BENCHMARKS.md --section slow-source --chart docs/bench-slow-source.svg $(SYNTHETIC)
 
 # Run every fuzz target for FUZZTIME each.
 FUZZTIME ?= 60s

@@ -236,12 +236,19 @@ func (l *loading) prefetch(i int) {
 		return
 	}
 	ti := &l.m.tensors[i]
+	if ti.Bytes < prefetchAbove {
+		return // held in the LSM tree or read whole by readahead: not worth a lookup
+	}
 	key := l.m.files[ti.file].prefix + ti.Name
 	if c.l1.Contains(key) {
 		return
 	}
 	c.l2.Prefetch(key)
 }
+
+// prefetchAbove is the smallest tensor whose L2 entry a load announces
+// ahead.
+const prefetchAbove = 256 << 10
 
 // keepInL1 is how many of the model's first tensors a Load keeps in L1: all
 // when the model takes at most half of L1, else those within the first
@@ -354,22 +361,32 @@ func (l *loading) promoteL1(key string, ti *TensorInfo, data []byte, keep bool) 
 }
 
 // promote keeps a tensor read from the source in L1 (if kept there) and
-// queues its L2 write; a write the full queue drops is done after the load.
+// has it written to L2. Bytes the load owns are queued for L2 as they are;
+// bytes the caller owns (Into) are not copied for L2: the tensor is written
+// after the load, read again from its file (from the page cache, as a
+// rule), so that the load spends neither a copy nor the encoding on it.
 func (l *loading) promote(i int, key string, ti *TensorInfo, data []byte, keep bool) {
 	c := l.m.c
-	if c.wb == nil && !keep {
-		return
+	later := func() {
+		l.mu.Lock()
+		l.dropped = append(l.dropped, i)
+		l.mu.Unlock()
 	}
 	if l.opts.Into != nil {
-		data = append([]byte(nil), data...)
+		if keep {
+			b := append([]byte(nil), data...)
+			c.l1.Set(key, &l1Value{dtype: ti.DType, shape: ti.Shape, data: b}, int64(len(b)+len(key)))
+		}
+		if c.wb != nil {
+			later()
+		}
+		return
 	}
 	if keep {
 		c.l1.Set(key, &l1Value{dtype: ti.DType, shape: ti.Shape, data: data}, int64(len(data)+len(key)))
 	}
 	if c.wb != nil && !c.wb.enqueue(key, ti.DType, ti.Shape, data) {
-		l.mu.Lock()
-		l.dropped = append(l.dropped, i)
-		l.mu.Unlock()
+		later() // the queue is full
 	}
 }
 
@@ -409,10 +426,10 @@ func (l *loading) promoteLater() {
 		}()
 		c.promoting.Lock()
 		defer c.promoting.Unlock()
+		// Close waits for these writes as for the write-behind queue's
+		// (up to closeWait), so a program that loads and exits still
+		// leaves the model in L2.
 		for _, i := range todo {
-			if c.closing() != nil {
-				return
-			}
 			ti := &l.m.tensors[i]
 			if _, err := c.warmOne(pins[ti.file], ti); err != nil {
 				if !errors.Is(err, errs.ErrClosed) {

@@ -801,9 +801,10 @@ func (c *Cache) Flush() {
 }
 
 // Close stops new calls (they return errs.ErrClosed), cancels the loads
-// and Warm calls in progress and waits for them (up to 10 s: a read from a
-// slow disk cannot stop halfway), finishes queued L2 writes, closes L2 and
-// unmaps the model files. Nothing of the model files is mapped once it
+// and Warm calls in progress and waits for them and for the L2 writes that
+// finished loads left (up to 10 s in all: a read from a slow disk cannot
+// stop halfway), finishes queued L2 writes, closes L2 and unmaps the model
+// files. Nothing of the model files is mapped once it
 // returns. Tensors returned earlier stay valid.
 func (c *Cache) Close() error {
 	c.mu.Lock()

@@ -293,10 +293,11 @@ func (g *globals) benchFile(ctx context.Context, path, dir string, o benchOption
 		r.total = time.Since(begin)
 		return r, nil
 	}
+	pool := newBufferPool() // every load's buffers, reused as a loader's are
 	// load times Model.Load alone (the model opened first), and checks
 	// that every tensor came from want.
 	load := func(c *tier.Cache, want tier.Tier) (pass, error) {
-		r := loadOne(ctx, c, path, &tier.LoadOptions{})
+		r := loadOne(ctx, c, path, &tier.LoadOptions{}, pool)
 		if r.Error != "" {
 			return pass{}, errors.New(r.Error)
 		}

@@ -82,6 +82,7 @@ served {l1, l2, source}.`,
 			for _, err := range bad {
 				fmt.Fprintf(g.stderr, "warm: %v\n", err)
 			}
+			pool := newBufferPool()
 			err = g.withCache(func(c *tier.Cache) error {
 				if cpuProfile != "" {
 					// The loads alone: opening and closing the cache are not profiled.
@@ -97,7 +98,7 @@ served {l1, l2, source}.`,
 				}
 				for _, f := range files {
 					for range repeat {
-						r := loadOne(ctx, c, f, &o)
+						r := loadOne(ctx, c, f, &o, pool)
 						if r.Error != "" {
 							failed++
 							fmt.Fprintf(g.stderr, "warm: %s\n", r.Error)
@@ -136,8 +137,9 @@ served {l1, l2, source}.`,
 	return cmd
 }
 
-// loadOne loads the model at path and discards its bytes.
-func loadOne(ctx context.Context, c *tier.Cache, path string, o *tier.LoadOptions) loadResult {
+// loadOne loads the model at path into buffers from pool and discards its
+// bytes.
+func loadOne(ctx context.Context, c *tier.Cache, path string, o *tier.LoadOptions, pool *bufferPool) loadResult {
 	r := loadResult{Path: path}
 	m, err := c.Model(ctx, path)
 	if err != nil {
@@ -148,7 +150,6 @@ func loadOne(ctx context.Context, c *tier.Cache, path string, o *tier.LoadOption
 	// A loading program reads into buffers it owns (pinned memory,
 	// staging areas) and reuses; so does load, through Into, so that it
 	// measures the cache and not the Go heap's page faults.
-	pool := &bufferPool{free: map[uint64][][]byte{}}
 	opts := *o
 	opts.Into = pool.get
 	res, err := m.Load(ctx, &opts, func(t *tier.Tensor) error { pool.put(t.Bytes()); return nil })
@@ -161,6 +162,8 @@ func loadOne(ctx context.Context, c *tier.Cache, path string, o *tier.LoadOption
 	r.Served = loadServed{L1: res.L1, L2: res.L2, Source: res.Source}
 	return r
 }
+
+func newBufferPool() *bufferPool { return &bufferPool{free: map[uint64][][]byte{}} }
 
 // bufferPool recycles tensor buffers by size.
 type bufferPool struct {
