@@ -106,6 +106,9 @@ func (m *Model) Load(ctx context.Context, opts *LoadOptions, each func(*Tensor) 
 		return nil, err
 	}
 	defer c.exit()
+	if err := m.usable(); err != nil {
+		return nil, err
+	}
 	if opts == nil {
 		opts = &LoadOptions{}
 	}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/loader"
@@ -35,6 +36,16 @@ type Model struct {
 	cachedOnly bool
 
 	closeOnce sync.Once
+	closed    atomic.Bool
+}
+
+// usable is errs.ErrClosed once the handle is closed: its files may be
+// closed under it.
+func (m *Model) usable() error {
+	if m.closed.Load() {
+		return fmt.Errorf("tier: %s: model handle: %w", m.path, errs.ErrClosed)
+	}
+	return nil
 }
 
 // pinnedFile is one open file of a Model and the key prefix of its tensors.
@@ -237,6 +248,9 @@ func (m *Model) Tensor(ctx context.Context, name string) (t *Tensor, err error) 
 	defer c.exit()
 	c.requests.Add(1)
 	defer func() { c.count(t, err) }()
+	if err := m.usable(); err != nil {
+		return nil, err
+	}
 	i, ok := m.byName[name]
 	if !ok {
 		return nil, fmt.Errorf("tier: %s: tensor %s: %w", m.path, errs.Quote(name), errs.ErrNotFound)
@@ -248,6 +262,7 @@ func (m *Model) Tensor(ctx context.Context, name string) (t *Tensor, err error) 
 // Close releases the model's files. Tensors returned earlier stay valid.
 func (m *Model) Close() error {
 	m.closeOnce.Do(func() {
+		m.closed.Store(true)
 		for _, pf := range m.files {
 			pf.release()
 		}
@@ -287,6 +302,9 @@ func (m *Model) Warm(ctx context.Context, opts *WarmOptions) (*WarmResult, error
 	defer c.exit()
 	if c.l2 == nil {
 		return nil, fmt.Errorf("tier: Warm needs an L2 directory (Options.Dir)")
+	}
+	if err := m.usable(); err != nil {
+		return nil, err
 	}
 	if opts == nil {
 		opts = &WarmOptions{}

@@ -108,6 +108,13 @@ func TestModel_LoadThroughEveryTier(t *testing.T) {
 	require.Equal(t, want["t007"], tn.Bytes())
 	_, err = m2.Tensor(ctx, "nope")
 	require.ErrorIs(t, err, errs.ErrNotFound)
+	require.NoError(t, m2.Close())
+	_, err = m2.Tensor(ctx, "t007")
+	require.ErrorIs(t, err, errs.ErrClosed)
+	_, err = m2.Load(ctx, nil, func(*Tensor) error { return nil })
+	require.ErrorIs(t, err, errs.ErrClosed)
+	_, err = m2.OpenTensor(ctx, "t007")
+	require.ErrorIs(t, err, errs.ErrClosed)
 }
 
 // With Into every tier writes into the caller's buffer, and the cache keeps

@@ -76,6 +76,9 @@ func (m *Model) OpenTensor(ctx context.Context, name string) (r *TensorReader, e
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if err := m.usable(); err != nil {
+		return nil, err
+	}
 	i, ok := m.byName[name]
 	if !ok {
 		return nil, fmt.Errorf("tier: %s: tensor %s: %w", m.path, errs.Quote(name), errs.ErrNotFound)
