@@ -22,6 +22,7 @@ import (
 	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/internal/pagecache"
 	"github.com/modelcache/modelcache/loader"
+	"github.com/modelcache/modelcache/resolve"
 	"github.com/modelcache/modelcache/tier"
 )
 
@@ -224,6 +225,10 @@ func percentiles(per []time.Duration) latency {
 
 // benchFile runs every mode on one file.
 func (g *globals) benchFile(ctx context.Context, path, dir string, o benchOptions) (*benchReport, error) {
+	path, err := resolve.Name(path)
+	if err != nil {
+		return nil, err
+	}
 	lf, err := loader.Open(path)
 	if err != nil {
 		return nil, err
@@ -474,17 +479,20 @@ func preadAll(path string, done func(n int)) error {
 		return err
 	}
 	size := fi.Size()
+	// A small file is split among the readers too, in blocks of 1 MiB or
+	// more.
+	block := min(int64(rawBlock), max((size+rawParallel-1)/rawParallel, 1<<20))
 	var next atomic.Int64
 	var g errgroup.Group
 	for range rawParallel {
 		g.Go(func() error {
-			buf := make([]byte, rawBlock)
+			buf := make([]byte, block)
 			for {
-				off := next.Add(rawBlock) - rawBlock
+				off := next.Add(int64(len(buf))) - int64(len(buf))
 				if off >= size {
 					return nil
 				}
-				n, err := f.ReadAt(buf[:min(int64(rawBlock), size-off)], off)
+				n, err := f.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
 				if err != nil && !(err == io.EOF && off+int64(n) == size) {
 					return fmt.Errorf("%s: %w", path, err)
 				}
