@@ -604,12 +604,19 @@ func (s *Store) PutTTL(key, dtype string, shape []uint64, data []byte, ttl time.
 		return err
 	}
 	defer s.exit()
-	if err := s.checkSpace(int64(len(data))); err != nil {
+	return s.putWith(key, int64(len(data)), func() error { return s.put(key, dtype, shape, data, ttl) })
+}
+
+// putWith runs write, which stores n bytes under key, between the checks
+// and the bookkeeping every put has: free space first, then the counters and
+// the budget.
+func (s *Store) putWith(key string, n int64, write func() error) error {
+	if err := s.checkSpace(n); err != nil {
 		s.putErrors.Add(1)
 		return err
 	}
 	s.writeMu.RLock()
-	err := s.put(key, dtype, shape, data, ttl)
+	err := write()
 	s.writeMu.RUnlock()
 	if err != nil {
 		s.putErrors.Add(1)
@@ -910,6 +917,15 @@ func (s *Store) readMeta(key string) (*meta, error) {
 	return m, err
 }
 
+// liveMeta is readMeta that takes an expired entry for a missing one.
+func (s *Store) liveMeta(key string) (*meta, error) {
+	m, err := s.readMeta(key)
+	if err == nil && m.expires != 0 && s.now().UnixNano() >= m.expires {
+		err = errs.ErrNotFound
+	}
+	return m, err
+}
+
 func metaIn(txn *badger.Txn, key string) (*meta, error) {
 	item, err := txn.Get(metaKey(key))
 	if errors.Is(err, badger.ErrKeyNotFound) {
@@ -1012,10 +1028,7 @@ func (s *Store) Stat(key string) (*EntryInfo, error) {
 		return nil, err
 	}
 	defer s.exit()
-	m, err := s.readMeta(key)
-	if err == nil && m.expires != 0 && s.now().UnixNano() >= m.expires {
-		err = errs.ErrNotFound
-	}
+	m, err := s.liveMeta(key)
 	if err != nil {
 		return nil, fmt.Errorf("l2: %s: stat %s: %w", s.dir, errs.Quote(key), err)
 	}

@@ -31,19 +31,7 @@ func (s *Store) PutStream(key, dtype string, shape []uint64, length uint64, r io
 		return err
 	}
 	defer s.exit()
-	if err := s.checkSpace(int64(min(length, 1<<62))); err != nil {
-		s.putErrors.Add(1)
-		return err
-	}
-	s.writeMu.RLock()
-	err := s.putStream(key, dtype, shape, length, r, s.ttl)
-	s.writeMu.RUnlock()
-	if err != nil {
-		s.putErrors.Add(1)
-		return fmt.Errorf("l2: %s: put %s: %w", s.dir, errs.Quote(key), err)
-	}
-	s.puts.Add(1)
-	return s.enforceBudget(key)
+	return s.putWith(key, int64(min(length, 1<<62)), func() error { return s.putStream(key, dtype, shape, length, r, s.ttl) })
 }
 
 // flushBytes is how many chunk bytes PutStream holds in a write batch.
@@ -149,10 +137,7 @@ func (s *Store) OpenEntry(key string) (*EntryReader, error) {
 		return nil, err
 	}
 	defer s.exit()
-	m, err := s.readMeta(key)
-	if err == nil && m.expires != 0 && s.now().UnixNano() >= m.expires {
-		err = errs.ErrNotFound
-	}
+	m, err := s.liveMeta(key)
 	switch {
 	case err == nil:
 	case errors.Is(err, errs.ErrNotFound):

@@ -330,14 +330,10 @@ func (l *loading) fetch(ctx context.Context, i int) (t *Tensor, err error) {
 			return tensor(v.Data, L2), nil
 		case intoErr != nil:
 			return nil, intoErr
-		case errors.Is(err, errs.ErrNotFound):
-			c.l2Misses.Add(1)
-		case errors.Is(err, errs.ErrClosed):
-			return nil, err
 		default:
-			// Corrupt (already dropped by l2) or failing: the file is the truth.
-			c.l2Errors.Add(1)
-			c.warn.Warn("tier: L2 read failed, reading the source", "path", pf.f.Path(), "tensor", ti.Name, "err", err)
+			if err := c.l2Failed(err, pf.f.Path(), ti.Name); err != nil {
+				return nil, err
+			}
 		}
 	}
 	b, err := into()

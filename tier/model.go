@@ -1,6 +1,7 @@
 package tier
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -141,7 +142,7 @@ func (m *Model) pin(id loader.Identity) error {
 		return err
 	}
 	ts := slices.Clone(f.Tensors())
-	slices.SortStableFunc(ts, func(a, b loader.TensorInfo) int { return cmpUint64(a.Offset, b.Offset) })
+	slices.SortStableFunc(ts, func(a, b loader.TensorInfo) int { return cmp.Compare(a.Offset, b.Offset) })
 	for _, t := range ts {
 		if _, dup := m.byName[t.Name]; dup {
 			return fmt.Errorf("tier: %s: %w: tensor %s is in two files", m.path, errs.ErrInvalidModel, errs.Quote(t.Name))
@@ -154,16 +155,6 @@ func (m *Model) pin(id loader.Identity) error {
 		m.bytes += t.Length
 	}
 	return nil
-}
-
-func cmpUint64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // checkShards checks that each shard holds exactly the tensors the index

@@ -103,13 +103,10 @@ func (m *Model) OpenTensor(ctx context.Context, name string) (r *TensorReader, e
 		case err == nil:
 			r.ServedBy, r.entry = L2, e
 			return r, nil
-		case errors.Is(err, errs.ErrNotFound):
-			c.l2Misses.Add(1)
-		case errors.Is(err, errs.ErrClosed):
-			return nil, err
 		default:
-			c.l2Errors.Add(1)
-			c.warn.Warn("tier: L2 read failed, reading the source", "path", pf.f.Path(), "tensor", name, "err", err)
+			if err := c.l2Failed(err, pf.f.Path(), name); err != nil {
+				return nil, err
+			}
 		}
 	}
 	// Hold the file open at its version for the reader's lifetime.

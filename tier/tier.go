@@ -454,14 +454,10 @@ func (c *Cache) load(id loader.Identity, f ModelFile, key, name string) (*Tensor
 		case err == nil:
 			c.l1.Set(key, &l1Value{dtype: v.DType, shape: v.Shape, data: v.Data}, int64(len(v.Data)+len(key)))
 			return &Tensor{Name: name, DType: v.DType, Shape: v.Shape, ServedBy: L2, data: v.Data}, nil
-		case errors.Is(err, errs.ErrNotFound):
-			c.l2Misses.Add(1)
-		case errors.Is(err, errs.ErrClosed):
-			return nil, err
 		default:
-			// Corrupt (already dropped by l2) or failing: the file is the truth.
-			c.l2Errors.Add(1)
-			c.warn.Warn("tier: L2 read failed, reading the source", "path", id.Path, "tensor", name, "err", err)
+			if err := c.l2Failed(err, id.Path, name); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if err := c.closing(); err != nil {
@@ -494,6 +490,23 @@ func (c *Cache) load(id loader.Identity, f ModelFile, key, name string) (*Tensor
 		c.wb.enqueue(key, string(ti.DType), ti.Shape, data)
 	}
 	return &Tensor{Name: name, DType: string(ti.DType), Shape: ti.Shape, ServedBy: Source, data: data}, nil
+}
+
+// l2Failed files an L2 read that did not succeed: a miss, or a failure
+// (corrupt entries are already dropped by l2) counted and warned about, for
+// the caller to read the file instead; or, when L2 is closed, the error to
+// give up with.
+func (c *Cache) l2Failed(err error, path, tensor string) error {
+	switch {
+	case errors.Is(err, errs.ErrNotFound):
+		c.l2Misses.Add(1)
+	case errors.Is(err, errs.ErrClosed):
+		return err
+	default:
+		c.l2Errors.Add(1)
+		c.warn.Warn("tier: L2 read failed, reading the source", "path", path, "tensor", tensor, "err", err)
+	}
+	return nil
 }
 
 // acquire opens (or shares) the file of version id. The first time this

@@ -16,15 +16,8 @@ func benchMarkdown(reports []*benchReport, chart string) string {
 	fmt.Fprintf(&b, "Machine: %s. Run %s.\n\n", machine(), time.Now().UTC().Format("2006-01-02"))
 	args := append([]string{"warm"}, os.Args[1:]...)
 	fmt.Fprintf(&b, "Command: `%s`\n\n", strings.Join(args, " "))
-	b.WriteString("| file | bytes | tensors | stored/logical | warm (fill L2) |")
-	for _, m := range benchModes {
-		b.WriteString(" " + m + " |")
-	}
-	b.WriteString(" load_cold / cold_raw | load_source / cold_raw |\n|---|---|---|---|---|")
-	for range benchModes {
-		b.WriteString("---|")
-	}
-	b.WriteString("---|---|\n")
+	cols := append([]string{"file", "bytes", "tensors", "stored/logical", "warm (fill L2)"}, benchModes...)
+	tableHead(&b, append(cols, "load_cold / cold_raw", "load_source / cold_raw"))
 	for _, r := range reports {
 		src := ""
 		if r.SourceRate > 0 {
@@ -37,15 +30,7 @@ func benchMarkdown(reports []*benchReport, chart string) string {
 		fmt.Fprintf(&b, " %.2f× | %.2f× |\n", r.LoadColdGBps/r.ColdRawGBps, r.LoadSource/r.ColdRawGBps)
 	}
 	b.WriteString("\nRates in GB/s of logical tensor bytes, median of the runs. Per-tensor latency of the tensor-by-tensor modes, p50 / p99 in µs:\n\n")
-	b.WriteString("| file |")
-	for _, m := range perTensorModes {
-		b.WriteString(" " + m + " |")
-	}
-	b.WriteString(" page cache left after eviction |\n|---|")
-	for range perTensorModes {
-		b.WriteString("---|")
-	}
-	b.WriteString("---|\n")
+	tableHead(&b, append(append([]string{"file"}, perTensorModes...), "page cache left after eviction"))
 	for _, r := range reports {
 		fmt.Fprintf(&b, "| %s |", filepath.Base(r.File))
 		for _, m := range perTensorModes {
@@ -57,6 +42,15 @@ func benchMarkdown(reports []*benchReport, chart string) string {
 		fmt.Fprintf(&b, "\n![throughput per mode](%s)\n", filepath.Base(chart))
 	}
 	return b.String()
+}
+
+// tableHead writes a Markdown table's header row and rule.
+func tableHead(b *strings.Builder, cols []string) {
+	b.WriteString("| " + strings.Join(cols, " | ") + " |\n|")
+	for range cols {
+		b.WriteString("---|")
+	}
+	b.WriteString("\n")
 }
 
 // spliceMarkdown replaces the text between the markers of the named section
