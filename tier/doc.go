@@ -25,6 +25,22 @@
 // A damaged L2 entry is dropped, counted and reloaded from the file; a
 // failing L2 degrades to reading the file. Wrong bytes are never returned.
 //
+// # Loading a whole model
+//
+// Cache.Model opens one version of a model and holds it; Model.Load (or
+// Model.All) streams every tensor through the tiers with reads ahead in
+// storage order, bytes in flight bounded by LoadOptions.MaxInFlight, and
+// each tensor decoded or read straight into the caller's buffer when
+// LoadOptions.Into gives one. Model.OpenTensor reads a tensor of any size
+// piecewise (io.ReaderAt, io.WriterTo). See docs/LOADING.md.
+//
+//	m, err := c.Model(ctx, "/models/Llama-3-8B/") // or hf:ORG/NAME, ollama:NAME
+//	if err != nil { ... }
+//	defer m.Close()
+//	_, err = m.Load(ctx, &tier.LoadOptions{Into: alloc}, func(t *tier.Tensor) error {
+//		return upload(t.Name, t.Bytes())
+//	})
+//
 // # Warming
 //
 // Warm writes every tensor of a file to L2 ahead of time, skipping those

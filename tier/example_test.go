@@ -60,3 +60,38 @@ func ExampleCache_Warm() {
 	// Output:
 	// 62 tensors, 62 written, 2516390 bytes
 }
+
+// Load every tensor of a model into buffers of one's own, as a loader that
+// fills pinned memory or a GPU staging area does.
+func ExampleModel_Load() {
+	c, err := tier.Open(&tier.Options{MemoryBytes: 256 << 20})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	m, err := c.Model(ctx, "../testdata/models/posenet.bf16.safetensors")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+	arena := make([]byte, m.Bytes()) // one allocation for the whole model
+	offsets := map[string]uint64{}
+	var off uint64
+	for _, ti := range m.Tensors() {
+		offsets[ti.Name] = off
+		off += ti.Bytes
+	}
+	res, err := m.Load(ctx, &tier.LoadOptions{
+		Into: func(ti *tier.TensorInfo) ([]byte, error) {
+			o := offsets[ti.Name]
+			return arena[o : o+ti.Bytes : o+ti.Bytes], nil
+		},
+	}, func(t *tier.Tensor) error { return nil })
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(res.Tensors, "tensors,", res.Bytes, "bytes, from the file:", res.Source)
+	// Output:
+	// 62 tensors, 2516390 bytes, from the file: 62
+}

@@ -252,10 +252,11 @@ func (g *globals) benchFile(ctx context.Context, path, dir string, o benchOption
 			}
 		}
 	}
+	rawBufs := make([][]byte, rawParallel) // allocated once, as a loader's are
 	raw := func() (pass, error) {
 		begin := time.Now()
 		var read atomic.Uint64
-		if err := preadAll(path, func(n int) { throttle(begin, read.Add(uint64(n))) }); err != nil {
+		if err := preadAll(path, rawBufs, func(n int) { throttle(begin, read.Add(uint64(n))) }); err != nil {
 			return pass{}, err
 		}
 		return pass{total: time.Since(begin)}, nil
@@ -466,9 +467,10 @@ const (
 	rawParallel = 8
 )
 
-// preadAll reads the whole file at path in rawBlock positioned reads,
-// rawParallel in flight, into buffers it reuses, calling done after each.
-func preadAll(path string, done func(n int)) error {
+// preadAll reads the whole file at path in positioned reads of up to
+// rawBlock bytes, one reader per buffer in bufs (allocated here when nil or
+// too small, and kept for the next call), calling done after each.
+func preadAll(path string, bufs [][]byte, done func(n int)) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -481,18 +483,21 @@ func preadAll(path string, done func(n int)) error {
 	size := fi.Size()
 	// A small file is split among the readers too, in blocks of 1 MiB or
 	// more.
-	block := min(int64(rawBlock), max((size+rawParallel-1)/rawParallel, 1<<20))
+	block := min(int64(rawBlock), max((size+int64(len(bufs))-1)/int64(len(bufs)), 1<<20))
 	var next atomic.Int64
 	var g errgroup.Group
-	for range rawParallel {
+	for k := range bufs {
+		if int64(len(bufs[k])) < block {
+			bufs[k] = make([]byte, block)
+		}
+		buf := bufs[k][:block]
 		g.Go(func() error {
-			buf := make([]byte, block)
 			for {
-				off := next.Add(int64(len(buf))) - int64(len(buf))
+				off := next.Add(block) - block
 				if off >= size {
 					return nil
 				}
-				n, err := f.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
+				n, err := f.ReadAt(buf[:min(block, size-off)], off)
 				if err != nil && !(err == io.EOF && off+int64(n) == size) {
 					return fmt.Errorf("%s: %w", path, err)
 				}
