@@ -18,7 +18,7 @@ build:
 
 # Warm the bundled model into a temporary cache, then read a tensor back in a
 # new process: first from L2 (disk), then from L1 (RAM), and compare the
-# bytes with a read straight from the file.
+# bytes with a read straight from the file; then load the whole model twice.
 demo:
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(GO) build -o "$$tmp/warm" ./cmd/warm; \
@@ -30,6 +30,8 @@ demo:
 	"$$tmp/warm" get --dir "$$tmp/empty" -v $(DEMO_MODEL) $(DEMO_TENSOR) 2>&1 > "$$tmp/source.bin"; \
 	cmp "$$tmp/cached.bin" "$$tmp/source.bin"; \
 	echo "== $$(wc -c < "$$tmp/cached.bin") bytes, identical to the file's: sha256 $$(sha256sum < "$$tmp/cached.bin" | cut -c1-16)…"; \
+	echo "== warm load -n 2 $(DEMO_MODEL)   (the whole model, as a loader reads it: from L2, then L1)"; \
+	"$$tmp/warm" load --dir "$$tmp/cache" -n 2 $(DEMO_MODEL); \
 	echo "== warm stats --json"; \
 	"$$tmp/warm" stats --dir "$$tmp/cache" --json
 
