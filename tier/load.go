@@ -154,7 +154,8 @@ func (m *Model) Load(ctx context.Context, opts *LoadOptions, each func(*Tensor) 
 	// The dispatcher takes budget in storage order, so the tensor next in
 	// storage order has always been dispatched when a later one has: the
 	// consumer never waits for budget that only it can free.
-	go func() {
+	var dispatcher sync.WaitGroup
+	dispatcher.Go(func() {
 		defer close(work)
 		for i := range m.tensors {
 			if err := l.budget.take(ctx, m.tensors[i].Bytes); err != nil {
@@ -168,7 +169,7 @@ func (m *Model) Load(ctx context.Context, opts *LoadOptions, each func(*Tensor) 
 				return
 			}
 		}
-	}()
+	})
 	deliver := func(i int) error {
 		t := got[i]
 		l.budget.give(m.tensors[i].Bytes)
@@ -211,6 +212,7 @@ func (m *Model) Load(ctx context.Context, opts *LoadOptions, each func(*Tensor) 
 	cause := context.Cause(ctx)
 	cancel(nil)
 	workers.Wait()
+	dispatcher.Wait() // nothing of the load runs after it returns
 	res.Elapsed = time.Since(start)
 	if delivered < n {
 		return res, cause
