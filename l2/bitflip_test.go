@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -310,4 +311,90 @@ func TestStore_TrustsTablesAfterACleanClose(t *testing.T) {
 	require.NoError(t, err)
 	defer s.Close()
 	require.Equal(t, 1, s.Damage().LostBlocks(), "so the next Open cuts the block out")
+}
+
+// Without Badger's own value checksum, damaged value-log entry headers are
+// caught by ours: the entries read as missing or corrupt, never as wrong
+// bytes, and GC and Close still return. (The parser's own bounds are tested
+// in the Badger package: header.decodeChecked.)
+func TestStore_DamagedValueLogEntryHeaders(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(flipOptions(dir))
+	require.NoError(t, err)
+	for i := range 200 {
+		require.NoError(t, s.Put(fmt.Sprint(i), "U8", nil, flipData(i)))
+	}
+	require.NoError(t, s.Close())
+	vlogs, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	require.NoError(t, err)
+	r := rand.New(rand.NewPCG(7, 7))
+	for _, p := range vlogs {
+		b, err := os.ReadFile(p)
+		require.NoError(t, err)
+		if len(b) < 1<<20 {
+			continue
+		}
+		// Walk the entries (a 20-byte file header, then per entry: meta,
+		// user meta, uvarint key and value lengths and expiry, key, value,
+		// CRC) and damage the lengths of every third: runs of 0xff, which
+		// never end as varints, or a key length that wraps round.
+		off, n := 20, 0
+		for off+16 < len(b) {
+			klen, k1 := binary.Uvarint(b[off+2:])
+			vlen, k2 := binary.Uvarint(b[off+2+k1:])
+			_, k3 := binary.Uvarint(b[off+2+k1+k2:])
+			if k1 <= 0 || k2 <= 0 || k3 <= 0 || klen == 0 {
+				break // the zeroed end of the log
+			}
+			next := off + 2 + k1 + k2 + k3 + int(klen) + int(vlen) + 4
+			switch n++; n % 6 {
+			case 0:
+				copy(b[off+2:], bytes.Repeat([]byte{0xff}, 10))
+			case 3:
+				// A key length of 2^32-1: klen+vlen wraps round in uint32.
+				if k1 == 1 && r.IntN(2) == 0 {
+					tail := append([]byte{}, b[off+3:next]...)
+					b2 := append(append(append([]byte{}, b[:off+2]...), 0xff, 0xff, 0xff, 0xff, 0x0f), tail...)
+					b = append(b2[:len(b2):len(b2)], b[next:]...)
+					next += 4
+				} else {
+					copy(b[off+2:], bytes.Repeat([]byte{0xff}, 10))
+				}
+			}
+			off = next
+		}
+		require.Greater(t, n, 50, "entries walked")
+		require.NoError(t, os.WriteFile(p, b, 0o644))
+	}
+	s, err = Open(flipOptions(dir))
+	require.NoError(t, err)
+	ok, lost := 0, 0
+	for i := range 200 {
+		v, err := s.Get(fmt.Sprint(i))
+		switch {
+		case err == nil:
+			require.Equal(t, flipData(i), v.Data, "entry %d", i)
+			ok++
+		case errors.Is(err, errs.ErrCorrupt), errors.Is(err, errs.ErrNotFound):
+			lost++
+		default:
+			t.Fatalf("entry %d: %v", i, err)
+		}
+	}
+	t.Logf("%d entries intact, %d lost to damaged entry headers", ok, lost)
+	require.Positive(t, lost)
+	done := make(chan error, 1)
+	go func() {
+		if err := s.GC(); err != nil {
+			done <- err
+			return
+		}
+		done <- s.Close()
+	}()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("GC and Close did not return: a read lock was left held")
+	}
 }

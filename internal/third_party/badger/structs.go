@@ -8,6 +8,7 @@ package badger
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"time"
 	"unsafe"
 )
@@ -93,6 +94,31 @@ func (h *header) Decode(buf []byte) int {
 	index += count
 	h.expiresAt, count = binary.Uvarint(buf[index:])
 	return index + count
+}
+
+// decodeChecked is Decode for a header that may be damaged: a length that
+// does not parse or runs past buf is an error, not a panic. modelcache
+// patch: with VerifyValueChecksum off, a damaged entry reaches the decoder.
+func (h *header) decodeChecked(buf []byte) (int, error) {
+	if len(buf) < 2 {
+		return 0, fmt.Errorf("entry of %d bytes has no header", len(buf))
+	}
+	h.meta, h.userMeta = buf[0], buf[1]
+	index := 2
+	var fields [3]uint64
+	for i := range fields {
+		v, n := binary.Uvarint(buf[index:])
+		if n <= 0 {
+			return 0, fmt.Errorf("header field %d does not parse", i)
+		}
+		fields[i] = v
+		index += n
+	}
+	if fields[0] > math.MaxUint32 || fields[1] > math.MaxUint32 {
+		return 0, fmt.Errorf("key length %d or value length %d out of range", fields[0], fields[1])
+	}
+	h.klen, h.vlen, h.expiresAt = uint32(fields[0]), uint32(fields[1]), fields[2]
+	return index, nil
 }
 
 // DecodeFrom reads the header from the hashReader.

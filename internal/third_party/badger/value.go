@@ -1054,7 +1054,15 @@ func (vlog *valueLog) Read(vp valuePointer, _ *y.Slice) ([]byte, func(), error) 
 		}
 	}
 	var h header
-	headerLen := h.Decode(buf)
+	// modelcache patch: modelcache checks every value it stores itself (a
+	// CRC-32C over each chunk's decoded bytes) and turns the checksum above
+	// off, so the header may be damaged here: parse it with bounds, and
+	// compare lengths without uint32 overflow.
+	headerLen, herr := h.decodeChecked(buf)
+	if herr != nil {
+		runCallback(cb)
+		return nil, nil, y.Wrapf(y.ErrChecksumMismatch, "value corrupted for vp %+v: %v", vp, herr)
+	}
 	kv := buf[headerLen:]
 	if lf.encryptionEnabled() {
 		kv, err = lf.decryptKV(kv, vp.Offset)
@@ -1062,10 +1070,14 @@ func (vlog *valueLog) Read(vp valuePointer, _ *y.Slice) ([]byte, func(), error) 
 			return nil, cb, err
 		}
 	}
-	if uint32(len(kv)) < h.klen+h.vlen {
+	if uint64(len(kv)) < uint64(h.klen)+uint64(h.vlen) {
 		vlog.db.opt.Errorf("Invalid read: vp: %+v", vp)
-		return nil, nil, fmt.Errorf("Invalid read: Len: %d read at:[%d:%d]",
-			len(kv), h.klen, h.klen+h.vlen)
+		// modelcache patch: upstream returned here with the file's read
+		// lock still held (the next GC or Close of the file then waited
+		// forever), and with an error that did not say damage.
+		runCallback(cb)
+		return nil, nil, y.Wrapf(y.ErrChecksumMismatch, "Invalid read: Len: %d read at:[%d:%d]",
+			len(kv), h.klen, uint64(h.klen)+uint64(h.vlen))
 	}
 	return kv[h.klen : h.klen+h.vlen], cb, nil
 }
