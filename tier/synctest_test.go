@@ -8,6 +8,8 @@ import (
 	"testing/synctest"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/modelcache/modelcache/errs"
 )
 
 // gatedOrigin is the local file system with every tensor read held until
@@ -121,5 +123,43 @@ func TestWriteBehind_QueuedWritesAreReadable(t *testing.T) {
 		require.False(t, ok)
 		require.Equal(t, int32(1), puts.Load(), "written once")
 		w.close()
+	})
+}
+
+// Close while a load waits on the file: Close cancels it, waits its bound
+// and closes; the load returns ErrClosed once its reads end, never a panic,
+// and nothing is written to the caller's buffers after it returns.
+func TestModel_CloseDuringLoad(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		o := &gatedOrigin{gate: make(chan struct{})}
+		c, err := Open(&Options{Origin: o, Logger: nilLogger()})
+		require.NoError(t, err)
+		ctx := context.Background()
+		m, err := c.Model(ctx, testModel)
+		require.NoError(t, err)
+		var returned atomic.Bool
+		done := make(chan error)
+		go func() {
+			_, err := m.Load(ctx, &LoadOptions{Into: func(ti *TensorInfo) ([]byte, error) {
+				require.False(t, returned.Load(), "Into after Load returned")
+				return make([]byte, ti.Bytes), nil
+			}}, func(*Tensor) error { return nil })
+			returned.Store(true)
+			done <- err
+		}()
+		synctest.Wait() // the load's reads wait at the gate
+		require.Positive(t, o.reads.Load())
+		// Close cancels the load, which cannot return while reads into the
+		// caller's buffers run: Close waits its bound (10 s, here on the
+		// bubble's clock) and closes the tiers and files under them.
+		require.NoError(t, c.Close())
+		select {
+		case err := <-done:
+			t.Fatalf("Load returned (%v) with its reads still running", err)
+		default:
+		}
+		close(o.gate) // the held reads go on, into closed files
+		require.ErrorIs(t, <-done, errs.ErrClosed)
+		require.NoError(t, m.Close())
 	})
 }
