@@ -174,7 +174,7 @@ func (m *Model) Load(ctx context.Context, opts *LoadOptions, each func(*Tensor) 
 		t := got[i]
 		l.budget.give(m.tensors[i].Bytes)
 		if t == nil {
-			return nil // its error cancelled the load
+			return context.Cause(ctx) // its error cancelled the load
 		}
 		switch t.ServedBy {
 		case L1:
