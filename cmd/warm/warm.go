@@ -21,6 +21,7 @@ import (
 
 	"github.com/modelcache/modelcache/loader"
 	"github.com/modelcache/modelcache/resolve"
+	"github.com/modelcache/modelcache/tier"
 )
 
 // modelExtensions are the files warm picks up when it walks a directory;
@@ -173,17 +174,8 @@ func (g *globals) warmFiles(ctx context.Context, args []string, w *warmFlags) er
 
 	var bar *progressbar.ProgressBar
 	if !w.json && isTerminal(g.stderr) {
-		// Only the bar needs the total: each header is parsed again by Warm.
-		var total uint64
-		for _, f := range files {
-			if lf, err := loader.OpenSource(f); err == nil {
-				for _, t := range lf.Tensors() {
-					total += t.Length
-				}
-				lf.Close()
-			}
-		}
-		bar = progressbar.NewOptions64(int64(total),
+		// The total grows as each model's Warm reports its own, first.
+		bar = progressbar.NewOptions64(0,
 			progressbar.OptionSetWriter(g.stderr),
 			progressbar.OptionSetDescription("warming"),
 			progressbar.OptionShowBytes(true),
@@ -198,7 +190,8 @@ func (g *globals) warmFiles(ctx context.Context, args []string, w *warmFlags) er
 		return err
 	}
 	results := make([]warmFile, len(files))
-	var mu sync.Mutex // serializes output lines
+	var mu sync.Mutex    // serializes output lines
+	var barMu sync.Mutex // serializes growing the bar's total
 	var eg errgroup.Group
 	eg.SetLimit(w.jobs)
 	for i, f := range files {
@@ -210,11 +203,19 @@ func (g *globals) warmFiles(ctx context.Context, args []string, w *warmFlags) er
 				return nil
 			}
 			start := time.Now()
-			var progress func(uint64)
+			var opts tier.WarmOptions
 			if bar != nil {
-				progress = func(n uint64) { _ = bar.Add64(int64(n)) }
+				opts.Progress = func(p tier.WarmProgress) {
+					if p.Tensor == "" {
+						barMu.Lock()
+						bar.ChangeMax64(bar.GetMax64() + int64(p.TotalBytes))
+						barMu.Unlock()
+						return
+					}
+					_ = bar.Add64(int64(p.Bytes))
+				}
 			}
-			res, err := c.WarmFunc(ctx, f, progress)
+			res, err := warmOne(ctx, c, f, &opts)
 			r.Seconds = time.Since(start).Seconds()
 			if res != nil {
 				r.Tensors, r.Written, r.Skipped, r.LogicalBytes = res.Tensors, res.Written, res.Skipped, res.LogicalBytes
@@ -287,4 +288,15 @@ func (g *globals) warmFiles(ctx context.Context, args []string, w *warmFlags) er
 		return errReported
 	}
 	return nil
+}
+
+// warmOne warms the model at path, opened once: its header is parsed once,
+// for the totals and for the warming.
+func warmOne(ctx context.Context, c *tier.Cache, path string, opts *tier.WarmOptions) (*tier.WarmResult, error) {
+	m, err := c.Model(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	return m.Warm(ctx, opts)
 }
