@@ -31,7 +31,7 @@ func TestStore_DiskUseStaysWithinBudget(t *testing.T) {
 		require.LessOrEqual(t, du, limit, "after %d MiB written: du %d MiB over the %d MiB limit", i+1, du>>20, limit>>20)
 	}
 	st := s.Stats()
-	require.LessOrEqual(t, st.ChargedBytes, uint64(float64(budget)*HighWater))
+	require.LessOrEqual(t, st.ChargedBytes, uint64(float64(budget)*highWater))
 	require.NotZero(t, st.Evictions)
 	v, err := s.Get(fmt.Sprint(n - 1))
 	require.NoError(t, err)
@@ -74,7 +74,7 @@ func TestStore_EmptyEntriesAreChargedToTheBudget(t *testing.T) {
 	}
 	st := s.Stats()
 	require.NotZero(t, st.Evictions)
-	require.LessOrEqual(t, st.ChargedBytes, uint64(float64(budget)*HighWater))
+	require.LessOrEqual(t, st.ChargedBytes, uint64(float64(budget)*highWater))
 	require.NoError(t, s.GC())
 	require.NoError(t, s.Close())
 	du, err := DiskUsage(dir)

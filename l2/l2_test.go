@@ -245,8 +245,8 @@ func TestStore_BudgetEvictsLeastRecentlyUsed(t *testing.T) {
 		}
 		return b
 	}
-	// Three entries with their per-entry overhead fit under LowWater; a
-	// fourth passes HighWater.
+	// Three entries with their per-entry overhead fit under lowWater; a
+	// fourth passes highWater.
 	s.max = 17500
 	for i := range 3 {
 		require.NoError(t, s.Put(fmt.Sprint(i), "U8", nil, noise(uint64(i))))
