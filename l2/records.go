@@ -1,5 +1,3 @@
-// Records kept beside the entries, outside the budget, for the tier above.
-
 package l2
 
 import (
@@ -12,9 +10,19 @@ import (
 	"github.com/modelcache/modelcache/errs"
 )
 
-// AddCounters adds deltas to named counters kept in the store for its
-// whole life (tier keeps its hit and miss counts there).
-func (s *Store) AddCounters(deltas map[string]uint64) error {
+// Records are small named values a program keeps in the store beside the
+// entries: outside the disk budget, never evicted or expired, removed only
+// when set to nil. They are not entries: Range, Stats and Verify do not see
+// them. tier keeps its lifetime counters, the directory's key mode and
+// files' content digests there.
+type Records struct{ s *Store }
+
+// Records returns the store's records.
+func (s *Store) Records() *Records { return &Records{s: s} }
+
+// Add adds deltas to named counters, in one transaction.
+func (r *Records) Add(deltas map[string]uint64) error {
+	s := r.s
 	if err := s.enter(); err != nil {
 		return err
 	}
@@ -49,8 +57,9 @@ func (s *Store) AddCounters(deltas map[string]uint64) error {
 	return nil
 }
 
-// Counters returns the counters AddCounters keeps.
-func (s *Store) Counters() (map[string]uint64, error) {
+// Counts returns the counters Add keeps.
+func (r *Records) Counts() (map[string]uint64, error) {
+	s := r.s
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
@@ -76,10 +85,9 @@ func (s *Store) Counters() (map[string]uint64, error) {
 	return out, nil
 }
 
-// SetAux stores a small record beside the entries, outside the disk budget
-// and never evicted (tier keeps the content digests of files there); a nil
-// value deletes it.
-func (s *Store) SetAux(name string, value []byte) error {
+// Set stores value under name; a nil value deletes it.
+func (r *Records) Set(name string, value []byte) error {
+	s := r.s
 	if err := s.enter(); err != nil {
 		return err
 	}
@@ -94,13 +102,14 @@ func (s *Store) SetAux(name string, value []byte) error {
 		return txn.Set(k, value)
 	})
 	if err != nil {
-		return fmt.Errorf("l2: %s: aux %s: %w", s.dir, errs.Quote(name), err)
+		return fmt.Errorf("l2: %s: record %s: %w", s.dir, errs.Quote(name), err)
 	}
 	return nil
 }
 
-// Aux returns the records SetAux stored under names starting with prefix.
-func (s *Store) Aux(prefix string) (map[string][]byte, error) {
+// Get returns the records whose names start with prefix.
+func (r *Records) Get(prefix string) (map[string][]byte, error) {
+	s := r.s
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
@@ -119,7 +128,7 @@ func (s *Store) Aux(prefix string) (map[string][]byte, error) {
 		return it.Err()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("l2: %s: aux: %w", s.dir, err)
+		return nil, fmt.Errorf("l2: %s: records: %w", s.dir, err)
 	}
 	return out, nil
 }

@@ -28,20 +28,20 @@ func (c *Cache) markComplete(id loader.Identity, n int) {
 	if c.l2 == nil || c.digest {
 		return
 	}
-	if err := c.l2.SetAux(completeAux+id.String(), []byte(strconv.Itoa(n))); err != nil {
+	if err := c.rec.Set(completeAux+id.String(), []byte(strconv.Itoa(n))); err != nil {
 		c.warn.Warn("tier: recording a complete model failed", "path", id.Path, "err", err)
 	}
 }
 
 // forgetComplete drops the records of the versions of path that drop says.
 func (c *Cache) forgetComplete(path string, drop func(identity string) bool) {
-	recs, err := c.l2.Aux(completeAux + path + "\x00")
+	recs, err := c.rec.Get(completeAux + path + "\x00")
 	if err != nil {
 		return
 	}
 	for name := range recs {
 		if drop(strings.TrimPrefix(name, completeAux)) {
-			_ = c.l2.SetAux(name, nil)
+			_ = c.rec.Set(name, nil)
 		}
 	}
 }
@@ -56,7 +56,7 @@ func (c *Cache) cachedModel(path string) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	recs, err := c.l2.Aux(completeAux + abs + "\x00")
+	recs, err := c.rec.Get(completeAux + abs + "\x00")
 	if err != nil || len(recs) == 0 {
 		return nil, errs.ErrNotFound
 	}

@@ -48,7 +48,7 @@ func (c *Cache) checkKeyMode(dir string) error {
 		}
 		return "path"
 	}
-	recs, err := c.l2.Aux(keyModeAux)
+	recs, err := c.rec.Get(keyModeAux)
 	if err != nil {
 		return err
 	}
@@ -57,7 +57,7 @@ func (c *Cache) checkKeyMode(dir string) error {
 		have, ok = []byte("path"), true
 	}
 	if !ok {
-		return c.l2.SetAux(keyModeAux, []byte(mode(c.digest)))
+		return c.rec.Set(keyModeAux, []byte(mode(c.digest)))
 	}
 	switch string(have) {
 	case mode(c.digest):
@@ -87,7 +87,7 @@ func (c *Cache) digestOf(id loader.Identity) (loader.Digest, error) {
 			return d, nil
 		}
 		if c.l2 != nil {
-			if recs, err := c.l2.Aux(digestAuxPrefix + ids); err == nil {
+			if recs, err := c.rec.Get(digestAuxPrefix + ids); err == nil {
 				if raw, ok := recs[digestAuxPrefix+ids]; ok {
 					if d, err := loader.ParseDigest(string(raw)); err == nil {
 						c.digests.Store(ids, d)
@@ -105,7 +105,7 @@ func (c *Cache) digestOf(id loader.Identity) (loader.Digest, error) {
 		}
 		c.digests.Store(ids, d)
 		if c.l2 != nil {
-			if err := c.l2.SetAux(digestAuxPrefix+ids, []byte(d.String())); err != nil {
+			if err := c.rec.Set(digestAuxPrefix+ids, []byte(d.String())); err != nil {
 				c.log.Warn("tier: keeping a digest failed", "path", id.Path, "err", err)
 			}
 		}
@@ -119,7 +119,7 @@ func (c *Cache) digestOf(id loader.Identity) (loader.Digest, error) {
 
 // gcDigests forgets the digests of versions that are no longer current.
 func (c *Cache) gcDigests() error {
-	recs, err := c.l2.Aux(digestAuxPrefix)
+	recs, err := c.rec.Get(digestAuxPrefix)
 	if err != nil {
 		return err
 	}
@@ -130,7 +130,7 @@ func (c *Cache) gcDigests() error {
 			continue
 		}
 		c.digests.Delete(ids)
-		if err := c.l2.SetAux(name, nil); err != nil {
+		if err := c.rec.Set(name, nil); err != nil {
 			return err
 		}
 	}

@@ -78,7 +78,7 @@ func TestCache_ContentDigestSharesCopies(t *testing.T) {
 	require.NoError(t, os.Remove(a))
 	c.Flush()
 	require.NoError(t, c.GC())
-	recs, err := c.l2.Aux(digestAuxPrefix)
+	recs, err := c.rec.Get(digestAuxPrefix)
 	require.NoError(t, err)
 	require.Len(t, recs, 1, "only b's current version")
 	require.EqualValues(t, 63, c.Stats().L2.Entries)

@@ -26,6 +26,15 @@ const (
 	DefaultWriteBehindBytes = 256 << 20
 )
 
+// records is what tier keeps in L2 beside the entries (l2.Records): its
+// lifetime counters, the key mode, content digests and complete versions.
+type records interface {
+	Get(prefix string) (map[string][]byte, error)
+	Set(name string, value []byte) error
+	Add(deltas map[string]uint64) error
+	Counts() (map[string]uint64, error)
+}
+
 // Options configures a Cache.
 type Options struct {
 	// Dir is the L2 directory. Empty means no L2: RAM and source only.
@@ -208,6 +217,7 @@ type Cache struct {
 	log    *slog.Logger
 	l1     *l1.Cache[string, *l1Value]
 	l2     *l2.Store // nil without L2
+	rec    records   // L2's records, with L2
 	files  *fileTable
 	origin Origin
 	wb     *writeBehind
@@ -290,6 +300,7 @@ func Open(opts *Options) (*Cache, error) {
 			c.log.Warn("tier: running without the cache directory, reading model files directly", "dir", opts.Dir, "err", err)
 			return c, nil
 		}
+		c.rec = c.l2.Records()
 		if err := c.checkKeyMode(opts.Dir); err != nil {
 			c.l2.Close()
 			return nil, err
@@ -797,7 +808,7 @@ func (c *Cache) Stats() Stats {
 	if c.l2 != nil {
 		s.L2 = c.l2.Stats()
 		s.WriteBehindDropped, s.WriteBehindErrors = c.wb.dropped.Load(), c.wb.failed.Load()
-		if stored, err := c.l2.Counters(); err == nil {
+		if stored, err := c.rec.Counts(); err == nil {
 			s.Lifetime = s.Lifetime.plus(countersFrom(stored))
 		}
 	}
@@ -842,7 +853,7 @@ func (c *Cache) Close() error {
 		c.wb.close()
 	}
 	if c.l2 != nil {
-		if cerr := c.l2.AddCounters(c.session().asMap()); cerr != nil {
+		if cerr := c.rec.Add(c.session().asMap()); cerr != nil {
 			c.log.Warn("tier: saving read counters failed", "err", cerr)
 		}
 		err = c.l2.Close()
