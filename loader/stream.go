@@ -155,15 +155,27 @@ func (m *memberReader) finish() error {
 // swapReader reverses the bytes of each w-byte element, holding back a
 // partial element until the rest of it arrives.
 type swapReader struct {
-	r    io.Reader
-	w    int
-	part []byte // bytes of an element not yet whole
-	err  error
+	r     io.Reader
+	w     int
+	part  []byte // bytes of an element not yet whole, as read
+	ready []byte // swapped bytes a buffer smaller than an element left
+	err   error
 }
 
 func (s *swapReader) Read(p []byte) (int, error) {
+	if len(s.ready) > 0 {
+		n := copy(p, s.ready)
+		s.ready = s.ready[n:]
+		return n, nil
+	}
 	if len(p) < s.w {
-		return 0, io.ErrShortBuffer
+		// A buffer smaller than an element (a reader probing for the
+		// end with one byte): swap a whole one and hand it out in pieces.
+		elem := make([]byte, s.w)
+		n, err := s.Read(elem)
+		k := copy(p, elem[:n])
+		s.ready = elem[k:n]
+		return k, err
 	}
 	p = p[:len(p)/s.w*s.w]
 	n := copy(p, s.part)

@@ -31,7 +31,7 @@ func TestTensorReader_EveryFormat(t *testing.T) {
 		for _, ti := range f.Tensors() {
 			want, err := f.ReadTensor(ti.Name)
 			require.NoError(t, err)
-			for _, piece := range []int{16, 17, 4096} {
+			for _, piece := range []int{1, 3, 16, 17, 4096} {
 				r, err := f.TensorReader(ti.Name)
 				require.NoError(t, err)
 				var got []byte

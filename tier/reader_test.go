@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/internal/testmodels"
 )
 
 // checkReader reads r through ReadAt at random offsets and lengths, and
@@ -136,4 +137,54 @@ func TestWarm_StreamsLargeTensors(t *testing.T) {
 		require.Equal(t, L2, tn.ServedBy)
 		require.Equal(t, b, tn.Bytes())
 	}
+}
+
+// Tensors stored encoded (a deflated .npz member, big-endian and Fortran
+// .npy) read piecewise from the file, and from L2 after WriteTo stored them,
+// with the bytes a whole read gives; an empty tensor reads as empty.
+func TestOpenTensor_EncodedAndEmpty(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, &Options{Dir: t.TempDir(), ChunkSize: 4096, Logger: nilLogger()})
+	for _, tc := range []struct{ path, name string }{
+		{formats + "/deflated.npz", "i4_be"},
+		{formats + "/u2_be_fortran.npy", "u2_be_fortran"},
+		{formats + "/i4_be.npy", "i4_be"},
+		{formats + "/empty.npy", "empty"},
+	} {
+		want := fileBytes(t, tc.path, tc.name)
+		for _, tier := range []Tier{Source, L2} {
+			r, err := c.OpenTensor(ctx, tc.path, tc.name)
+			require.NoError(t, err, tc.path)
+			if len(want) > 0 { // an empty tensor has nothing to store
+				require.Equal(t, tier, r.ServedBy, tc.path)
+			}
+			if len(want) == 0 {
+				n, err := r.WriteTo(io.Discard)
+				require.NoError(t, err)
+				require.Zero(t, n)
+				k, err := r.ReadAt(make([]byte, 4), 0)
+				require.ErrorIs(t, err, io.EOF)
+				require.Zero(t, k)
+			} else {
+				checkReader(t, r, want)
+			}
+			require.NoError(t, r.Close())
+		}
+	}
+}
+
+// A model with no tensors loads as nothing, without error.
+func TestModel_LoadEmpty(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "empty.safetensors")
+	require.NoError(t, os.WriteFile(path, testmodels.Build(`{"__metadata__":{"a":"b"}}`, nil), 0o644))
+	c := openCache(t, &Options{Dir: t.TempDir(), Logger: nilLogger()})
+	m, err := c.Model(context.Background(), path)
+	require.NoError(t, err)
+	defer m.Close()
+	require.Empty(t, m.Tensors())
+	res, err := m.Load(context.Background(), nil, func(*Tensor) error { t.Fatal("no tensor"); return nil })
+	require.NoError(t, err)
+	require.Zero(t, res.Tensors)
+	_, err = m.Warm(context.Background(), nil)
+	require.NoError(t, err)
 }
