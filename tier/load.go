@@ -38,9 +38,9 @@ type LoadOptions struct {
 	// the cache keeps no reference to it. Into is called from several
 	// goroutines at once, in storage order of the tensors.
 	Into func(t *TensorInfo) ([]byte, error)
-	// MaxInFlight bounds the bytes of tensors read ahead and not delivered
-	// yet; default DefaultMaxInFlight. A tensor larger than it is read
-	// alone.
+	// MaxInFlight bounds the bytes of tensors read ahead or being
+	// delivered (until each returns); default DefaultMaxInFlight. A tensor
+	// larger than it is read alone.
 	MaxInFlight int64
 	// Parallel is how many tensors are read at once; default twice
 	// GOMAXPROCS, at least 4. Reads of large tensors are split further.
@@ -172,7 +172,8 @@ func (m *Model) Load(ctx context.Context, opts *LoadOptions, each func(*Tensor) 
 	})
 	deliver := func(i int) error {
 		t := got[i]
-		l.budget.give(m.tensors[i].Bytes)
+		// The tensor's bytes count until the caller is done with them.
+		defer l.budget.give(m.tensors[i].Bytes)
 		if t == nil {
 			return context.Cause(ctx) // its error cancelled the load
 		}
