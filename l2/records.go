@@ -20,8 +20,9 @@ type Records struct{ s *Store }
 // Records returns the store's records.
 func (s *Store) Records() *Records { return &Records{s: s} }
 
-// Add adds deltas to named counters, in one transaction.
-func (r *Records) Add(deltas map[string]uint64) error {
+// write runs fn in a read-write transaction, as every writer of the store
+// does: within the close guard and beside other writers.
+func (r *Records) write(fn func(txn *badger.Txn) error) error {
 	s := r.s
 	if err := s.enter(); err != nil {
 		return err
@@ -29,7 +30,13 @@ func (r *Records) Add(deltas map[string]uint64) error {
 	defer s.exit()
 	s.writeMu.RLock()
 	defer s.writeMu.RUnlock()
-	err := s.update(func(txn *badger.Txn) error {
+	return s.update(fn)
+}
+
+// Add adds deltas to named counters, in one transaction.
+func (r *Records) Add(deltas map[string]uint64) error {
+	s := r.s
+	err := r.write(func(txn *badger.Txn) error {
 		for name, d := range deltas {
 			k := append([]byte{counterPrefix}, name...)
 			var v uint64
@@ -88,14 +95,8 @@ func (r *Records) Counts() (map[string]uint64, error) {
 // Set stores value under name; a nil value deletes it.
 func (r *Records) Set(name string, value []byte) error {
 	s := r.s
-	if err := s.enter(); err != nil {
-		return err
-	}
-	defer s.exit()
-	s.writeMu.RLock()
-	defer s.writeMu.RUnlock()
 	k := append([]byte{auxPrefix}, name...)
-	err := s.update(func(txn *badger.Txn) error {
+	err := r.write(func(txn *badger.Txn) error {
 		if value == nil {
 			return txn.Delete(k)
 		}
