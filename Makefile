@@ -76,6 +76,7 @@ fuzz:
 	$(GO) test ./loader/ -run '^$$' -fuzz FuzzParseNPY -fuzztime $(FUZZTIME)
 	$(GO) test ./loader/ -run '^$$' -fuzz FuzzParseNPZ -fuzztime $(FUZZTIME)
 	$(GO) test ./loader/ -run '^$$' -fuzz FuzzParseShardIndex -fuzztime $(FUZZTIME)
+	$(GO) test ./loader/ -run '^$$' -fuzz FuzzParseIdentity -fuzztime $(FUZZTIME)
 	$(GO) test ./resolve/ -run '^$$' -fuzz FuzzName -fuzztime $(FUZZTIME)
 	$(GO) test ./sim/ -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
 	$(GO) test ./l2/ -run '^$$' -fuzz FuzzOpenDamagedTable -fuzztime $(FUZZTIME)

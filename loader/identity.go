@@ -4,6 +4,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/modelcache/modelcache/errs"
 )
 
 // Identity is the version of a file on disk. Two reads of a file with equal
@@ -24,6 +28,25 @@ type Identity struct {
 // the path, NUL, then size:mtime:ctime:dev:inode.
 func (id Identity) String() string {
 	return fmt.Sprintf("%s\x00%d:%d:%d:%d:%d", id.Path, id.Size, id.ModTime, id.Ctime, id.Dev, id.Inode)
+}
+
+// ParseIdentity reads back what Identity.String wrote (IsDir is not part of
+// it).
+func ParseIdentity(s string) (Identity, error) {
+	path, v, ok := strings.Cut(s, "\x00")
+	parts := strings.Split(v, ":")
+	if !ok || len(parts) != 5 {
+		return Identity{}, fmt.Errorf("loader: %w: identity %.80q", errs.ErrCorrupt, s)
+	}
+	var n [5]uint64
+	for i, p := range parts {
+		x, err := strconv.ParseUint(p, 10, 64)
+		if err != nil {
+			return Identity{}, fmt.Errorf("loader: %w: identity %.80q", errs.ErrCorrupt, s)
+		}
+		n[i] = x
+	}
+	return Identity{Path: path, Size: int64(n[0]), ModTime: int64(n[1]), Ctime: int64(n[2]), Dev: n[3], Inode: n[4]}, nil
 }
 
 // Stat returns the identity of the file at path as it is now.

@@ -89,7 +89,7 @@ func (c *Cache) cachedModel(path string) (*Model, error) {
 	if best == "" {
 		return nil, errs.ErrNotFound
 	}
-	identity, err := parseIdentity(best)
+	identity, err := loader.ParseIdentity(best)
 	if err != nil {
 		return nil, err
 	}
@@ -115,24 +115,6 @@ func (c *Cache) cachedModel(path string) (*Model, error) {
 	m.cachedOnly = true
 	c.warn.Warn("tier: model file unavailable; serving the version the cache holds whole", "path", abs, "version", m.version)
 	return m, nil
-}
-
-// parseIdentity reads back Identity.String().
-func parseIdentity(s string) (loader.Identity, error) {
-	path, v, ok := strings.Cut(s, "\x00")
-	parts := strings.Split(v, ":")
-	if !ok || len(parts) != 5 {
-		return loader.Identity{}, fmt.Errorf("tier: %w: version %q", errs.ErrCorrupt, v)
-	}
-	var n [5]int64
-	for i, p := range parts {
-		x, err := strconv.ParseUint(p, 10, 64)
-		if err != nil {
-			return loader.Identity{}, fmt.Errorf("tier: %w: version %q", errs.ErrCorrupt, v)
-		}
-		n[i] = int64(x)
-	}
-	return loader.Identity{Path: path, Size: n[0], ModTime: n[1], Ctime: n[2], Dev: uint64(n[3]), Inode: uint64(n[4])}, nil
 }
 
 // cachedFile stands for a model file that is gone: it lists the tensors L2

@@ -299,25 +299,15 @@ func (l *loading) fetch(ctx context.Context, i int) (t *Tensor, err error) {
 	tensor := func(data []byte, by Tier) *Tensor {
 		return &Tensor{Name: ti.Name, DType: ti.DType, Shape: ti.Shape, ServedBy: by, data: data}
 	}
-	// RAM: L1, or the queue of L2 writes.
-	var held []byte
-	if v, ok := c.l1.Get(key); ok {
-		held = v.data
-	} else if c.wb != nil {
-		if j, ok := c.wb.pending(key); ok {
-			c.wbHits.Add(1)
-			held = j.data
-		}
-	}
-	if held != nil {
+	if v, _, ok := c.inRAM(key); ok {
 		if l.opts.Into == nil {
-			return tensor(held, L1), nil
+			return tensor(v.data, L1), nil
 		}
 		b, err := into()
 		if err != nil {
 			return nil, err
 		}
-		copy(b, held)
+		copy(b, v.data)
 		return tensor(b, L1), nil
 	}
 	if c.l2 != nil {
@@ -359,7 +349,7 @@ func (l *loading) promoteL1(key string, ti *TensorInfo, data []byte, keep bool) 
 	if l.opts.Into != nil {
 		data = append([]byte(nil), data...)
 	}
-	l.m.c.l1.Set(key, &l1Value{dtype: ti.DType, shape: ti.Shape, data: data}, int64(len(data)+len(key)))
+	l.m.c.setL1(key, ti.DType, ti.Shape, data)
 }
 
 // promote keeps a tensor read from the source in L1 (if kept there) and
@@ -376,8 +366,7 @@ func (l *loading) promote(i int, key string, ti *TensorInfo, data []byte, keep b
 	}
 	if l.opts.Into != nil {
 		if keep {
-			b := append([]byte(nil), data...)
-			c.l1.Set(key, &l1Value{dtype: ti.DType, shape: ti.Shape, data: b}, int64(len(b)+len(key)))
+			c.setL1(key, ti.DType, ti.Shape, append([]byte(nil), data...))
 		}
 		if c.wb != nil {
 			later()
@@ -385,7 +374,7 @@ func (l *loading) promote(i int, key string, ti *TensorInfo, data []byte, keep b
 		return
 	}
 	if keep {
-		c.l1.Set(key, &l1Value{dtype: ti.DType, shape: ti.Shape, data: data}, int64(len(data)+len(key)))
+		c.setL1(key, ti.DType, ti.Shape, data)
 	}
 	if c.wb != nil && !c.wb.enqueue(key, ti.DType, ti.Shape, data) {
 		later() // the queue is full

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/loader"
 	"github.com/modelcache/modelcache/resolve"
@@ -344,37 +346,21 @@ func (m *Model) each(ctx context.Context, parallel int, fn func(*TensorInfo) err
 	if parallel <= 0 {
 		parallel = runtime.GOMAXPROCS(0)
 	}
-	work := make(chan *TensorInfo)
-	errc := make(chan error, parallel)
-	var wg sync.WaitGroup
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for range parallel {
-		wg.Go(func() {
-			for t := range work {
-				if err := fn(t); err != nil {
-					errc <- err
-					cancel()
-					return
-				}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(parallel)
+	for i := range m.tensors {
+		if gctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
 			}
+			return fn(&m.tensors[i])
 		})
 	}
-	go func() {
-		defer close(work)
-		for i := range m.tensors {
-			select {
-			case work <- &m.tensors[i]:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	wg.Wait()
-	select {
-	case err := <-errc:
+	if err := g.Wait(); err != nil {
 		return err
-	default:
 	}
 	return ctx.Err()
 }

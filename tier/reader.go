@@ -86,16 +86,9 @@ func (m *Model) OpenTensor(ctx context.Context, name string) (r *TensorReader, e
 	ti := &m.tensors[i]
 	pf := m.files[ti.file]
 	r = &TensorReader{Name: name, DType: ti.DType, Shape: ti.Shape, c: c, key: pf.prefix + name, size: int64(ti.Bytes), chunk: -1}
-	if v, ok := c.l1.Get(r.key); ok {
+	if v, _, ok := c.inRAM(r.key); ok {
 		r.ServedBy, r.data = L1, v.data
 		return r, nil
-	}
-	if c.wb != nil {
-		if j, ok := c.wb.pending(r.key); ok {
-			c.wbHits.Add(1)
-			r.ServedBy, r.data = L1, j.data
-			return r, nil
-		}
 	}
 	if c.l2 != nil {
 		e, err := c.l2.OpenEntry(r.key)
@@ -161,18 +154,29 @@ func (r *TensorReader) readL2(p []byte, off int64) error {
 	cs := int64(h.ChunkSize)
 	for len(p) > 0 {
 		i := int(off / cs)
-		if r.chunk != i {
-			r.buf = grow(r.buf, h.ChunkLen(i))
-			if err := r.entry.ReadChunk(i, r.buf); err != nil {
-				r.chunk = -1
-				return fmt.Errorf("tier: tensor %s: %w", errs.Quote(r.Name), err)
-			}
-			r.chunk = i
+		b, err := r.chunkLocked(i)
+		if err != nil {
+			return err
 		}
-		k := copy(p, r.buf[off-int64(i)*cs:])
+		k := copy(p, b[off-int64(i)*cs:])
 		p, off = p[k:], off+int64(k)
 	}
 	return nil
+}
+
+// chunkLocked returns L2 chunk i decoded, from buf if it holds it; mu is
+// held.
+func (r *TensorReader) chunkLocked(i int) ([]byte, error) {
+	if r.chunk == i {
+		return r.buf, nil
+	}
+	r.buf = grow(r.buf, r.entry.Header().ChunkLen(i))
+	if err := r.entry.ReadChunk(i, r.buf); err != nil {
+		r.chunk = -1
+		return nil, fmt.Errorf("tier: tensor %s: %w", errs.Quote(r.Name), err)
+	}
+	r.chunk = i
+	return r.buf, nil
 }
 
 func grow(b []byte, n int) []byte {
@@ -214,15 +218,12 @@ func (r *TensorReader) WriteTo(w io.Writer) (int64, error) {
 		var total int64
 		for i := range h.Chunks {
 			r.mu.Lock()
-			r.buf = grow(r.buf, h.ChunkLen(i))
-			err := r.entry.ReadChunk(i, r.buf)
-			r.chunk = i
+			b, err := r.chunkLocked(i)
 			if err != nil {
-				r.chunk = -1
 				r.mu.Unlock()
-				return total, fmt.Errorf("tier: tensor %s: %w", errs.Quote(r.Name), err)
+				return total, err
 			}
-			n, err := w.Write(r.buf)
+			n, err := w.Write(b)
 			r.mu.Unlock()
 			total += int64(n)
 			if err != nil {

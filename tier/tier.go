@@ -447,28 +447,20 @@ func (c *Cache) closing() error {
 func (c *Cache) load(id loader.Identity, f ModelFile, key, name string) (*Tensor, error) {
 	// Check L1 again: a load that finished between the caller's miss and
 	// this flight starting has already promoted the tensor.
-	if v, ok := c.l1.Get(key); ok {
-		return &Tensor{Name: name, DType: v.dtype, Shape: v.shape, ServedBy: L1, data: v.data}, nil
-	}
-	// L1 may have dropped a tensor whose L2 write is still queued: the
-	// queue has its bytes, and reading the file again would queue it again.
-	if c.wb != nil {
-		if j, ok := c.wb.pending(key); ok {
-			c.wbHits.Add(1)
-			c.l1.Set(key, &l1Value{dtype: j.dtype, shape: j.shape, data: j.data}, int64(len(j.data)+len(key)))
-			return &Tensor{Name: name, DType: j.dtype, Shape: j.shape, ServedBy: L1, data: j.data}, nil
+	if v, queued, ok := c.inRAM(key); ok {
+		if queued {
+			c.setL1(key, v.dtype, v.shape, v.data)
 		}
+		return &Tensor{Name: name, DType: v.dtype, Shape: v.shape, ServedBy: L1, data: v.data}, nil
 	}
 	if c.l2 != nil {
 		v, err := c.l2.Get(key)
-		switch {
-		case err == nil:
-			c.l1.Set(key, &l1Value{dtype: v.DType, shape: v.Shape, data: v.Data}, int64(len(v.Data)+len(key)))
+		if err == nil {
+			c.setL1(key, v.DType, v.Shape, v.Data)
 			return &Tensor{Name: name, DType: v.DType, Shape: v.Shape, ServedBy: L2, data: v.Data}, nil
-		default:
-			if err := c.l2Failed(err, id.Path, name); err != nil {
-				return nil, err
-			}
+		}
+		if err := c.l2Failed(err, id.Path, name); err != nil {
+			return nil, err
 		}
 	}
 	if err := c.closing(); err != nil {
@@ -496,11 +488,32 @@ func (c *Cache) load(id loader.Identity, f ModelFile, key, name string) (*Tensor
 	if err != nil {
 		return nil, err
 	}
-	c.l1.Set(key, &l1Value{dtype: string(ti.DType), shape: ti.Shape, data: data}, int64(len(data)+len(key)))
+	c.setL1(key, string(ti.DType), ti.Shape, data)
 	if c.wb != nil {
 		c.wb.enqueue(key, string(ti.DType), ti.Shape, data)
 	}
 	return &Tensor{Name: name, DType: string(ti.DType), Shape: ti.Shape, ServedBy: Source, data: data}, nil
+}
+
+// inRAM returns the tensor under key from L1 or, when L1 dropped it before
+// its L2 write was done, from the queue of those writes (queued): the queue
+// has its bytes, and reading the file again would queue it again.
+func (c *Cache) inRAM(key string) (v *l1Value, queued, ok bool) {
+	if v, ok := c.l1.Get(key); ok {
+		return v, false, true
+	}
+	if c.wb != nil {
+		if j, ok := c.wb.pending(key); ok {
+			c.wbHits.Add(1)
+			return &l1Value{dtype: j.dtype, shape: j.shape, data: j.data}, true, true
+		}
+	}
+	return nil, false, false
+}
+
+// setL1 offers a tensor's bytes to L1, charged their length and the key's.
+func (c *Cache) setL1(key, dtype string, shape []uint64, data []byte) {
+	c.l1.Set(key, &l1Value{dtype: dtype, shape: shape, data: data}, int64(len(data)+len(key)))
 }
 
 // l2Failed files an L2 read that did not succeed: a miss, or a failure
