@@ -12,9 +12,14 @@ import (
 	"github.com/modelcache/modelcache/loader"
 )
 
-// streamAbove is the size above which Warm streams a tensor into L2 chunk
-// by chunk instead of reading it whole first; tests lower it.
-var streamAbove uint64 = 64 << 20
+// StreamAbove is the tensor size above which Warm streams a tensor into L2
+// chunk by chunk instead of reading it whole first, and the size above
+// which a reader that does not want a tensor in memory whole should use
+// OpenTensor (warm get does).
+const StreamAbove = 64 << 20
+
+// streamAbove is StreamAbove; tests lower it.
+var streamAbove uint64 = StreamAbove
 
 // TensorReader reads one tensor without holding it in memory whole: an
 // io.ReaderAt and io.WriterTo over its bytes (little-endian, row-major), for

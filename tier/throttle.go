@@ -2,9 +2,8 @@ package tier
 
 import (
 	"io"
-	"sync"
-	"time"
 
+	"github.com/modelcache/modelcache/internal/pace"
 	"github.com/modelcache/modelcache/loader"
 )
 
@@ -12,12 +11,12 @@ import (
 // a stand-in for a slow origin (network storage, an object store through
 // FUSE) when measuring what the cache saves. Headers are not counted.
 func Throttle(o Origin, bytesPerSec int64) Origin {
-	return &throttled{o: o, rate: &pacer{rate: float64(max(bytesPerSec, 1))}}
+	return &throttled{o: o, rate: pace.New(bytesPerSec)}
 }
 
 type throttled struct {
 	o    Origin
-	rate *pacer
+	rate *pace.Link
 }
 
 func (t *throttled) Stat(path string) (loader.Identity, error) { return t.o.Stat(path) }
@@ -32,18 +31,18 @@ func (t *throttled) Open(path string) (ModelFile, error) {
 
 type throttledFile struct {
 	ModelFile
-	rate *pacer
+	rate *pace.Link
 }
 
 func (f *throttledFile) ReadTensor(name string) ([]byte, error) {
 	b, err := f.ModelFile.ReadTensor(name)
-	f.rate.wait(len(b))
+	f.rate.Wait(len(b))
 	return b, err
 }
 
 func (f *throttledFile) ReadTensorInto(name string, dst []byte) error {
 	err := f.ModelFile.ReadTensorInto(name, dst)
-	f.rate.wait(len(dst))
+	f.rate.Wait(len(dst))
 	return err
 }
 
@@ -57,34 +56,11 @@ func (f *throttledFile) TensorReader(name string) (io.ReadCloser, error) {
 
 type throttledReader struct {
 	io.ReadCloser
-	rate *pacer
+	rate *pace.Link
 }
 
 func (r *throttledReader) Read(p []byte) (int, error) {
 	n, err := r.ReadCloser.Read(p)
-	r.rate.wait(n)
+	r.rate.Wait(n)
 	return n, err
-}
-
-// pacer spaces transfers as one link of a fixed rate would: each waits
-// until the link has carried it after those before it.
-type pacer struct {
-	rate float64 // bytes a second
-
-	mu   sync.Mutex
-	next time.Time // when the link is free
-}
-
-func (p *pacer) wait(n int) {
-	d := time.Duration(float64(n) / p.rate * float64(time.Second))
-	p.mu.Lock()
-	now := time.Now()
-	start := p.next
-	if start.Before(now) {
-		start = now
-	}
-	p.next = start.Add(d)
-	done := p.next
-	p.mu.Unlock()
-	time.Sleep(time.Until(done))
 }

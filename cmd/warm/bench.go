@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/internal/pace"
 	"github.com/modelcache/modelcache/internal/pagecache"
 	"github.com/modelcache/modelcache/loader"
 	"github.com/modelcache/modelcache/resolve"
@@ -243,20 +244,19 @@ func (g *globals) benchFile(ctx context.Context, path, dir string, o benchOption
 		return nil, fmt.Errorf("%s: no tensors to measure", path)
 	}
 
-	// throttle sleeps until read bytes since begin fit --source-rate.
-	throttle := func(begin time.Time, read uint64) {
-		if o.sourceRate > 0 {
-			due := time.Duration(float64(read) / float64(o.sourceRate) * float64(time.Second))
-			if wait := due - time.Since(begin); wait > 0 {
-				time.Sleep(wait)
-			}
+	// link paces the raw and mapped reads of a pass at --source-rate, as
+	// the cache's own reads are (tier.Throttle): the same link model.
+	link := func() func(n int) {
+		if o.sourceRate == 0 {
+			return func(int) {}
 		}
+		l := pace.New(int64(o.sourceRate))
+		return l.Wait
 	}
 	rawBufs := make([][]byte, rawParallel) // allocated once, as a loader's are
 	raw := func() (pass, error) {
 		begin := time.Now()
-		var read atomic.Uint64
-		if err := preadAll(path, rawBufs, func(n int) { throttle(begin, read.Add(uint64(n))) }); err != nil {
+		if err := preadAll(path, rawBufs, link()); err != nil {
 			return pass{}, err
 		}
 		return pass{total: time.Since(begin)}, nil
@@ -268,15 +268,14 @@ func (g *globals) benchFile(ctx context.Context, path, dir string, o benchOption
 		}
 		defer f.Close()
 		r := pass{per: make([]time.Duration, 0, len(tensors))}
-		var read uint64
+		wait := link()
 		begin := time.Now()
 		for _, t := range tensors {
 			t0 := time.Now()
 			if _, err := f.ReadTensor(t.Name); err != nil {
 				return pass{}, err
 			}
-			read += t.Length
-			throttle(begin, read)
+			wait(int(t.Length))
 			r.per = append(r.per, time.Since(t0))
 		}
 		r.total = time.Since(begin)

@@ -66,7 +66,7 @@ model file itself. --require-l2 makes that an error instead.`,
 }
 
 // getOnce reads the tensor through the cache and, if write, writes it to
-// out. A tensor larger than streamAbove is streamed a chunk at a time (an
+// out. A tensor larger than tier.StreamAbove is streamed a chunk at a time (an
 // 8 GiB file is never in memory whole); smaller ones are read whole, which
 // keeps them in RAM for the next read.
 func getOnce(ctx context.Context, c *tier.Cache, path, name string, out io.Writer, write bool) (tier.Tier, error) {
@@ -76,7 +76,7 @@ func getOnce(ctx context.Context, c *tier.Cache, path, name string, out io.Write
 	}
 	defer m.Close()
 	info, ok := m.Info(name)
-	if ok && info.Bytes > streamAbove {
+	if ok && info.Bytes > tier.StreamAbove {
 		r, err := m.OpenTensor(ctx, name)
 		if err != nil {
 			return 0, err
@@ -101,6 +101,3 @@ func getOnce(ctx context.Context, c *tier.Cache, path, name string, out io.Write
 	}
 	return t.ServedBy, nil
 }
-
-// streamAbove is the tensor size above which get streams.
-const streamAbove = 64 << 20
