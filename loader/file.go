@@ -267,9 +267,9 @@ func (f *File) GGUF() *GGUFHeader { return f.gguf }
 // and row-major. A file truncated or otherwise unreadable underneath the
 // mapping is an error, not a crash.
 func (f *File) ReadTensor(name string) ([]byte, error) {
-	i, ok := f.byName[name]
-	if !ok {
-		return nil, fmt.Errorf("loader: %s: tensor %s: %w", f.id.Path, errs.Quote(name), errs.ErrNotFound)
+	i, err := f.index(name)
+	if err != nil {
+		return nil, err
 	}
 	t, r := f.tensors[i], f.reads[i]
 	stored := make([]byte, r.stored)

@@ -30,6 +30,15 @@ func (f *File) Direct(name string) bool {
 	return !r.member && !r.deflate && r.swap <= 1 && !r.fortran && r.stored == f.tensors[i].Length
 }
 
+// index is the position of the named tensor, or errs.ErrNotFound.
+func (f *File) index(name string) (int, error) {
+	i, ok := f.byName[name]
+	if !ok {
+		return 0, fmt.Errorf("loader: %s: tensor %s: %w", f.id.Path, errs.Quote(name), errs.ErrNotFound)
+	}
+	return i, nil
+}
+
 // ReadTensorInto reads the named tensor into dst, which must be exactly its
 // length. A tensor stored as is is read with positioned reads (pread) of
 // ReadBlock bytes, several in flight, straight into dst: no page faults on a
@@ -37,9 +46,9 @@ func (f *File) Direct(name string) bool {
 // The bytes are those of the version opened; a file changed in place while
 // being read is errs.ErrChanged.
 func (f *File) ReadTensorInto(name string, dst []byte) error {
-	i, ok := f.byName[name]
-	if !ok {
-		return fmt.Errorf("loader: %s: tensor %s: %w", f.id.Path, errs.Quote(name), errs.ErrNotFound)
+	i, err := f.index(name)
+	if err != nil {
+		return err
 	}
 	t := f.tensors[i]
 	if uint64(len(dst)) != t.Length {
@@ -61,9 +70,9 @@ func (f *File) ReadTensorInto(name string, dst []byte) error {
 // parallel. It is the io.ReaderAt of a tensor that need not be in memory
 // whole. Reading past the tensor's end is io.ErrUnexpectedEOF.
 func (f *File) ReadTensorAt(name string, p []byte, off uint64) error {
-	i, ok := f.byName[name]
-	if !ok {
-		return fmt.Errorf("loader: %s: tensor %s: %w", f.id.Path, errs.Quote(name), errs.ErrNotFound)
+	i, err := f.index(name)
+	if err != nil {
+		return err
 	}
 	t := f.tensors[i]
 	if !f.Direct(name) {
@@ -78,7 +87,6 @@ func (f *File) ReadTensorAt(name string, p []byte, off uint64) error {
 		return fmt.Errorf("loader: %s: %w", f.id.Path, errs.ErrClosed)
 	}
 	base := int64(t.Offset + off)
-	var err error
 	if len(p) <= ReadBlock {
 		err = preadFull(f.fd, p, base)
 	} else {

@@ -19,9 +19,9 @@ import (
 // elements are swapped on the way. Only a Fortran-order .npy array, whose
 // first output element needs its whole input, is read whole first.
 func (f *File) TensorReader(name string) (io.ReadCloser, error) {
-	i, ok := f.byName[name]
-	if !ok {
-		return nil, fmt.Errorf("loader: %s: tensor %s: %w", f.id.Path, errs.Quote(name), errs.ErrNotFound)
+	i, err := f.index(name)
+	if err != nil {
+		return nil, err
 	}
 	t, r := f.tensors[i], f.reads[i]
 	if r.fortran {
