@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -93,23 +92,18 @@ func (c *Cache) cachedModel(path string) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	es := byVersion[best]
+	// Range lists in key order: the tensors by name, as the file's own
+	// order is unknown (their offsets, all 0, keep it in add's stable sort).
 	f := &cachedFile{id: identity}
-	for _, e := range es {
+	for _, e := range byVersion[best] {
 		_, _, name, _ := splitKey(e.Key)
 		f.tensors = append(f.tensors, loader.TensorInfo{Name: name, DType: loader.DType(e.DType), Shape: e.Shape, Length: e.LogicalBytes})
-	}
-	slices.SortFunc(f.tensors, func(a, b loader.TensorInfo) int { return strings.Compare(a.Name, b.Name) })
-	for i := range f.tensors {
-		f.tensors[i].Offset = uint64(i) // their order: names, as the file's is unknown
 	}
 	m := &Model{c: c, path: abs, byName: map[string]int{}}
 	pf := &pinnedFile{f: f, release: func() {}, prefix: best + "\x00"}
 	m.files = append(m.files, pf)
-	for _, t := range f.tensors {
-		m.byName[t.Name] = len(m.tensors)
-		m.tensors = append(m.tensors, TensorInfo{Name: t.Name, DType: string(t.DType), Shape: t.Shape, Bytes: t.Length, File: abs, offset: t.Offset})
-		m.bytes += t.Length
+	if err := m.add(pf); err != nil {
+		return nil, err
 	}
 	m.version = m.versionOf()
 	m.cachedOnly = true

@@ -68,8 +68,7 @@ type TensorInfo struct {
 	// shard of a sharded checkpoint.
 	File string
 
-	file   int    // index in Model.files
-	offset uint64 // in its file, for storage order
+	file int // index in Model.files
 }
 
 // Model opens the model at path: a model file of any format package loader
@@ -132,7 +131,7 @@ func (c *Cache) Model(ctx context.Context, path string) (*Model, error) {
 }
 
 // pin opens the file of version id (a newer one if it changed since) and
-// adds its tensors in storage order.
+// adds its tensors.
 func (m *Model) pin(id loader.Identity) error {
 	f, release, err := m.c.acquire(id)
 	if err != nil {
@@ -143,7 +142,12 @@ func (m *Model) pin(id loader.Identity) error {
 	if pf.prefix, err = m.c.prefixOf(f.Identity()); err != nil {
 		return err
 	}
-	ts := slices.Clone(f.Tensors())
+	return m.add(pf)
+}
+
+// add lists the tensors of pf, a file of the model, in storage order.
+func (m *Model) add(pf *pinnedFile) error {
+	ts := slices.Clone(pf.f.Tensors())
 	slices.SortStableFunc(ts, func(a, b loader.TensorInfo) int { return cmp.Compare(a.Offset, b.Offset) })
 	for _, t := range ts {
 		if _, dup := m.byName[t.Name]; dup {
@@ -152,7 +156,7 @@ func (m *Model) pin(id loader.Identity) error {
 		m.byName[t.Name] = len(m.tensors)
 		m.tensors = append(m.tensors, TensorInfo{
 			Name: t.Name, DType: string(t.DType), Shape: t.Shape, Bytes: t.Length,
-			File: f.Path(), file: len(m.files) - 1, offset: t.Offset,
+			File: pf.f.Path(), file: len(m.files) - 1,
 		})
 		m.bytes += t.Length
 	}
