@@ -40,6 +40,9 @@ var (
 	ErrChanged = errors.New("model file changed while in use")
 	// ErrTooLarge: a value exceeds a configured limit.
 	ErrTooLarge = errors.New("too large")
+	// ErrInvalidArgument: a caller's argument cannot name what it should
+	// (an empty namespace, a key too long).
+	ErrInvalidArgument = errors.New("invalid argument")
 )
 
 // maxQuoted is how many bytes of a name or key a message shows.

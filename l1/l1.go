@@ -77,6 +77,17 @@ type Options[K comparable, V any] struct {
 	// for Delete or replacement), after the cache's locks are released, on
 	// the goroutine that called Set.
 	OnEvict func(key K, value V, size int64)
+	// Group, if set, names the group of a key ("" for none). Entries of a
+	// group can be deleted together (DeleteGroup) without visiting the
+	// others, and a group can be held to a share of the budget
+	// (GroupLimit). It is called under the cache's lock: it must be quick.
+	Group func(key K) string
+	// GroupLimit, if set, is the most bytes (charged as by MaxBytes) the
+	// entries of a group may hold; 0 means no limit of its own. A Set that
+	// would take a group past it evicts that group's oldest entries (in
+	// order of insertion) first, never another group's, so that one group
+	// cannot flush the others. It is called under the cache's lock.
+	GroupLimit func(group string) int64
 }
 
 func (o *Options[K, V]) validate() error {
@@ -127,6 +138,8 @@ type Cache[K comparable, V any] struct {
 	idx      index[K, V]
 	counters [numShards]counterStripe
 	onEvict  func(K, V, int64)
+	groupOf  func(K) string
+	limitOf  func(string) int64
 	maxEntry int64
 	overhead int64              // charged per entry: EntryOverhead, or 0
 	hitLock  bool               // the policy must see hits under mu
@@ -135,8 +148,9 @@ type Cache[K comparable, V any] struct {
 
 	// mu guards pol and everything reachable from it (queues, used bytes,
 	// every entry's links).
-	mu  sync.Mutex
-	pol policy[K, V]
+	mu     sync.Mutex
+	pol    policy[K, V]
+	groups map[string]*group[K, V]
 
 	evictions, rejected atomic.Uint64
 }
@@ -150,7 +164,8 @@ func New[K comparable, V any](opts *Options[K, V]) (*Cache[K, V], error) {
 	if frac == 0 {
 		frac = 0.5
 	}
-	c := &Cache[K, V]{seed: maphash.MakeSeed(), hashFn: opts.Hash, onEvict: opts.OnEvict, countHit: opts.CountHits, maxEntry: int64(float64(opts.MaxBytes) * frac), overhead: EntryOverhead}
+	c := &Cache[K, V]{seed: maphash.MakeSeed(), hashFn: opts.Hash, onEvict: opts.OnEvict, countHit: opts.CountHits, maxEntry: int64(float64(opts.MaxBytes) * frac), overhead: EntryOverhead,
+		groupOf: opts.Group, limitOf: opts.GroupLimit, groups: map[string]*group[K, V]{}}
 	if opts.ExcludeOverhead {
 		c.overhead = 0
 	}
@@ -252,23 +267,40 @@ func (c *Cache[K, V]) Set(key K, value V, size int64) bool {
 	c.mu.Lock()
 	c.drainReads()
 	if old := c.idx.remove(h, key); old != nil {
-		old.gone.Store(true)
-		c.pol.remove(old)
+		c.removeLocked(old)
 	}
-	if charged > c.maxEntry || charged > c.pol.capacity() {
+	gname, limit := "", int64(0)
+	if c.groupOf != nil {
+		if gname = c.groupOf(key); gname != "" && c.limitOf != nil {
+			limit = c.limitOf(gname)
+		}
+	}
+	if charged > c.maxEntry || charged > c.pol.capacity() || (limit > 0 && charged > limit) {
 		c.mu.Unlock()
 		c.rejected.Add(1)
 		return false
 	}
 	e := &entry[K, V]{key: key, value: value, size: charged, hash: h}
+	if g := c.groups[gname]; g != nil && limit > 0 {
+		for g.bytes+charged > limit {
+			v := g.root.gnext
+			c.idx.remove(v.hash, v.key)
+			c.removeLocked(v)
+			evicted = append(evicted, v)
+		}
+	}
 	for c.pol.used()+charged > c.pol.capacity() {
 		v := c.pol.evict()
 		v.gone.Store(true)
+		c.ungroup(v)
 		c.idx.remove(v.hash, v.key)
 		evicted = append(evicted, v)
 	}
 	c.pol.add(e)
 	c.idx.insert(e)
+	if gname != "" {
+		c.join(e, gname)
+	}
 	c.mu.Unlock()
 	c.evictions.Add(uint64(len(evicted)))
 	if c.onEvict != nil {
@@ -286,9 +318,47 @@ func (c *Cache[K, V]) Delete(key K) {
 	defer c.mu.Unlock()
 	c.drainReads()
 	if e := c.idx.remove(h, key); e != nil {
-		e.gone.Store(true)
-		c.pol.remove(e)
+		c.removeLocked(e)
 	}
+}
+
+// removeLocked takes e, already out of the index, out of the policy and its
+// group; c.mu is held.
+func (c *Cache[K, V]) removeLocked(e *entry[K, V]) {
+	e.gone.Store(true)
+	c.pol.remove(e)
+	c.ungroup(e)
+}
+
+// DeleteGroup removes every entry of group g (Options.Group) and returns
+// how many; it visits those entries only.
+func (c *Cache[K, V]) DeleteGroup(g string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.drainReads()
+	grp := c.groups[g]
+	if grp == nil {
+		return 0
+	}
+	n := 0
+	for grp.n > 0 {
+		e := grp.root.gnext
+		c.idx.remove(e.hash, e.key)
+		c.removeLocked(e)
+		n++
+	}
+	return n
+}
+
+// GroupBytes is what the entries of group g hold, charged as by MaxBytes,
+// and how many there are.
+func (c *Cache[K, V]) GroupBytes(g string) (bytes int64, entries int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if grp := c.groups[g]; grp != nil {
+		return grp.bytes, grp.n
+	}
+	return 0, 0
 }
 
 // DeleteFunc removes every entry whose key del reports true for. It holds
@@ -305,8 +375,7 @@ func (c *Cache[K, V]) DeleteFunc(del func(K) bool) int {
 	})
 	for _, e := range doomed {
 		c.idx.remove(e.hash, e.key)
-		e.gone.Store(true)
-		c.pol.remove(e)
+		c.removeLocked(e)
 	}
 	return len(doomed)
 }
@@ -322,4 +391,43 @@ func (c *Cache[K, V]) Stats() Stats {
 	s.Entries, s.Bytes, s.MaxBytes = c.pol.len(), c.pol.used(), c.pol.capacity()
 	c.mu.Unlock()
 	return s
+}
+
+// group links the entries of one group in order of insertion; the lists
+// and counts are guarded by Cache.mu.
+type group[K comparable, V any] struct {
+	name  string
+	root  entry[K, V] // root.gnext is the oldest
+	bytes int64
+	n     int
+}
+
+// join appends e to group name; c.mu is held.
+func (c *Cache[K, V]) join(e *entry[K, V], name string) {
+	g := c.groups[name]
+	if g == nil {
+		g = &group[K, V]{name: name}
+		g.root.gnext, g.root.gprev = &g.root, &g.root
+		c.groups[name] = g
+	}
+	e.grp = g
+	e.gprev, e.gnext = g.root.gprev, &g.root
+	g.root.gprev.gnext = e
+	g.root.gprev = e
+	g.bytes += e.size
+	g.n++
+}
+
+// ungroup takes e out of its group, if it is in one; c.mu is held.
+func (c *Cache[K, V]) ungroup(e *entry[K, V]) {
+	g := e.grp
+	if g == nil {
+		return
+	}
+	e.gprev.gnext, e.gnext.gprev = e.gnext, e.gprev
+	e.gprev, e.gnext, e.grp = nil, nil, nil
+	g.bytes -= e.size
+	if g.n--; g.n == 0 {
+		delete(c.groups, g.name)
+	}
 }

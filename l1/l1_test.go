@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -440,4 +441,66 @@ func TestCache_HashMakesRunsRepeat(t *testing.T) {
 		differ = differ || !slices.Equal(run(TinyLFU, nil), run(TinyLFU, nil))
 	}
 	require.True(t, differ, "seeded hashes: evictions differ from cache to cache")
+}
+
+func TestCache_Groups(t *testing.T) {
+	for _, p := range Policies {
+		t.Run(string(p), func(t *testing.T) {
+			group := func(k string) string { g, _, _ := strings.Cut(k, "/"); return g }
+			limits := map[string]int64{"small": 300}
+			var evicted []string
+			c, err := New(&Options[string, int]{MaxBytes: 10_000, Policy: p, ExcludeOverhead: true, Group: group,
+				GroupLimit: func(g string) int64 { return limits[g] },
+				OnEvict:    func(k string, _ int, _ int64) { evicted = append(evicted, k) }})
+			require.NoError(t, err)
+			for i := range 10 {
+				require.True(t, c.Set(fmt.Sprintf("big/%d", i), i, 100))
+			}
+			// The small group holds at most 300 bytes: its oldest go, and
+			// nothing of the big group does.
+			for i := range 10 {
+				require.True(t, c.Set(fmt.Sprintf("small/%d", i), i, 100))
+			}
+			b, n := c.GroupBytes("small")
+			require.Equal(t, int64(300), b)
+			require.Equal(t, 3, n)
+			require.Len(t, evicted, 7)
+			for _, k := range evicted {
+				require.True(t, strings.HasPrefix(k, "small/"), k)
+			}
+			for i := 7; i < 10; i++ {
+				require.True(t, c.Contains(fmt.Sprintf("small/%d", i)))
+			}
+			// Larger than its group's limit: refused.
+			require.False(t, c.Set("small/huge", 0, 301))
+			b, n = c.GroupBytes("big")
+			require.Equal(t, int64(1000), b)
+			require.Equal(t, 10, n)
+			// Replacing, deleting and DeleteGroup keep the counts.
+			c.Set("big/0", 0, 50)
+			c.Delete("big/1")
+			b, n = c.GroupBytes("big")
+			require.Equal(t, int64(850), b)
+			require.Equal(t, 9, n)
+			require.Equal(t, 9, c.DeleteGroup("big"))
+			require.Equal(t, 0, c.DeleteGroup("big"))
+			require.False(t, c.Contains("big/5"))
+			require.True(t, c.Contains("small/9"))
+			b, n = c.GroupBytes("big")
+			require.Zero(t, b)
+			require.Zero(t, n)
+			require.Equal(t, int64(300), c.Stats().Bytes)
+			// Eviction by the whole budget keeps the groups' counts right.
+			for i := range 200 {
+				c.Set(fmt.Sprintf("other/%d", i), i, 100)
+			}
+			require.LessOrEqual(t, c.Stats().Bytes, int64(10_000))
+			total := int64(0)
+			for _, g := range []string{"small", "other"} {
+				b, _ := c.GroupBytes(g)
+				total += b
+			}
+			require.Equal(t, c.Stats().Bytes, total)
+		})
+	}
 }

@@ -24,6 +24,9 @@ type entry[K comparable, V any] struct {
 	pri   float64 // LFU, GDSF: priority in the heap, lowest evicted first
 	seq   uint64  // LFU, GDSF: recency, breaks ties
 	index int     // LFU, GDSF: position in the heap
+
+	grp          *group[K, V] // Options.Group's, or nil
+	gprev, gnext *entry[K, V] // links in grp's list
 }
 
 // touch records a hit for S3-FIFO without a lock.

@@ -27,7 +27,12 @@ type Identity struct {
 // String is a stable, unique spelling of the identity, usable as a key:
 // the path, NUL, then size:mtime:ctime:dev:inode.
 func (id Identity) String() string {
-	return fmt.Sprintf("%s\x00%d:%d:%d:%d:%d", id.Path, id.Size, id.ModTime, id.Ctime, id.Dev, id.Inode)
+	return id.Path + "\x00" + id.Version()
+}
+
+// Version is the identity without its path: size:mtime:ctime:dev:inode.
+func (id Identity) Version() string {
+	return fmt.Sprintf("%d:%d:%d:%d:%d", id.Size, id.ModTime, id.Ctime, id.Dev, id.Inode)
 }
 
 // ParseIdentity reads back what Identity.String wrote (IsDir is not part of

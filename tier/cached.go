@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/internal/key"
 	"github.com/modelcache/modelcache/l2"
 	"github.com/modelcache/modelcache/loader"
 )
@@ -33,13 +34,14 @@ func (c *Cache) markComplete(id loader.Identity, n int) {
 }
 
 // forgetComplete drops the records of the versions of path that drop says.
-func (c *Cache) forgetComplete(path string, drop func(identity string) bool) {
+func (c *Cache) forgetComplete(path string, drop func(key.Group) bool) {
 	recs, err := c.rec.Get(completeAux + path + "\x00")
 	if err != nil {
 		return
 	}
 	for name := range recs {
-		if drop(strings.TrimPrefix(name, completeAux)) {
+		id, err := loader.ParseIdentity(strings.TrimPrefix(name, completeAux))
+		if err != nil || drop(key.File(id)) {
 			_ = c.rec.Set(name, nil)
 		}
 	}
@@ -60,9 +62,11 @@ func (c *Cache) cachedModel(path string) (*Model, error) {
 		return nil, errs.ErrNotFound
 	}
 	byVersion := map[string][]*l2.EntryInfo{}
-	if err := c.l2.Range(abs+"\x00", func(e *l2.EntryInfo) bool {
-		if _, id, _, ok := splitKey(e.Key); ok {
-			byVersion[id] = append(byVersion[id], e)
+	names := map[*l2.EntryInfo]string{}
+	if err := c.l2.Range(key.HeadPrefix(key.FileTensor, abs), func(e *l2.EntryInfo) bool {
+		if g, name, ok := key.Parse(e.Key); ok && g.Kind == key.FileTensor {
+			byVersion[g.Identity()] = append(byVersion[g.Identity()], e)
+			names[e] = name
 		}
 		return true
 	}); err != nil {
@@ -96,11 +100,10 @@ func (c *Cache) cachedModel(path string) (*Model, error) {
 	// order is unknown (their offsets, all 0, keep it in add's stable sort).
 	f := &cachedFile{id: identity}
 	for _, e := range byVersion[best] {
-		_, _, name, _ := splitKey(e.Key)
-		f.tensors = append(f.tensors, loader.TensorInfo{Name: name, DType: loader.DType(e.DType), Shape: e.Shape, Length: e.LogicalBytes})
+		f.tensors = append(f.tensors, loader.TensorInfo{Name: names[e], DType: loader.DType(e.DType), Shape: e.Shape, Length: e.LogicalBytes})
 	}
 	m := &Model{c: c, path: abs, byName: map[string]int{}}
-	pf := &pinnedFile{f: f, release: func() {}, prefix: best + "\x00"}
+	pf := &pinnedFile{f: f, release: func() {}, group: key.File(identity)}
 	m.files = append(m.files, pf)
 	if err := m.add(pf); err != nil {
 		return nil, err

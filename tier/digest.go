@@ -5,33 +5,30 @@ import (
 	"strings"
 
 	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/internal/key"
 	"github.com/modelcache/modelcache/loader"
 )
 
-// Keys are "path\x00version\x00tensor" by default, and
-// "blake3:<hex>\x00content\x00tensor" with Options.ContentDigest. Paths are
-// absolute, so the two never meet, and splitKey reads both.
+// Tensors are keyed by their file's path and version by default, and by
+// their file's content digest with Options.ContentDigest (package key).
 
-const (
-	digestVersion   = "content"
-	digestAuxPrefix = "digest\x00" // L2 aux records: identity -> digest
-)
+const digestAuxPrefix = "digest\x00" // L2 aux records: identity -> digest
 
-// prefixOf is the key prefix of the tensors of version id.
-func (c *Cache) prefixOf(id loader.Identity) (string, error) {
+// groupOf is the key group of the tensors of version id.
+func (c *Cache) groupOf(id loader.Identity) (key.Group, error) {
 	if !c.digest {
-		return id.String() + "\x00", nil
+		return key.File(id), nil
 	}
 	d, err := c.digestOf(id)
 	if err != nil {
-		return "", err
+		return key.Group{}, err
 	}
-	return d.String() + "\x00" + digestVersion + "\x00", nil
+	return key.Digest(d.String()), nil
 }
 
 func (c *Cache) keyOf(id loader.Identity, name string) (string, error) {
-	p, err := c.prefixOf(id)
-	return p + name, err
+	g, err := c.groupOf(id)
+	return g.Key(name), err
 }
 
 // keyModeAux records in L2 how its keys are made: "path" or "content".
@@ -72,8 +69,6 @@ func (c *Cache) checkKeyMode(dir string) error {
 
 // digestFile is loader.DigestFile; tests count its calls.
 var digestFile = loader.DigestFile
-
-func isDigestPath(p string) bool { return strings.HasPrefix(p, "blake3:") }
 
 // digestOf returns the digest of version id: remembered, kept in L2, or
 // hashed now (once, however many callers ask).

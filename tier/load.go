@@ -245,7 +245,7 @@ func (l *loading) prefetch(i int) {
 	if ti.Bytes < prefetchAbove {
 		return // held in the LSM tree or read whole by readahead: not worth a lookup
 	}
-	key := l.m.files[ti.file].prefix + ti.Name
+	key := l.m.files[ti.file].group.Key(ti.Name)
 	if c.l1.Contains(key) {
 		return
 	}
@@ -284,7 +284,7 @@ func (l *loading) fetch(ctx context.Context, i int) (t *Tensor, err error) {
 	}
 	ti := &l.m.tensors[i]
 	pf := l.m.files[ti.file]
-	key := pf.prefix + ti.Name
+	key := pf.group.Key(ti.Name)
 	keep := i < l.keep
 	into := func() ([]byte, error) {
 		if l.opts.Into == nil {
@@ -403,7 +403,7 @@ func (l *loading) promoteLater() {
 			c.exit()
 			return
 		}
-		pins = append(pins, &pinnedFile{f: f, release: release, prefix: pf.prefix})
+		pins = append(pins, &pinnedFile{f: f, release: release, group: pf.group})
 	}
 	todo := l.dropped
 	c.promotions.Add(1)

@@ -9,13 +9,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/internal/key"
 	"github.com/modelcache/modelcache/loader"
 	"github.com/modelcache/modelcache/resolve"
 )
@@ -55,7 +55,7 @@ func (m *Model) usable() error {
 type pinnedFile struct {
 	f       ModelFile
 	release func()
-	prefix  string
+	group   key.Group
 }
 
 // TensorInfo describes one tensor of a model.
@@ -139,7 +139,7 @@ func (m *Model) pin(id loader.Identity) error {
 	}
 	pf := &pinnedFile{f: f, release: release}
 	m.files = append(m.files, pf)
-	if pf.prefix, err = m.c.prefixOf(f.Identity()); err != nil {
+	if pf.group, err = m.c.groupOf(f.Identity()); err != nil {
 		return err
 	}
 	return m.add(pf)
@@ -185,23 +185,16 @@ func (m *Model) checkShards(idx *loader.ShardIndex, ip string) error {
 // (or content digest), for a checkpoint a digest of its shards' ones.
 func (m *Model) versionOf() string {
 	if len(m.files) == 1 {
-		return versionPart(m.files[0].prefix)
+		if g := m.files[0].group; g.Kind == key.DigestTensor {
+			return g.Head
+		}
+		return m.files[0].group.Version
 	}
 	h := sha256.New()
 	for _, pf := range m.files {
-		h.Write([]byte(pf.prefix))
+		h.Write([]byte(pf.group.Prefix()))
 	}
 	return "shards:" + hex.EncodeToString(h.Sum(nil)[:16])
-}
-
-// versionPart is the version in a key prefix "head\x00version\x00": the
-// identity's size:mtime:ctime:dev:inode, or the content digest.
-func versionPart(prefix string) string {
-	head, rest, _ := strings.Cut(prefix, "\x00")
-	if isDigestPath(head) {
-		return head
-	}
-	return strings.TrimSuffix(rest, "\x00")
 }
 
 // Path is the model's absolute path: the file, or a checkpoint's index.
@@ -253,7 +246,7 @@ func (m *Model) Tensor(ctx context.Context, name string) (t *Tensor, err error) 
 		return nil, fmt.Errorf("tier: %s: tensor %s: %w", m.path, errs.Quote(name), errs.ErrNotFound)
 	}
 	pf := m.files[m.tensors[i].file]
-	return c.read(ctx, pf.f.Identity(), pf.f, pf.prefix+name, name)
+	return c.read(ctx, pf.f.Identity(), pf.f, pf.group.Key(name), name)
 }
 
 // Close releases the model's files. Tensors returned earlier stay valid.
@@ -372,7 +365,7 @@ func (m *Model) each(ctx context.Context, parallel int, fn func(*TensorInfo) err
 // warmOne writes one tensor of pf to L2 unless L2 holds it, and says
 // whether it wrote it.
 func (c *Cache) warmOne(pf *pinnedFile, t *TensorInfo) (bool, error) {
-	key := pf.prefix + t.Name
+	key := pf.group.Key(t.Name)
 	if _, err := c.l2.Stat(key); err == nil {
 		return false, nil
 	}

@@ -90,7 +90,7 @@ func (m *Model) OpenTensor(ctx context.Context, name string) (r *TensorReader, e
 	}
 	ti := &m.tensors[i]
 	pf := m.files[ti.file]
-	r = &TensorReader{Name: name, DType: ti.DType, Shape: ti.Shape, c: c, key: pf.prefix + name, size: int64(ti.Bytes), chunk: -1}
+	r = &TensorReader{Name: name, DType: ti.DType, Shape: ti.Shape, c: c, key: pf.group.Key(name), size: int64(ti.Bytes), chunk: -1}
 	if v, _, ok := c.inRAM(r.key); ok {
 		r.ServedBy, r.data = L1, v.data
 		return r, nil

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/internal/key"
 	"github.com/modelcache/modelcache/l1"
 	"github.com/modelcache/modelcache/l2"
 	"github.com/modelcache/modelcache/loader"
@@ -279,7 +279,8 @@ func Open(opts *Options) (*Cache, error) {
 	}
 	var err error
 	c.l1Bytes = mem
-	if c.l1, err = l1.New(&l1.Options[string, *l1Value]{MaxBytes: mem, Policy: opts.MemoryPolicy, CountHits: true}); err != nil {
+	if c.l1, err = l1.New(&l1.Options[string, *l1Value]{MaxBytes: mem, Policy: opts.MemoryPolicy, CountHits: true,
+		Group: key.Owner}); err != nil {
 		return nil, err
 	}
 	if opts.Dir != "" {
@@ -339,7 +340,7 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (t *Tensor, err e
 			return nil, fmt.Errorf("tier: %s: tensor %s: %w", m.path, errs.Quote(name), errs.ErrNotFound)
 		}
 		pf := m.files[m.tensors[i].file]
-		return c.read(ctx, pf.f.Identity(), pf.f, pf.prefix+name, name)
+		return c.read(ctx, pf.f.Identity(), pf.f, pf.group.Key(name), name)
 	}
 	if sharded(id) {
 		// Route the name to its shard; the shard's own identity keys it.
@@ -539,39 +540,34 @@ func (c *Cache) l2Failed(err error, path, tensor string) error {
 func (c *Cache) acquire(id loader.Identity) (ModelFile, func(), error) {
 	f, release, opened, err := c.files.acquire(id)
 	if err == nil && opened && c.l2 != nil && !c.digest {
-		if _, rerr := c.removeVersions(f.Path(), func(version string) bool { return version != f.Identity().String() }); rerr != nil && !errors.Is(rerr, errs.ErrClosed) {
+		current := key.File(f.Identity())
+		if _, rerr := c.removeVersions(key.FileTensor, f.Path(), func(g key.Group) bool { return g != current }); rerr != nil && !errors.Is(rerr, errs.ErrClosed) {
 			c.warn.Warn("tier: removing entries of older versions failed", "path", f.Path(), "err", rerr)
 		}
 	}
 	return f, release, err
 }
 
-// splitKey splits an L2 key into the identity of its file and the tensor
-// name. Paths hold no NUL, so the first two NULs are the separators.
-func splitKey(key string) (path, identity, name string, ok bool) {
-	parts := strings.SplitN(key, "\x00", 3)
-	if len(parts) != 3 {
-		return "", "", "", false
+// DescribeKey spells an entry's key for messages: "PATH: tensor NAME",
+// "blake3:HEX: tensor NAME" or "namespace NS: value KEY".
+func DescribeKey(k string) string {
+	g, name, ok := key.Parse(k)
+	switch {
+	case !ok:
+		return "entry " + errs.Quote(k)
+	case g.Kind == key.Value:
+		return "namespace " + errs.Quote(g.Head) + ": value " + errs.Quote(name)
 	}
-	return parts[0], parts[0] + "\x00" + parts[1], parts[2], true
+	return g.Head + ": tensor " + errs.Quote(name)
 }
 
-// KeyFile splits an L2 key into the path of the model file and the tensor
-// name, for reports.
-func KeyFile(key string) (path, tensor string) {
-	p, _, name, ok := splitKey(key)
-	if !ok {
-		return "", key
-	}
-	return p, name
-}
-
-// removeVersions removes the L2 entries of path whose identity drop says to
-// and returns how many.
-func (c *Cache) removeVersions(path string, drop func(identity string) bool) (int, error) {
+// removeVersions removes the L2 entries with kind and head (every version
+// of a file, a content, every epoch of a namespace) whose group drop says
+// to, and returns how many.
+func (c *Cache) removeVersions(kind key.Kind, head string, drop func(key.Group) bool) (int, error) {
 	var stale []string
-	err := c.l2.Range(path+"\x00", func(e *l2.EntryInfo) bool {
-		if _, id, _, ok := splitKey(e.Key); ok && drop(id) {
+	err := c.l2.Range(key.HeadPrefix(kind, head), func(e *l2.EntryInfo) bool {
+		if g, _, ok := key.Parse(e.Key); ok && g.Kind == kind && drop(g) {
 			stale = append(stale, e.Key)
 		}
 		return true
@@ -582,8 +578,12 @@ func (c *Cache) removeVersions(path string, drop func(identity string) bool) (in
 	if err := c.l2.Delete(stale...); err != nil {
 		return 0, err
 	}
-	c.staleRemoved.Add(uint64(len(stale)))
-	c.forgetComplete(path, drop)
+	if kind != key.Value {
+		c.staleRemoved.Add(uint64(len(stale)))
+	}
+	if kind == key.FileTensor {
+		c.forgetComplete(head, drop)
+	}
 	return len(stale), nil
 }
 
@@ -600,8 +600,8 @@ func (c *Cache) GC() error {
 	}
 	paths := map[string]bool{}
 	if err := c.l2.Range("", func(e *l2.EntryInfo) bool {
-		if p, _, _, ok := splitKey(e.Key); ok && !isDigestPath(p) {
-			paths[p] = true
+		if g, _, ok := key.Parse(e.Key); ok && g.Kind == key.FileTensor {
+			paths[g.Head] = true
 		}
 		return true
 	}); err != nil {
@@ -611,11 +611,11 @@ func (c *Cache) GC() error {
 		return err
 	}
 	for p := range paths {
-		current := ""
+		var current key.Group
 		if id, err := c.origin.Stat(p); err == nil {
-			current = id.String()
+			current = key.File(id)
 		}
-		if _, err := c.removeVersions(p, func(id string) bool { return id != current }); err != nil {
+		if _, err := c.removeVersions(key.FileTensor, p, func(g key.Group) bool { return g != current }); err != nil {
 			return err
 		}
 	}
@@ -645,12 +645,12 @@ func (c *Cache) Cached(fn func(*CachedTensor) bool) error {
 		return nil
 	}
 	return c.l2.Range("", func(e *l2.EntryInfo) bool {
-		p, id, name, ok := splitKey(e.Key)
-		if !ok {
+		g, name, ok := key.Parse(e.Key)
+		if !ok || g.Kind == key.Value {
 			return true
 		}
 		return fn(&CachedTensor{
-			Path: p, Version: strings.TrimPrefix(id, p+"\x00"), Tensor: name, DType: e.DType, Shape: e.Shape,
+			Path: g.Head, Version: g.Version, Tensor: name, DType: e.DType, Shape: e.Shape,
 			LogicalBytes: e.LogicalBytes, StoredBytes: e.StoredBytes, Written: e.Written,
 		})
 	})
@@ -678,11 +678,11 @@ func (c *Cache) FileEntries(path string) (n int, logical, stored uint64, err err
 		if err != nil {
 			return 0, 0, 0, err
 		}
-		prefix, err := c.prefixOf(id)
+		g, err := c.groupOf(id)
 		if err != nil {
 			return 0, 0, 0, err
 		}
-		err = c.l2.Range(prefix, func(e *l2.EntryInfo) bool {
+		err = c.l2.Range(g.Prefix(), func(e *l2.EntryInfo) bool {
 			n++
 			logical += e.LogicalBytes
 			stored += e.StoredBytes
@@ -736,27 +736,26 @@ func (c *Cache) Evict(path string) (int, error) {
 	}
 	n := 0
 	for _, p := range paths {
-		// The first part of the keys: the path, or the content's digest.
-		head, err := filepath.Abs(p)
+		// Every version of the path, or the content's digest.
+		abs, err := filepath.Abs(p)
 		if err != nil {
 			return n, err
 		}
+		g := key.Group{Kind: key.FileTensor, Head: abs}
 		if c.digest {
-			id, err := c.origin.Stat(head)
+			id, err := c.origin.Stat(abs)
 			if err != nil {
 				return n, err
 			}
-			prefix, err := c.prefixOf(id)
-			if err != nil {
+			if g, err = c.groupOf(id); err != nil {
 				return n, err
 			}
-			head, _, _ = strings.Cut(prefix, "\x00")
 		}
-		c.l1.DeleteFunc(func(k string) bool { return strings.HasPrefix(k, head+"\x00") })
+		c.l1.DeleteGroup(key.OwnerOf(g.Kind, g.Head))
 		if c.l2 == nil {
 			continue
 		}
-		k, err := c.removeVersions(head, func(string) bool { return true })
+		k, err := c.removeVersions(g.Kind, g.Head, func(key.Group) bool { return true })
 		n += k
 		if err != nil {
 			return n, err

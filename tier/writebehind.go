@@ -3,8 +3,6 @@ package tier
 import (
 	"sync"
 	"sync/atomic"
-
-	"github.com/modelcache/modelcache/errs"
 )
 
 // writeBehind writes tensors read from the source to L2 in the background.
@@ -97,8 +95,7 @@ func (w *writeBehind) run() {
 
 		if err := w.store.Put(j.key, j.dtype, j.shape, j.data); err != nil {
 			w.failed.Add(1)
-			path, tensor := KeyFile(j.key)
-			w.log.Warn("tier: write-behind to L2 failed", "path", path, "tensor", errs.Quote(tensor), "err", err)
+			w.log.Warn("tier: write-behind to L2 failed", "entry", DescribeKey(j.key), "err", err)
 		}
 		w.mu.Lock()
 		w.queued -= int64(len(j.data))

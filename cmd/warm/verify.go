@@ -5,7 +5,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/tier"
 )
 
@@ -29,8 +28,7 @@ what it cost. Exit status 1 if anything was damaged.`,
 					fmt.Fprintf(g.stderr, "warm: repaired at open: %s\n", r)
 				}
 				checked, bad, err := c.Verify(func(key string, err error) {
-					path, tensor := tier.KeyFile(key)
-					fmt.Fprintf(g.stderr, "warm: damaged: %s: tensor %s: %v (dropped)\n", path, errs.Quote(tensor), err)
+					fmt.Fprintf(g.stderr, "warm: damaged: %s: %v (dropped)\n", tier.DescribeKey(key), err)
 				})
 				if err != nil {
 					return err
