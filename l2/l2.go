@@ -99,6 +99,9 @@ type Value struct {
 	DType string
 	Shape []uint64
 	Data  []byte // a new allocation owned by the caller
+	// Written is when the entry was stored; Expires when it expires (zero:
+	// never).
+	Written, Expires time.Time
 
 	expired bool
 }

@@ -160,7 +160,11 @@ func (s *Store) get(key string, alloc Alloc) (*Value, error) {
 	case expired:
 		return &Value{expired: true}, nil
 	case err == nil:
-		return &Value{DType: m.header.DType, Shape: m.header.Shape, Data: out}, nil
+		v := &Value{DType: m.header.DType, Shape: m.header.Shape, Data: out, Written: time.Unix(0, m.written)}
+		if m.expires != 0 {
+			v.Expires = time.Unix(0, m.expires)
+		}
+		return v, nil
 	case missing.Load():
 		if cur, merr := s.readMeta(key); merr != nil || !bytes.Equal(cur.id, m.id) {
 			return nil, errs.ErrNotFound

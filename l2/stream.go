@@ -27,11 +27,17 @@ import (
 // there. The entry becomes visible only when complete; an error leaves any
 // older entry under key as it was.
 func (s *Store) PutStream(key, dtype string, shape []uint64, length uint64, r io.Reader) error {
+	return s.PutStreamTTL(key, dtype, shape, length, r, s.ttl)
+}
+
+// PutStreamTTL is PutStream with the entry's own time to live; 0 means no
+// expiry.
+func (s *Store) PutStreamTTL(key, dtype string, shape []uint64, length uint64, r io.Reader, ttl time.Duration) error {
 	if err := s.enter(); err != nil {
 		return err
 	}
 	defer s.exit()
-	return s.putWith(key, int64(min(length, 1<<62)), func() error { return s.putStream(key, dtype, shape, length, r, s.ttl) })
+	return s.putWith(key, int64(min(length, 1<<62)), func() error { return s.putStream(key, dtype, shape, length, r, ttl) })
 }
 
 // flushBytes is how many chunk bytes PutStream holds in a write batch.

@@ -277,8 +277,8 @@ func (m *Model) keepInL1() int {
 // request.
 func (l *loading) fetch(ctx context.Context, i int) (t *Tensor, err error) {
 	c := l.m.c
-	c.requests.Add(1)
-	defer func() { c.count(t, err) }()
+	req := c.tensors.begin(nil)
+	defer func() { req.end(servedBy(t), err) }()
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
 	}
@@ -310,6 +310,7 @@ func (l *loading) fetch(ctx context.Context, i int) (t *Tensor, err error) {
 		copy(b, v.data)
 		return tensor(b, L1), nil
 	}
+	req.missed()
 	if c.l2 != nil {
 		var intoErr error
 		v, err := c.l2.GetInto(key, func(string, []uint64, uint64) ([]byte, error) {
@@ -324,7 +325,7 @@ func (l *loading) fetch(ctx context.Context, i int) (t *Tensor, err error) {
 		case intoErr != nil:
 			return nil, intoErr
 		default:
-			if err := c.l2Failed(err, pf.f.Path(), ti.Name); err != nil {
+			if err := c.l2Failed(&req, err, pf.f.Path(), ti.Name); err != nil {
 				return nil, err
 			}
 		}
@@ -333,9 +334,11 @@ func (l *loading) fetch(ctx context.Context, i int) (t *Tensor, err error) {
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	if err := pf.f.ReadTensorInto(ti.Name, b); err != nil {
 		return nil, err
 	}
+	req.missTook(time.Since(start))
 	l.promote(i, key, ti, b, keep)
 	return tensor(b, Source), nil
 }

@@ -236,8 +236,8 @@ func (m *Model) Tensor(ctx context.Context, name string) (t *Tensor, err error) 
 		return nil, err
 	}
 	defer c.exit()
-	c.requests.Add(1)
-	defer func() { c.count(t, err) }()
+	req := c.tensors.begin(nil)
+	defer func() { req.end(servedBy(t), err) }()
 	if err := m.usable(); err != nil {
 		return nil, err
 	}
@@ -246,7 +246,7 @@ func (m *Model) Tensor(ctx context.Context, name string) (t *Tensor, err error) 
 		return nil, fmt.Errorf("tier: %s: tensor %s: %w", m.path, errs.Quote(name), errs.ErrNotFound)
 	}
 	pf := m.files[m.tensors[i].file]
-	return c.read(ctx, pf.f.Identity(), pf.f, pf.group.Key(name), name)
+	return c.read(ctx, &req, pf.f.Identity(), pf.f, pf.group.Key(name), name)
 }
 
 // Close releases the model's files. Tensors returned earlier stay valid.

@@ -70,13 +70,14 @@ func (m *Model) OpenTensor(ctx context.Context, name string) (r *TensorReader, e
 		return nil, err
 	}
 	defer c.exit()
-	c.requests.Add(1)
+	req := c.tensors.begin(nil)
+	req.missed()
 	defer func() {
-		if err != nil {
-			c.failed.Add(1)
-			return
+		by := Source
+		if r != nil {
+			by = r.ServedBy
 		}
-		c.count(&Tensor{ServedBy: r.ServedBy}, nil)
+		req.end(by, err)
 	}()
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -102,7 +103,7 @@ func (m *Model) OpenTensor(ctx context.Context, name string) (r *TensorReader, e
 			r.ServedBy, r.entry = L2, e
 			return r, nil
 		default:
-			if err := c.l2Failed(err, pf.f.Path(), name); err != nil {
+			if err := c.l2Failed(&req, err, pf.f.Path(), name); err != nil {
 				return nil, err
 			}
 		}

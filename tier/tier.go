@@ -98,8 +98,10 @@ const (
 	L1                 // RAM (L1, or the queue of writes to L2)
 	L2                 // local disk
 	// Shared: the reader joined another reader's load of the same tensor
-	// (from L2 or the source) and got its result; it caused no read.
+	// (from L2 or the source), or another caller's fill of the same value,
+	// and got its result; it caused no read.
 	Shared
+	Fill // a value computed by the fill function of Cache.Get
 )
 
 func (t Tier) String() string {
@@ -110,6 +112,8 @@ func (t Tier) String() string {
 		return "l2"
 	case Shared:
 		return "shared"
+	case Fill:
+		return "fill"
 	}
 	return "source"
 }
@@ -153,6 +157,13 @@ type Stats struct {
 
 	WriteBehindDropped uint64 // L2 writes skipped because the queue was full
 	WriteBehindErrors  uint64 // L2 writes that failed
+
+	// Tensors are the seed's measures of tensor requests (Requests to
+	// Failed above, with latencies); Values those of Cache.Get, in all and
+	// by namespace.
+	Tensors    Measures
+	Values     Measures
+	Namespaces map[string]Measures
 
 	// Lifetime counts reads since the cache directory was created: the
 	// counts of every process that used it, added up at each Close, plus
@@ -210,6 +221,9 @@ type l1Value struct {
 	dtype string
 	shape []uint64
 	data  []byte
+	// Values only: when stored and when it expires (Unix nanoseconds; 0:
+	// never).
+	stored, expires int64
 }
 
 // Cache composes the tiers. It is safe for concurrent use.
@@ -247,8 +261,13 @@ type Cache struct {
 
 	l2Unavailable string // why Options.Dir is not in use (L2Optional)
 
-	requests, l1Hits, l2Hits, l2Misses, sourceLoads, sharedLoads, failed atomic.Uint64
-	wbHits, warmLoads, l2Errors, staleRemoved                            atomic.Uint64
+	// tensors and values count and time their requests.
+	tensors, values meter
+	// namespaces holds every namespace of values used: string -> *nsState.
+	namespaces sync.Map
+	ttl        time.Duration // Options.TTL
+	now        func() time.Time
+	wbHits, warmLoads, l2Errors, staleRemoved atomic.Uint64
 }
 
 // Open opens a cache; with opts.Dir set it opens (or creates) the L2 store
@@ -260,7 +279,10 @@ func Open(opts *Options) (*Cache, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	c := &Cache{log: opts.Logger, origin: opts.Origin, digest: opts.ContentDigest}
+	c := &Cache{log: opts.Logger, origin: opts.Origin, digest: opts.ContentDigest, ttl: opts.TTL, now: opts.Clock}
+	if c.now == nil {
+		c.now = time.Now
+	}
 	if c.log == nil {
 		c.log = slog.Default()
 	}
@@ -280,7 +302,7 @@ func Open(opts *Options) (*Cache, error) {
 	var err error
 	c.l1Bytes = mem
 	if c.l1, err = l1.New(&l1.Options[string, *l1Value]{MaxBytes: mem, Policy: opts.MemoryPolicy, CountHits: true,
-		Group: key.Owner}); err != nil {
+		Group: key.Owner, GroupLimit: c.namespaceShare}); err != nil {
 		return nil, err
 	}
 	if opts.Dir != "" {
@@ -323,8 +345,8 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (t *Tensor, err e
 		return nil, err
 	}
 	defer c.exit()
-	c.requests.Add(1)
-	defer func() { c.count(t, err) }()
+	req := c.tensors.begin(nil)
+	defer func() { req.end(servedBy(t), err) }()
 	if path, err = resolve.Name(path); err != nil {
 		return nil, err
 	}
@@ -340,7 +362,7 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (t *Tensor, err e
 			return nil, fmt.Errorf("tier: %s: tensor %s: %w", m.path, errs.Quote(name), errs.ErrNotFound)
 		}
 		pf := m.files[m.tensors[i].file]
-		return c.read(ctx, pf.f.Identity(), pf.f, pf.group.Key(name), name)
+		return c.read(ctx, &req, pf.f.Identity(), pf.f, pf.group.Key(name), name)
 	}
 	if sharded(id) {
 		// Route the name to its shard; the shard's own identity keys it.
@@ -356,64 +378,62 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (t *Tensor, err e
 	if err != nil {
 		return nil, err
 	}
-	return c.read(ctx, id, nil, key, name)
+	return c.read(ctx, &req, id, nil, key, name)
 }
 
 // read returns the tensor under key of version id, from L1 or from one
 // load shared by every caller asking for it at once. f, if not nil, is the
 // open file of version id (a Model's), read on a miss.
-func (c *Cache) read(ctx context.Context, id loader.Identity, f ModelFile, key, name string) (*Tensor, error) {
+func (c *Cache) read(ctx context.Context, req *request, id loader.Identity, f ModelFile, key, name string) (*Tensor, error) {
 	if v, ok := c.l1.Get(key); ok {
 		return &Tensor{Name: name, DType: v.dtype, Shape: v.shape, ServedBy: L1, data: v.data}, nil
 	}
-	// Only the caller whose function runs does the load; the others share
-	// its result. The channel receive orders the write before the read.
-	leader := false
+	req.missed()
+	r, leader, err := c.flight(ctx, key, func() (any, error) { return c.load(req, id, f, key, name) })
+	if err != nil {
+		return nil, err
+	}
+	t := r.(*Tensor)
+	if !leader {
+		shared := *t
+		shared.ServedBy = Shared
+		return &shared, nil
+	}
+	return t, nil
+}
+
+// flight runs load once for every caller asking for key at once and
+// returns its result; leader says that this caller's call ran it. The load
+// outlives a caller that gives up, so it counts as an operation of its own
+// for Close.
+func (c *Cache) flight(ctx context.Context, key string, load func() (any, error)) (any, bool, error) {
+	// The channel receive orders the write of led before its read; a
+	// caller that gives up never reads it.
+	led := false
 	ch := c.group.DoChan(key, func() (any, error) {
-		leader = true
-		// The load outlives a caller that gives up, so it counts as an
-		// operation of its own for Close.
+		led = true
 		if err := c.enter(); err != nil {
 			return nil, err
 		}
 		defer c.exit()
-		return c.load(id, f, key, name)
+		return load()
 	})
 	select {
 	case r := <-ch:
-		if r.Err != nil {
-			return nil, r.Err
-		}
-		t := r.Val.(*Tensor)
-		if !leader {
-			shared := *t
-			shared.ServedBy = Shared
-			return &shared, nil
-		}
-		return t, nil
+		return r.Val, led, r.Err
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, false, ctx.Err()
 	case <-c.ctx.Done():
-		return nil, fmt.Errorf("tier: %w", errs.ErrClosed)
+		return nil, false, fmt.Errorf("tier: %w", errs.ErrClosed)
 	}
 }
 
-// count files a finished Tensor call under the counter its outcome names.
-func (c *Cache) count(t *Tensor, err error) {
-	if err != nil {
-		c.failed.Add(1)
-		return
+// servedBy is t's ServedBy, for a request's end; t is nil on an error.
+func servedBy(t *Tensor) Tier {
+	if t == nil {
+		return Source
 	}
-	switch t.ServedBy {
-	case L1:
-		c.l1Hits.Add(1)
-	case L2:
-		c.l2Hits.Add(1)
-	case Source:
-		c.sourceLoads.Add(1)
-	case Shared:
-		c.sharedLoads.Add(1)
-	}
+	return t.ServedBy
 }
 
 // closeWait bounds how long Close waits for calls and loads in progress
@@ -445,7 +465,7 @@ func (c *Cache) closing() error {
 }
 
 // load runs once per key at a time, for all callers waiting on it.
-func (c *Cache) load(id loader.Identity, f ModelFile, key, name string) (*Tensor, error) {
+func (c *Cache) load(req *request, id loader.Identity, f ModelFile, key, name string) (*Tensor, error) {
 	// Check L1 again: a load that finished between the caller's miss and
 	// this flight starting has already promoted the tensor.
 	if v, queued, ok := c.inRAM(key); ok {
@@ -460,13 +480,15 @@ func (c *Cache) load(id loader.Identity, f ModelFile, key, name string) (*Tensor
 			c.setL1(key, v.DType, v.Shape, v.Data)
 			return &Tensor{Name: name, DType: v.DType, Shape: v.Shape, ServedBy: L2, data: v.Data}, nil
 		}
-		if err := c.l2Failed(err, id.Path, name); err != nil {
+		if err := c.l2Failed(req, err, id.Path, name); err != nil {
 			return nil, err
 		}
 	}
 	if err := c.closing(); err != nil {
 		return nil, err
 	}
+	start := time.Now()
+	defer func() { req.missTook(time.Since(start)) }()
 	if f == nil {
 		var release func()
 		var err error
@@ -521,10 +543,10 @@ func (c *Cache) setL1(key, dtype string, shape []uint64, data []byte) {
 // (corrupt entries are already dropped by l2) counted and warned about, for
 // the caller to read the file instead; or, when L2 is closed, the error to
 // give up with.
-func (c *Cache) l2Failed(err error, path, tensor string) error {
+func (c *Cache) l2Failed(req *request, err error, path, tensor string) error {
 	switch {
 	case errors.Is(err, errs.ErrNotFound):
-		c.l2Misses.Add(1)
+		req.l2Missed()
 	case errors.Is(err, errs.ErrClosed):
 		return err
 	default:
@@ -608,6 +630,9 @@ func (c *Cache) GC() error {
 		return err
 	}
 	if err := c.gcDigests(); err != nil {
+		return err
+	}
+	if err := c.gcValues(); err != nil {
 		return err
 	}
 	for p := range paths {
@@ -808,13 +833,17 @@ func (c *Cache) WarmFunc(ctx context.Context, path string, progress func(bytes u
 
 // Stats returns a snapshot of the counters.
 func (c *Cache) Stats() Stats {
+	t := &c.tensors
 	s := Stats{
-		L1:       c.l1.Stats(),
-		Requests: c.requests.Load(), L1Hits: c.l1Hits.Load(), L2Hits: c.l2Hits.Load(),
-		SourceLoads: c.sourceLoads.Load(), SharedLoads: c.sharedLoads.Load(), Failed: c.failed.Load(),
+		L1:     c.l1.Stats(),
+		L1Hits: t.served[L1].Load(), L2Hits: t.served[L2].Load(),
+		SourceLoads: t.served[Source].Load(), SharedLoads: t.served[Shared].Load(), Failed: t.failed.Load(),
 		WriteBehindHits: c.wbHits.Load(), WarmLoads: c.warmLoads.Load(),
 		L2Errors: c.l2Errors.Load(), Removed: c.staleRemoved.Load(),
+		Tensors: t.measures(Source),
 	}
+	s.Requests = s.Tensors.Requests
+	c.valueStats(&s)
 	s.Lifetime = c.session()
 	s.L2Unavailable = c.l2Unavailable
 	if c.l2 != nil {
@@ -875,9 +904,12 @@ func (c *Cache) Close() error {
 
 // session is this process's read counts.
 func (c *Cache) session() Counters {
-	return Counters{
-		Requests: c.requests.Load(), L1Hits: c.l1Hits.Load(), L2Hits: c.l2Hits.Load(),
-		L2Misses: c.l2Misses.Load(), SourceLoads: c.sourceLoads.Load(), SharedLoads: c.sharedLoads.Load(),
-		Failed: c.failed.Load(), WarmLoads: c.warmLoads.Load(), L2Errors: c.l2Errors.Load(),
+	t := &c.tensors
+	n := Counters{
+		L1Hits: t.served[L1].Load(), L2Hits: t.served[L2].Load(),
+		L2Misses: t.l2Misses.Load(), SourceLoads: t.served[Source].Load(), SharedLoads: t.served[Shared].Load(),
+		Failed: t.failed.Load(), WarmLoads: c.warmLoads.Load(), L2Errors: c.l2Errors.Load(),
 	}
+	n.Requests = n.L1Hits + n.L2Hits + n.SourceLoads + n.SharedLoads + n.Failed
+	return n
 }

@@ -1,6 +1,7 @@
 package tier
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -35,6 +36,9 @@ type wbJob struct {
 	key, dtype string
 	shape      []uint64
 	data       []byte
+	// put, if set, writes the job instead of putter.Put (a value's own
+	// TTL and namespace share).
+	put func() error
 }
 
 const writeBehindWorkers = 2
@@ -51,7 +55,11 @@ func newWriteBehind(p putter, maxBytes int64, log *rateLimitedLog) *writeBehind 
 // enqueue queues the write of data under key, and says whether it is
 // queued (or was already): false means it was dropped.
 func (w *writeBehind) enqueue(key, dtype string, shape []uint64, data []byte) bool {
-	n := int64(len(data))
+	return w.add(&wbJob{key: key, dtype: dtype, shape: shape, data: data})
+}
+
+func (w *writeBehind) add(j *wbJob) bool {
+	key, n := j.key, int64(len(j.data))
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if _, ok := w.byKey[key]; ok {
@@ -61,7 +69,6 @@ func (w *writeBehind) enqueue(key, dtype string, shape []uint64, data []byte) bo
 		w.dropped.Add(1)
 		return false
 	}
-	j := &wbJob{key, dtype, shape, data}
 	w.queue = append(w.queue, j)
 	w.byKey[key] = j
 	w.queued += n
@@ -93,7 +100,11 @@ func (w *writeBehind) run() {
 		w.queue = w.queue[1:]
 		w.mu.Unlock()
 
-		if err := w.store.Put(j.key, j.dtype, j.shape, j.data); err != nil {
+		put := j.put
+		if put == nil {
+			put = func() error { return w.store.Put(j.key, j.dtype, j.shape, j.data) }
+		}
+		if err := put(); err != nil {
 			w.failed.Add(1)
 			w.log.Warn("tier: write-behind to L2 failed", "entry", DescribeKey(j.key), "err", err)
 		}
@@ -102,6 +113,27 @@ func (w *writeBehind) run() {
 		delete(w.byKey, j.key)
 		w.cond.Broadcast()
 		w.mu.Unlock()
+	}
+}
+
+// settle removes the write queued for key, or waits for it if it is in
+// flight, so that a write the caller makes next is not overwritten by it.
+func (w *writeBehind) settle(key string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for {
+		j, ok := w.byKey[key]
+		if !ok {
+			return
+		}
+		if i := slices.Index(w.queue, j); i >= 0 {
+			w.queue = slices.Delete(w.queue, i, i+1)
+			delete(w.byKey, key)
+			w.queued -= int64(len(j.data))
+			w.cond.Broadcast()
+			return
+		}
+		w.cond.Wait()
 	}
 }
 

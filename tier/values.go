@@ -1,0 +1,597 @@
+package tier
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/internal/key"
+	"github.com/modelcache/modelcache/l2"
+)
+
+// Values are what a program computes and wants to keep: a model's outputs,
+// its intermediate results, prepared inputs. They go through the same tiers
+// as tensors (L1, then L2), under keys of their own kind (package key), in
+// namespaces. A namespace is the unit of consistency and of dropping: its
+// keys carry its epoch, so DropNamespace makes every value of it
+// unreachable at once by moving to the next epoch, and reclaims the old
+// entries in the background. NamespaceFor names a namespace after one
+// version of a model, so that a new version never serves the old one's
+// outputs.
+
+// NamespaceOptions configures a namespace of values (Cache.SetNamespace).
+type NamespaceOptions struct {
+	// TTL is how long its values live unless a Put says otherwise; 0 means
+	// Options.TTL.
+	TTL time.Duration
+	// MemoryBytes is the most L1 may hold of its values (charged as L1
+	// charges), so that it cannot flush the rest of L1: past it, its own
+	// oldest values leave L1 first. 0 means no share of its own.
+	MemoryBytes int64
+	// DiskBytes is the most its values may take in L2 (stored bytes):
+	// past it, its own oldest-written values are removed. 0 means no share
+	// of its own; the whole disk budget (Options.DiskBytes) still applies.
+	DiskBytes int64
+}
+
+// PutOptions describes a value being stored.
+type PutOptions struct {
+	// TTL is how long it lives; 0 means the namespace's TTL. Negative means
+	// it never expires.
+	TTL time.Duration
+	// DType and Shape describe the bytes as an array, little-endian and
+	// row-major: with a float type (F32, F16, BF16, F64) L2 uses its
+	// float-aware codec, which compresses trained values far better than
+	// zstd alone. Empty means opaque bytes (zstd, or raw when that does not
+	// pay).
+	DType string
+	Shape []uint64
+}
+
+// Value is a cached value.
+type Value struct {
+	Namespace, Key string
+	DType          string
+	Shape          []uint64 // shared: do not modify
+	ServedBy       Tier     // L1, L2, Fill (this call's fill), Shared (another caller's)
+	Stored         time.Time
+	Expires        time.Time // zero: never
+	data           []byte
+}
+
+// Bytes returns the value's bytes. They are shared with the cache and with
+// every other reader of this value: writing to them corrupts what all of
+// them see. Copy before modifying.
+func (v *Value) Bytes() []byte { return v.data }
+
+// FillFunc computes a value that is not cached. Its context is cancelled
+// when the cache closes; it runs once for all the callers that asked for
+// the key at once, and its result is shared with them, so a caller giving up
+// (its own context cancelled) does not stop it.
+type FillFunc func(ctx context.Context) ([]byte, error)
+
+// NamespaceFor names the namespace of the values computed by one version
+// of model m: name, "@", and m.Version() (the file's identity, its content
+// digest with Options.ContentDigest, or a digest of a checkpoint's shards).
+// When the model's files change, so does the namespace, and the values
+// computed by the old version are never served for the new one.
+func NamespaceFor(m *Model, name string) string { return name + "@" + m.Version() }
+
+// nsState is one namespace's epoch, options and meters.
+type nsState struct {
+	name   string
+	owner  string // key.OwnerOf: its L1 group
+	prefix atomic.Pointer[string]
+	epoch  atomic.Uint64
+	opts   atomic.Pointer[NamespaceOptions]
+	meter  meter
+
+	// shareMu serializes dropping, and the enforcement of DiskBytes;
+	// disk is what its entries took in L2 when last counted plus what was
+	// written since (-1: not counted yet).
+	shareMu sync.Mutex
+	disk    int64
+}
+
+func (st *nsState) key(k string) string { return *st.prefix.Load() + k }
+
+func (st *nsState) setEpoch(e uint64) {
+	p := key.Values(st.name, e).Prefix()
+	st.prefix.Store(&p)
+	st.epoch.Store(e)
+}
+
+// epochRecord names the record of a namespace's epoch in L2.
+const epochRecord = "nsepoch\x00"
+
+// namespace returns the state of namespace ns, loading its epoch from L2
+// the first time, after checking that ns and k can name a value.
+func (c *Cache) namespace(ns, k string) (*nsState, error) {
+	if st, ok := c.namespaces.Load(ns); ok {
+		if len(k) > key.MaxValueKey {
+			return nil, key.CheckValue(ns, k)
+		}
+		return st.(*nsState), nil
+	}
+	if err := key.CheckValue(ns, k); err != nil {
+		return nil, err
+	}
+	st := &nsState{name: ns, owner: key.OwnerOf(key.Value, ns), disk: -1}
+	st.opts.Store(&NamespaceOptions{})
+	var epoch uint64
+	if c.l2 != nil {
+		name := epochRecord + ns
+		recs, err := c.rec.Get(name)
+		if err != nil {
+			return nil, err
+		}
+		if raw, ok := recs[name]; ok {
+			if epoch, err = strconv.ParseUint(string(raw), 10, 64); err != nil {
+				return nil, fmt.Errorf("tier: namespace %s: %w: epoch record %.20q", errs.Quote(ns), errs.ErrCorrupt, raw)
+			}
+		}
+	}
+	st.setEpoch(epoch)
+	actual, _ := c.namespaces.LoadOrStore(ns, st)
+	return actual.(*nsState), nil
+}
+
+// SetNamespace configures namespace ns; it applies to the values stored
+// from then on (and, for MemoryBytes, to L1 at once).
+func (c *Cache) SetNamespace(ns string, o NamespaceOptions) error {
+	if o.TTL < 0 || o.MemoryBytes < 0 || o.DiskBytes < 0 {
+		return fmt.Errorf("tier: namespace %s: %w: negative option", errs.Quote(ns), errs.ErrInvalidArgument)
+	}
+	st, err := c.namespace(ns, "")
+	if err != nil {
+		return err
+	}
+	st.opts.Store(&o)
+	return nil
+}
+
+// namespaceShare is L1's GroupLimit: a namespace's MemoryBytes.
+func (c *Cache) namespaceShare(owner string) int64 {
+	ns, ok := key.NamespaceOf(owner)
+	if !ok {
+		return 0
+	}
+	if st, ok := c.namespaces.Load(ns); ok {
+		return st.(*nsState).opts.Load().MemoryBytes
+	}
+	return 0
+}
+
+// ttlOf is how long a value put with o in st lives; 0 means forever.
+func (c *Cache) ttlOf(st *nsState, o *PutOptions) time.Duration {
+	ttl := time.Duration(0)
+	if o != nil {
+		ttl = o.TTL
+	}
+	if ttl == 0 {
+		ttl = st.opts.Load().TTL
+	}
+	if ttl == 0 {
+		ttl = c.ttl
+	}
+	return max(ttl, 0)
+}
+
+// Get returns the value under key k of namespace ns, from the fastest tier
+// that has it; on a miss it calls fill, once for every caller asking for
+// the key at once, stores what fill returns and returns it (ServedBy Fill to
+// the caller whose fill ran, Shared to the others). An error from fill is
+// returned, and nothing is cached. With fill nil, a miss is errs.ErrNotFound.
+func (c *Cache) Get(ctx context.Context, ns, k string, fill FillFunc) (*Value, error) {
+	return c.GetWith(ctx, ns, k, nil, fill)
+}
+
+// GetWith is Get that stores what fill returns as o describes.
+func (c *Cache) GetWith(ctx context.Context, ns, k string, o *PutOptions, fill FillFunc) (v *Value, err error) {
+	if err := c.enter(); err != nil {
+		return nil, err
+	}
+	defer c.exit()
+	st, err := c.namespace(ns, k)
+	if err != nil {
+		c.values.failed.Add(1)
+		return nil, err
+	}
+	req := st.meter.begin(&c.values)
+	defer func() {
+		by := Fill
+		if v != nil {
+			by = v.ServedBy
+		}
+		req.end(by, err)
+	}()
+	ek := st.key(k)
+	if lv, ok := c.l1.Get(ek); ok && !c.expired(lv) {
+		return lv.value(ns, k, L1), nil
+	}
+	req.missed()
+	r, leader, err := c.flight(ctx, ek, func() (any, error) { return c.loadValue(&req, st, ek, k, o, fill) })
+	if err != nil {
+		return nil, err
+	}
+	v = r.(*Value)
+	if !leader {
+		shared := *v
+		shared.ServedBy = Shared
+		return &shared, nil
+	}
+	return v, nil
+}
+
+func (c *Cache) expired(v *l1Value) bool {
+	return v.expires != 0 && c.now().UnixNano() >= v.expires
+}
+
+func (v *l1Value) value(ns, k string, by Tier) *Value {
+	out := &Value{Namespace: ns, Key: k, DType: v.dtype, Shape: v.shape, ServedBy: by, Stored: time.Unix(0, v.stored), data: v.data}
+	if v.expires != 0 {
+		out.Expires = time.Unix(0, v.expires)
+	}
+	return out
+}
+
+// loadValue runs once per key at a time, for all callers waiting on it.
+func (c *Cache) loadValue(req *request, st *nsState, ek, k string, o *PutOptions, fill FillFunc) (*Value, error) {
+	if v, queued, ok := c.inRAM(ek); ok && !c.expired(v) {
+		if queued {
+			c.l1.Set(ek, v, int64(len(v.data)+len(ek)))
+		}
+		return v.value(st.name, k, L1), nil
+	}
+	if c.l2 != nil {
+		v, err := c.l2.Get(ek)
+		if err == nil {
+			lv := &l1Value{dtype: v.DType, shape: v.Shape, data: v.Data, stored: v.Written.UnixNano()}
+			if !v.Expires.IsZero() {
+				lv.expires = v.Expires.UnixNano()
+			}
+			c.l1.Set(ek, lv, int64(len(v.Data)+len(ek)))
+			return lv.value(st.name, k, L2), nil
+		}
+		if err := c.l2Failed(req, err, "namespace "+st.name, k); err != nil {
+			return nil, err
+		}
+	}
+	if fill == nil {
+		return nil, fmt.Errorf("tier: namespace %s: value %s: %w", errs.Quote(st.name), errs.Quote(k), errs.ErrNotFound)
+	}
+	if err := c.closing(); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	data, err := fill(c.ctx)
+	req.missTook(time.Since(start))
+	if err != nil {
+		return nil, err
+	}
+	lv := c.newValue(st, data, o)
+	c.l1.Set(ek, lv, int64(len(data)+len(ek)))
+	if c.l2 != nil {
+		ttl := c.ttlOf(st, o)
+		c.wb.add(&wbJob{key: ek, dtype: lv.dtype, shape: lv.shape, data: lv.data, put: func() error {
+			return c.putValue(st, ek, lv, ttl)
+		}})
+	}
+	return lv.value(st.name, k, Fill), nil
+}
+
+// newValue is what L1 holds of data stored now with o.
+func (c *Cache) newValue(st *nsState, data []byte, o *PutOptions) *l1Value {
+	now := c.now()
+	lv := &l1Value{data: data, stored: now.UnixNano()}
+	if o != nil {
+		lv.dtype, lv.shape = o.DType, slices.Clone(o.Shape)
+	}
+	if ttl := c.ttlOf(st, o); ttl > 0 {
+		lv.expires = now.Add(ttl).UnixNano()
+	}
+	return lv
+}
+
+// putValue writes a value to L2, a stream past StreamAbove, then holds its
+// namespace to its disk share.
+func (c *Cache) putValue(st *nsState, ek string, lv *l1Value, ttl time.Duration) error {
+	var err error
+	if len(lv.data) > StreamAbove {
+		err = c.l2.PutStreamTTL(ek, lv.dtype, lv.shape, uint64(len(lv.data)), bytes.NewReader(lv.data), ttl)
+	} else {
+		err = c.l2.PutTTL(ek, lv.dtype, lv.shape, lv.data, ttl)
+	}
+	if err != nil {
+		return err
+	}
+	return c.holdShare(st, ek)
+}
+
+// Put stores b under key k of namespace ns, replacing what was there, in
+// L1 and (before it returns) in L2. The cache keeps a copy of b.
+func (c *Cache) Put(ctx context.Context, ns, k string, b []byte, o *PutOptions) error {
+	if err := c.enter(); err != nil {
+		return err
+	}
+	defer c.exit()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	st, err := c.namespace(ns, k)
+	if err != nil {
+		return err
+	}
+	if o != nil && o.DType != "" {
+		if err := c.checkArray(o, len(b)); err != nil {
+			return fmt.Errorf("tier: namespace %s: value %s: %w", errs.Quote(ns), errs.Quote(k), err)
+		}
+	}
+	ek := st.key(k)
+	lv := c.newValue(st, bytes.Clone(b), o)
+	if lv.data == nil {
+		lv.data = []byte{}
+	}
+	if c.l2 != nil {
+		c.wb.settle(ek)
+		if err := c.putValue(st, ek, lv, c.ttlOf(st, o)); err != nil {
+			c.l1.Delete(ek)
+			return err
+		}
+	}
+	c.l1.Set(ek, lv, int64(len(lv.data)+len(ek)))
+	return nil
+}
+
+// checkArray checks that an array's shape, if given, covers n bytes of
+// its dtype.
+func (c *Cache) checkArray(o *PutOptions, n int) error {
+	if len(o.Shape) == 0 {
+		return nil
+	}
+	w := dtypeWidth(o.DType)
+	if w == 0 {
+		return nil
+	}
+	elems := uint64(1)
+	for _, d := range o.Shape {
+		if d != 0 && elems > (1<<62)/d {
+			return fmt.Errorf("%w: shape %v overflows", errs.ErrInvalidArgument, o.Shape)
+		}
+		elems *= d
+	}
+	if elems*uint64(w) != uint64(n) {
+		return fmt.Errorf("%w: shape %v of %s is %d bytes, not %d", errs.ErrInvalidArgument, o.Shape, o.DType, elems*uint64(w), n)
+	}
+	return nil
+}
+
+// dtypeWidth is the width in bytes of the common element types; 0 for
+// others, which are not checked.
+func dtypeWidth(dtype string) int {
+	switch dtype {
+	case "F64", "I64", "U64":
+		return 8
+	case "F32", "I32", "U32":
+		return 4
+	case "F16", "BF16", "I16", "U16":
+		return 2
+	case "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2":
+		return 1
+	}
+	return 0
+}
+
+// Delete removes the value under key k of namespace ns from every tier.
+func (c *Cache) Delete(ctx context.Context, ns, k string) error {
+	if err := c.enter(); err != nil {
+		return err
+	}
+	defer c.exit()
+	st, err := c.namespace(ns, k)
+	if err != nil {
+		return err
+	}
+	ek := st.key(k)
+	c.l1.Delete(ek)
+	if c.l2 == nil {
+		return nil
+	}
+	c.wb.settle(ek)
+	return c.l2.Delete(ek)
+}
+
+// DropNamespace makes every value of namespace ns unreachable at once, in
+// O(1): the namespace moves to its next epoch (kept in L2, so it holds
+// across restarts), L1 lets go of its values, and the old entries are
+// removed from L2 in the background (and by GC, should Close stop that). A
+// Get already running may still store its fill, under the old epoch, where
+// no one will read it.
+func (c *Cache) DropNamespace(ctx context.Context, ns string) error {
+	if err := c.enter(); err != nil {
+		return err
+	}
+	defer c.exit()
+	st, err := c.namespace(ns, "")
+	if err != nil {
+		return err
+	}
+	st.shareMu.Lock()
+	next := st.epoch.Load() + 1
+	if c.l2 != nil {
+		if err := c.rec.Set(epochRecord+ns, []byte(strconv.FormatUint(next, 10))); err != nil {
+			st.shareMu.Unlock()
+			return err
+		}
+	}
+	st.setEpoch(next)
+	st.disk = -1
+	st.shareMu.Unlock()
+	c.l1.DeleteGroup(st.owner)
+	if c.l2 != nil && c.enter() == nil {
+		go func() {
+			defer c.exit()
+			if _, err := c.sweepEpochs(st); err != nil && !errors.Is(err, errs.ErrClosed) {
+				c.warn.Warn("tier: removing the values of a dropped namespace failed; GC will", "namespace", ns, "err", err)
+			}
+		}()
+	}
+	return nil
+}
+
+// sweepEpochs removes the L2 entries of st's older epochs.
+func (c *Cache) sweepEpochs(st *nsState) (int, error) {
+	current := st.epoch.Load()
+	return c.removeVersions(key.Value, st.name, func(g key.Group) bool {
+		e, ok := g.Epoch()
+		return !ok || e < current
+	})
+}
+
+// holdShare removes st's oldest-written values from L2 until they take at
+// most its DiskBytes, once they take more; ek was just written.
+func (c *Cache) holdShare(st *nsState, ek string) error {
+	limit := st.opts.Load().DiskBytes
+	if limit <= 0 {
+		return nil
+	}
+	st.shareMu.Lock()
+	defer st.shareMu.Unlock()
+	if st.disk >= 0 {
+		if info, err := c.l2.Stat(ek); err == nil {
+			st.disk += int64(info.StoredBytes)
+		}
+		if st.disk <= limit {
+			return nil
+		}
+	}
+	// Count anew (the disk budget and TTLs remove entries without telling
+	// us), then remove the oldest down to 90% of the share, so that the
+	// next count is many puts away.
+	var es []*l2.EntryInfo
+	var total int64
+	if err := c.l2.Range(*st.prefix.Load(), func(e *l2.EntryInfo) bool {
+		es = append(es, e)
+		total += int64(e.StoredBytes)
+		return true
+	}); err != nil {
+		return err
+	}
+	if total > limit {
+		slices.SortFunc(es, func(a, b *l2.EntryInfo) int { return a.Written.Compare(b.Written) })
+		var doomed []string
+		for _, e := range es {
+			if total <= limit*9/10 {
+				break
+			}
+			doomed = append(doomed, e.Key)
+			total -= int64(e.StoredBytes)
+		}
+		for _, k := range doomed {
+			c.l1.Delete(k)
+		}
+		if err := c.l2.Delete(doomed...); err != nil {
+			st.disk = -1
+			return err
+		}
+	}
+	st.disk = total
+	return nil
+}
+
+// CachedValue describes one value held in L2.
+type CachedValue struct {
+	Namespace, Key string
+	DType          string
+	Shape          []uint64
+	LogicalBytes   uint64
+	StoredBytes    uint64
+	Written        time.Time
+	Expires        time.Time // zero: never
+}
+
+// Values calls fn for every value of namespace ns (every namespace if ns is
+// empty) held in L2, in key order, until fn returns false. Values of
+// dropped epochs are not listed.
+func (c *Cache) Values(ns string, fn func(*CachedValue) bool) error {
+	if err := c.enter(); err != nil {
+		return err
+	}
+	defer c.exit()
+	if c.l2 == nil {
+		return nil
+	}
+	prefix := key.AllValues
+	if ns != "" {
+		st, err := c.namespace(ns, "")
+		if err != nil {
+			return err
+		}
+		prefix = *st.prefix.Load()
+	}
+	var rangeErr error
+	err := c.l2.Range(prefix, func(e *l2.EntryInfo) bool {
+		g, k, ok := key.Parse(e.Key)
+		if !ok || g.Kind != key.Value {
+			return true
+		}
+		st, err := c.namespace(g.Head, "")
+		if err != nil {
+			rangeErr = err
+			return false
+		}
+		if epoch, _ := g.Epoch(); epoch != st.epoch.Load() {
+			return true
+		}
+		return fn(&CachedValue{Namespace: g.Head, Key: k, DType: e.DType, Shape: e.Shape,
+			LogicalBytes: e.LogicalBytes, StoredBytes: e.StoredBytes, Written: e.Written, Expires: e.Expires})
+	})
+	return errors.Join(err, rangeErr)
+}
+
+// gcValues removes the entries of dropped epochs of every namespace.
+func (c *Cache) gcValues() error {
+	seen := map[string]bool{}
+	if err := c.l2.Range(key.AllValues, func(e *l2.EntryInfo) bool {
+		if g, _, ok := key.Parse(e.Key); ok {
+			seen[g.Head] = true
+		}
+		return true
+	}); err != nil {
+		return err
+	}
+	for ns := range seen {
+		st, err := c.namespace(ns, "")
+		if err != nil {
+			return err
+		}
+		if _, err := c.sweepEpochs(st); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// valueStats fills in the measures of values.
+func (c *Cache) valueStats(s *Stats) {
+	s.Values = c.values.measures(Fill)
+	c.namespaces.Range(func(k, v any) bool {
+		st := v.(*nsState)
+		m := st.meter.measures(Fill)
+		if m.Requests == 0 {
+			return true
+		}
+		if s.Namespaces == nil {
+			s.Namespaces = map[string]Measures{}
+		}
+		s.Namespaces[k.(string)] = m
+		return true
+	})
+}
