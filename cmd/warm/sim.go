@@ -20,6 +20,7 @@ func newSimCmd(g *globals) *cobra.Command {
 	var policies, sizes, gen, out string
 	var asJSON, weighted bool
 	var genOpts sim.ServingOptions
+	var zipfOpts sim.ZipfOptions
 	cmd := &cobra.Command{
 		Use:   "sim [flags] TRACE...",
 		Short: "Replay access traces against L1 policies and print hit ratios",
@@ -40,14 +41,16 @@ traces (--weighted, or any trace with sizes); "auto" picks 8 sizes from 0.5% to
 
 Replaying a service's tensor-access log ("file/tensor bytes" per line) this way
 tells how much RAM L1 needs. --gen serving writes a synthetic trace of model
-serving to --out instead.`,
+serving to --out instead; --gen zipf a trace of independent requests with Zipf
+popularity (--gen-keys, --gen-theta), as the value benchmarks use.`,
 		Example: `  warm sim --policy s3fifo,lru --size 1000,10000 trace.gz
   warm sim --size auto --json access.log
-  warm sim --gen serving --out serving.trace && warm sim --size auto serving.trace`,
+  warm sim --gen serving --out serving.trace && warm sim --size auto serving.trace
+  warm sim --gen zipf --gen-keys 1000000 --out zipf.trace && warm sim --policy tinylfu --size 100000 zipf.trace`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if gen != "" {
-				if gen != "serving" {
-					return usageError{fmt.Errorf("--gen: only \"serving\" is known, not %q", gen)}
+				if gen != "serving" && gen != "zipf" {
+					return usageError{fmt.Errorf("--gen: \"serving\" or \"zipf\", not %q", gen)}
 				}
 				if out == "" {
 					return usageError{fmt.Errorf("--gen needs --out FILE")}
@@ -56,7 +59,15 @@ serving to --out instead.`,
 				if err != nil {
 					return err
 				}
-				if err := sim.GenerateServing(f, &genOpts); err != nil {
+				write := func() error { return sim.GenerateServing(f, &genOpts) }
+				if gen == "zipf" {
+					zipfOpts.Requests, zipfOpts.Seed = genOpts.Requests, max(genOpts.Seed, 1)
+					if zipfOpts.Requests == 0 {
+						zipfOpts.Requests = 2_000_000
+					}
+					write = func() error { return sim.GenerateZipf(f, zipfOpts) }
+				}
+				if err := write(); err != nil {
 					f.Close()
 					return err
 				}
@@ -111,12 +122,14 @@ serving to --out instead.`,
 	f.StringVar(&sizes, "size", "auto", "cache sizes, comma-separated (entries, or bytes with units for weighted traces), or auto")
 	f.BoolVar(&weighted, "weighted", false, "require sizes in the trace and count bytes")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per trace, policy and size")
-	f.StringVar(&gen, "gen", "", "generate a trace instead: serving")
+	f.StringVar(&gen, "gen", "", "generate a trace instead: serving, or zipf (independent requests, Zipf popularity)")
 	f.StringVar(&out, "out", "", "with --gen: the file to write")
 	f.IntVar(&genOpts.Models, "gen-models", 0, "with --gen: distinct models (default 40)")
 	f.IntVar(&genOpts.Requests, "gen-requests", 0, "with --gen: requests (default 2,000,000)")
 	f.Float64Var(&genOpts.SwapIn, "gen-swap-in", 0, "with --gen: chance a request first loads its model whole (default 0.05)")
 	f.Uint64Var(&genOpts.Seed, "gen-seed", 0, "with --gen: random seed (default 1)")
+	f.Uint64Var(&zipfOpts.Keys, "gen-keys", 1_000_000, "with --gen zipf: distinct keys")
+	f.Float64Var(&zipfOpts.Theta, "gen-theta", 0.99, "with --gen zipf: skew θ (P(rank i) ∝ 1/i^θ)")
 	return cmd
 }
 
