@@ -245,7 +245,7 @@ func (l *loading) prefetch(i int) {
 	if ti.Bytes < prefetchAbove {
 		return // held in the LSM tree or read whole by readahead: not worth a lookup
 	}
-	key := l.m.files[ti.file].group.Key(ti.Name)
+	key := ti.key
 	if c.l1.Contains(key) {
 		return
 	}
@@ -277,14 +277,14 @@ func (m *Model) keepInL1() int {
 // request.
 func (l *loading) fetch(ctx context.Context, i int) (t *Tensor, err error) {
 	c := l.m.c
-	req := c.tensors.begin(nil)
+	req := c.begin(&c.tensors)
 	defer func() { req.end(servedBy(t), err) }()
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
 	}
 	ti := &l.m.tensors[i]
 	pf := l.m.files[ti.file]
-	key := pf.group.Key(ti.Name)
+	key := ti.key
 	keep := i < l.keep
 	into := func() ([]byte, error) {
 		if l.opts.Into == nil {

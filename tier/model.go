@@ -68,7 +68,8 @@ type TensorInfo struct {
 	// shard of a sharded checkpoint.
 	File string
 
-	file int // index in Model.files
+	file int    // index in Model.files
+	key  string // its cache key
 }
 
 // Model opens the model at path: a model file of any format package loader
@@ -156,7 +157,7 @@ func (m *Model) add(pf *pinnedFile) error {
 		m.byName[t.Name] = len(m.tensors)
 		m.tensors = append(m.tensors, TensorInfo{
 			Name: t.Name, DType: string(t.DType), Shape: t.Shape, Bytes: t.Length,
-			File: pf.f.Path(), file: len(m.files) - 1,
+			File: pf.f.Path(), file: len(m.files) - 1, key: pf.group.Key(t.Name),
 		})
 		m.bytes += t.Length
 	}
@@ -232,11 +233,12 @@ func (m *Model) Info(name string) (TensorInfo, bool) {
 // Cache.Tensor does, of the version the handle holds.
 func (m *Model) Tensor(ctx context.Context, name string) (t *Tensor, err error) {
 	c := m.c
-	if err := c.enter(); err != nil {
-		return nil, err
+	// As for values, an L1 hit takes no lock; loads count as operations
+	// for Close on their own (flight).
+	if c.shut.Load() {
+		return nil, fmt.Errorf("tier: %w", errs.ErrClosed)
 	}
-	defer c.exit()
-	req := c.tensors.begin(nil)
+	req := c.begin(&c.tensors)
 	defer func() { req.end(servedBy(t), err) }()
 	if err := m.usable(); err != nil {
 		return nil, err
@@ -245,8 +247,9 @@ func (m *Model) Tensor(ctx context.Context, name string) (t *Tensor, err error) 
 	if !ok {
 		return nil, fmt.Errorf("tier: %s: tensor %s: %w", m.path, errs.Quote(name), errs.ErrNotFound)
 	}
-	pf := m.files[m.tensors[i].file]
-	return c.read(ctx, &req, pf.f.Identity(), pf.f, pf.group.Key(name), name)
+	ti := &m.tensors[i]
+	pf := m.files[ti.file]
+	return c.read(ctx, &req, pf.f.Identity(), pf.f, ti.key, name)
 }
 
 // Close releases the model's files. Tensors returned earlier stay valid.
@@ -365,7 +368,7 @@ func (m *Model) each(ctx context.Context, parallel int, fn func(*TensorInfo) err
 // warmOne writes one tensor of pf to L2 unless L2 holds it, and says
 // whether it wrote it.
 func (c *Cache) warmOne(pf *pinnedFile, t *TensorInfo) (bool, error) {
-	key := pf.group.Key(t.Name)
+	key := t.key
 	if _, err := c.l2.Stat(key); err == nil {
 		return false, nil
 	}

@@ -70,7 +70,7 @@ func (m *Model) OpenTensor(ctx context.Context, name string) (r *TensorReader, e
 		return nil, err
 	}
 	defer c.exit()
-	req := c.tensors.begin(nil)
+	req := c.begin(&c.tensors)
 	req.missed()
 	defer func() {
 		by := Source
@@ -91,7 +91,7 @@ func (m *Model) OpenTensor(ctx context.Context, name string) (r *TensorReader, e
 	}
 	ti := &m.tensors[i]
 	pf := m.files[ti.file]
-	r = &TensorReader{Name: name, DType: ti.DType, Shape: ti.Shape, c: c, key: pf.group.Key(name), size: int64(ti.Bytes), chunk: -1}
+	r = &TensorReader{Name: name, DType: ti.DType, Shape: ti.Shape, c: c, key: ti.key, size: int64(ti.Bytes), chunk: -1}
 	if v, _, ok := c.inRAM(r.key); ok {
 		r.ServedBy, r.data = L1, v.data
 		return r, nil

@@ -254,6 +254,9 @@ type Cache struct {
 	// Close waits for (up to closeWait) after cancelling ctx.
 	mu     sync.Mutex
 	closed bool
+	// shut is closed, read without the lock by L1 hits, which need not
+	// count as operations: they touch nothing Close closes.
+	shut   atomic.Bool
 	ops    sync.WaitGroup
 	ctx    context.Context // cancelled by Close: loads and Warm stop early
 	cancel context.CancelFunc
@@ -264,9 +267,10 @@ type Cache struct {
 	// tensors and values count and time their requests.
 	tensors, values meter
 	// namespaces holds every namespace of values used: string -> *nsState.
-	namespaces sync.Map
-	ttl        time.Duration // Options.TTL
-	now        func() time.Time
+	namespaces                                sync.Map
+	unmeasured                                bool          // no meter counts or times (benchmarks of their cost)
+	ttl                                       time.Duration // Options.TTL
+	now                                       func() time.Time
 	wbHits, warmLoads, l2Errors, staleRemoved atomic.Uint64
 }
 
@@ -301,7 +305,9 @@ func Open(opts *Options) (*Cache, error) {
 	}
 	var err error
 	c.l1Bytes = mem
-	if c.l1, err = l1.New(&l1.Options[string, *l1Value]{MaxBytes: mem, Policy: opts.MemoryPolicy, CountHits: true,
+	// L1 does not count hits: the meters do, by kind and namespace, and
+	// Stats adds them up.
+	if c.l1, err = l1.New(&l1.Options[string, *l1Value]{MaxBytes: mem, Policy: opts.MemoryPolicy,
 		Group: key.Owner, GroupLimit: c.namespaceShare}); err != nil {
 		return nil, err
 	}
@@ -345,7 +351,7 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (t *Tensor, err e
 		return nil, err
 	}
 	defer c.exit()
-	req := c.tensors.begin(nil)
+	req := c.begin(&c.tensors)
 	defer func() { req.end(servedBy(t), err) }()
 	if path, err = resolve.Name(path); err != nil {
 		return nil, err
@@ -833,17 +839,18 @@ func (c *Cache) WarmFunc(ctx context.Context, path string, progress func(bytes u
 
 // Stats returns a snapshot of the counters.
 func (c *Cache) Stats() Stats {
-	t := &c.tensors
+	t := c.tensors.read()
 	s := Stats{
 		L1:     c.l1.Stats(),
-		L1Hits: t.served[L1].Load(), L2Hits: t.served[L2].Load(),
-		SourceLoads: t.served[Source].Load(), SharedLoads: t.served[Shared].Load(), Failed: t.failed.Load(),
+		L1Hits: t.served[L1], L2Hits: t.served[L2],
+		SourceLoads: t.served[Source], SharedLoads: t.served[Shared], Failed: t.failed,
 		WriteBehindHits: c.wbHits.Load(), WarmLoads: c.warmLoads.Load(),
 		L2Errors: c.l2Errors.Load(), Removed: c.staleRemoved.Load(),
 		Tensors: t.measures(Source),
 	}
 	s.Requests = s.Tensors.Requests
 	c.valueStats(&s)
+	s.L1.Hits = s.Tensors.Tiers[0].Hits + s.Values.Tiers[0].Hits
 	s.Lifetime = c.session()
 	s.L2Unavailable = c.l2Unavailable
 	if c.l2 != nil {
@@ -878,6 +885,7 @@ func (c *Cache) Close() error {
 		return nil
 	}
 	c.closed = true
+	c.shut.Store(true)
 	c.mu.Unlock()
 	c.cancel()
 	done := make(chan struct{})
@@ -904,11 +912,11 @@ func (c *Cache) Close() error {
 
 // session is this process's read counts.
 func (c *Cache) session() Counters {
-	t := &c.tensors
+	t := c.tensors.read()
 	n := Counters{
-		L1Hits: t.served[L1].Load(), L2Hits: t.served[L2].Load(),
-		L2Misses: t.l2Misses.Load(), SourceLoads: t.served[Source].Load(), SharedLoads: t.served[Shared].Load(),
-		Failed: t.failed.Load(), WarmLoads: c.warmLoads.Load(), L2Errors: c.l2Errors.Load(),
+		L1Hits: t.served[L1], L2Hits: t.served[L2],
+		L2Misses: t.l2Misses, SourceLoads: t.served[Source], SharedLoads: t.served[Shared],
+		Failed: t.failed, WarmLoads: c.warmLoads.Load(), L2Errors: c.l2Errors.Load(),
 	}
 	n.Requests = n.L1Hits + n.L2Hits + n.SourceLoads + n.SharedLoads + n.Failed
 	return n

@@ -55,21 +55,35 @@ type PutOptions struct {
 	Shape []uint64
 }
 
-// Value is a cached value.
+// Value is a cached value. Its description is read through methods: a hit
+// in L1 allocates this small struct only.
 type Value struct {
 	Namespace, Key string
-	DType          string
-	Shape          []uint64 // shared: do not modify
-	ServedBy       Tier     // L1, L2, Fill (this call's fill), Shared (another caller's)
-	Stored         time.Time
-	Expires        time.Time // zero: never
-	data           []byte
+	ServedBy       Tier // L1, L2, Fill (this call's fill), Shared (another caller's)
+	v              *l1Value
 }
 
 // Bytes returns the value's bytes. They are shared with the cache and with
 // every other reader of this value: writing to them corrupts what all of
 // them see. Copy before modifying.
-func (v *Value) Bytes() []byte { return v.data }
+func (v *Value) Bytes() []byte { return v.v.data }
+
+// DType is the element type it was stored with (PutOptions), if any.
+func (v *Value) DType() string { return v.v.dtype }
+
+// Shape is the shape it was stored with, if any; shared, do not modify.
+func (v *Value) Shape() []uint64 { return v.v.shape }
+
+// Stored is when it was stored.
+func (v *Value) Stored() time.Time { return time.Unix(0, v.v.stored) }
+
+// Expires is when it expires; zero: never.
+func (v *Value) Expires() time.Time {
+	if v.v.expires == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, v.v.expires)
+}
 
 // FillFunc computes a value that is not cached. Its context is cancelled
 // when the cache closes; it runs once for all the callers that asked for
@@ -195,16 +209,36 @@ func (c *Cache) Get(ctx context.Context, ns, k string, fill FillFunc) (*Value, e
 
 // GetWith is Get that stores what fill returns as o describes.
 func (c *Cache) GetWith(ctx context.Context, ns, k string, o *PutOptions, fill FillFunc) (v *Value, err error) {
-	if err := c.enter(); err != nil {
-		return nil, err
+	// An L1 hit in a namespace in use takes no lock: the loads below count
+	// as operations for Close on their own (flight).
+	if c.shut.Load() {
+		return nil, fmt.Errorf("tier: %w", errs.ErrClosed)
 	}
-	defer c.exit()
-	st, err := c.namespace(ns, k)
-	if err != nil {
-		c.values.failed.Add(1)
-		return nil, err
+	var st *nsState
+	if s, ok := c.namespaces.Load(ns); ok && len(k) <= key.MaxValueKey {
+		st = s.(*nsState)
+	} else {
+		if err := c.enter(); err != nil {
+			return nil, err
+		}
+		st, err = c.namespace(ns, k)
+		c.exit()
+		if err != nil {
+			c.values.failed.Add(1)
+			return nil, err
+		}
 	}
-	req := st.meter.begin(&c.values)
+	req := c.begin(&st.meter)
+	ek := st.key(k)
+	if lv, ok := c.l1.Get(ek); ok && !c.expired(lv) {
+		req.end(L1, nil) // not deferred: a defer costs a hit 2%
+		return lv.value(ns, k, L1), nil
+	}
+	return c.getMiss(ctx, &req, st, ek, k, o, fill)
+}
+
+// getMiss is GetWith past L1.
+func (c *Cache) getMiss(ctx context.Context, req *request, st *nsState, ek, k string, o *PutOptions, fill FillFunc) (v *Value, err error) {
 	defer func() {
 		by := Fill
 		if v != nil {
@@ -212,12 +246,8 @@ func (c *Cache) GetWith(ctx context.Context, ns, k string, o *PutOptions, fill F
 		}
 		req.end(by, err)
 	}()
-	ek := st.key(k)
-	if lv, ok := c.l1.Get(ek); ok && !c.expired(lv) {
-		return lv.value(ns, k, L1), nil
-	}
 	req.missed()
-	r, leader, err := c.flight(ctx, ek, func() (any, error) { return c.loadValue(&req, st, ek, k, o, fill) })
+	r, leader, err := c.flight(ctx, ek, func() (any, error) { return c.loadValue(req, st, ek, k, o, fill) })
 	if err != nil {
 		return nil, err
 	}
@@ -235,11 +265,7 @@ func (c *Cache) expired(v *l1Value) bool {
 }
 
 func (v *l1Value) value(ns, k string, by Tier) *Value {
-	out := &Value{Namespace: ns, Key: k, DType: v.dtype, Shape: v.shape, ServedBy: by, Stored: time.Unix(0, v.stored), data: v.data}
-	if v.expires != 0 {
-		out.Expires = time.Unix(0, v.expires)
-	}
-	return out
+	return &Value{Namespace: ns, Key: k, ServedBy: by, v: v}
 }
 
 // loadValue runs once per key at a time, for all callers waiting on it.
@@ -579,19 +605,20 @@ func (c *Cache) gcValues() error {
 	return nil
 }
 
-// valueStats fills in the measures of values.
+// valueStats fills in the measures of values: each namespace's, and their
+// sum with the requests no namespace could take (an invalid name).
 func (c *Cache) valueStats(s *Stats) {
-	s.Values = c.values.measures(Fill)
+	all := c.values.read()
 	c.namespaces.Range(func(k, v any) bool {
-		st := v.(*nsState)
-		m := st.meter.measures(Fill)
-		if m.Requests == 0 {
-			return true
+		n := v.(*nsState).meter.read()
+		all = all.plus(n)
+		if m := n.measures(Fill); m.Requests > 0 {
+			if s.Namespaces == nil {
+				s.Namespaces = map[string]Measures{}
+			}
+			s.Namespaces[k.(string)] = m
 		}
-		if s.Namespaces == nil {
-			s.Namespaces = map[string]Measures{}
-		}
-		s.Namespaces[k.(string)] = m
 		return true
 	})
+	s.Values = all.measures(Fill)
 }

@@ -40,7 +40,7 @@ func TestValues_FillThenL1ThenL2(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, Fill, v.ServedBy)
 	require.Equal(t, want, v.Bytes())
-	require.False(t, v.Stored.IsZero())
+	require.False(t, v.Stored().IsZero())
 	v, err = c.Get(ctx, "outputs", "prompt-1", counted(&fills, want))
 	require.NoError(t, err)
 	require.Equal(t, L1, v.ServedBy)
@@ -217,7 +217,7 @@ func TestValues_TTL(t *testing.T) {
 	require.NoError(t, c.Put(ctx, "forever", "c", []byte("c"), nil))
 	v, err := c.Get(ctx, "short", "a", nil)
 	require.NoError(t, err)
-	require.Equal(t, now.Add(time.Minute), v.Expires)
+	require.True(t, now.Add(time.Minute).Equal(v.Expires()))
 	advance(2 * time.Minute)
 	_, err = c.Get(ctx, "short", "a", nil)
 	require.ErrorIs(t, err, errs.ErrNotFound, "expired in L1")
@@ -328,7 +328,7 @@ func TestValues_FloatCodec(t *testing.T) {
 	v, err := c.Get(ctx, "acts", "float", nil)
 	require.NoError(t, err)
 	require.Equal(t, L2, v.ServedBy)
-	require.Equal(t, "F32", v.DType)
+	require.Equal(t, "F32", v.DType())
 	require.Equal(t, b, v.Bytes())
 }
 

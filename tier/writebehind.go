@@ -137,6 +137,13 @@ func (w *writeBehind) settle(key string) {
 	}
 }
 
+// queuedBytes is what the queue holds and writes now.
+func (w *writeBehind) queuedBytes() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.queued
+}
+
 // flush waits until the queue is empty and nothing is in flight.
 func (w *writeBehind) flush() {
 	w.mu.Lock()
