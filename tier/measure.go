@@ -1,8 +1,11 @@
 package tier
 
 import (
+	"errors"
 	"math"
 	"math/bits"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -137,6 +140,11 @@ type meter struct {
 	miss histogram
 	// l2Misses counts requests that looked in L2 and did not find it.
 	l2Misses atomic.Uint64
+	// absent counts and times the misses of lookups without a fill
+	// (values): nothing served them, yet they are requests the cache
+	// missed, not failures.
+	absent    atomic.Uint64
+	absentLat histogram
 }
 
 // hitStripes is how many cache lines an L1 hit count is spread over.
@@ -210,6 +218,10 @@ func (r *request) end(by Tier, err error) {
 	switch {
 	case m == nil:
 		return
+	case errors.Is(err, errAbsent):
+		m.absent.Add(1)
+		m.absentLat.observe(time.Since(r.start), 1)
+		return
 	case err != nil:
 		m.failed.Add(1)
 		return
@@ -237,12 +249,16 @@ func (r *request) l2Missed() {
 	}
 }
 
+// errAbsent marks, wrapped beside errs.ErrNotFound, the error of a lookup
+// without a fill that missed; it adds nothing to the message.
+var errAbsent = errors.New("")
+
 // counts is a meter read at one moment; counts add up.
 type counts struct {
-	served           [numTiers]uint64
-	failed, l2Misses uint64
-	lat              [numTiers]Latency
-	miss             Latency
+	served                   [numTiers]uint64
+	failed, l2Misses, absent uint64
+	lat                      [numTiers]Latency
+	miss, absentLat          Latency
 }
 
 func (m *meter) read() counts {
@@ -253,6 +269,7 @@ func (m *meter) read() counts {
 	}
 	n.served[L1] = m.l1.load()
 	n.failed, n.l2Misses, n.miss = m.failed.Load(), m.l2Misses.Load(), m.miss.snapshot()
+	n.absent, n.absentLat = m.absent.Load(), m.absentLat.snapshot()
 	return n
 }
 
@@ -264,6 +281,8 @@ func (n counts) plus(o counts) counts {
 	n.failed += o.failed
 	n.l2Misses += o.l2Misses
 	n.miss = n.miss.plus(o.miss)
+	n.absent += o.absent
+	n.absentLat = n.absentLat.plus(o.absentLat)
 	return n
 }
 
@@ -281,10 +300,12 @@ type TierMeasure struct {
 type Measures struct {
 	Requests uint64 `json:"requests"`
 	// Hits were served by a cache tier (L1, L2); Misses read the source or
-	// ran fill, or joined a concurrent caller that did (Shared).
+	// ran fill, or joined a concurrent caller that did (Shared), or were
+	// lookups of values without a fill that found nothing (Absent).
 	Hits    uint64  `json:"hits"`
 	Misses  uint64  `json:"misses"`
 	Shared  uint64  `json:"shared"`
+	Absent  uint64  `json:"absent"`
 	Failed  uint64  `json:"failed"`
 	HitRate float64 `json:"hit_rate"`
 	// Tiers are the cache tiers, fastest first, then the miss path
@@ -305,7 +326,7 @@ func (n counts) measures(missTier Tier) Measures {
 	var s Measures
 	l1, l2 := n.served[L1], n.served[L2]
 	miss, shared := n.served[missTier], n.served[Shared]
-	s.Hits, s.Misses, s.Shared, s.Failed = l1+l2, miss+shared, shared, n.failed
+	s.Hits, s.Misses, s.Shared, s.Absent, s.Failed = l1+l2, miss+shared+n.absent, shared, n.absent, n.failed
 	s.Requests = s.Hits + s.Misses + s.Failed
 	rate := func(hits, reqs uint64) float64 {
 		if reqs == 0 {
@@ -323,11 +344,206 @@ func (n counts) measures(missTier Tier) Measures {
 		{Tier: Shared.String(), Requests: shared, Hits: shared, HitRate: rate(shared, shared), Latency: n.lat[Shared]},
 	}
 	hits := n.lat[L1].plus(n.lat[L2])
-	all := hits.plus(n.lat[missTier]).plus(n.lat[Shared])
+	all := hits.plus(n.lat[missTier]).plus(n.lat[Shared]).plus(n.absentLat)
 	s.Tc, s.Measured = hits.Mean(), all.Mean()
 	s.MissLatency = n.miss
 	s.Tr = s.MissLatency.Mean()
 	hr := s.HitRate
 	s.Formula = time.Duration(hr*float64(s.Tc) + (1-hr)*float64(s.Tc+s.Tr))
 	return s
+}
+
+// Measured are the measures of tensor requests and of value requests, in
+// all and by namespace.
+type Measured struct {
+	Tensors    Measures            `json:"tensors"`
+	Values     Measures            `json:"values"`
+	Namespaces map[string]Measures `json:"namespaces,omitempty"`
+}
+
+// The meters of every process that used a directory are kept in L2's
+// counters, added at each Close as the read counters are: under
+// meterRecord, "t\x00" for tensors or "v\x00<namespace>\x00", then a field.
+const meterRecord = "meter\x00"
+
+// add adds n's non-zero fields to deltas under prefix.
+func (n counts) add(prefix string, deltas map[string]uint64) {
+	put := func(name string, v uint64) {
+		if v != 0 {
+			deltas[prefix+name] += v
+		}
+	}
+	for t := range numTiers {
+		ts := strconv.Itoa(t)
+		put("s"+ts, n.served[t])
+		put("L"+ts, uint64(n.lat[t].Sum))
+		for i, b := range n.lat[t].Buckets {
+			put("l"+ts+"."+strconv.Itoa(i), b)
+		}
+	}
+	put("f", n.failed)
+	put("x", n.l2Misses)
+	put("a", n.absent)
+	put("A", uint64(n.absentLat.Sum))
+	for i, b := range n.absentLat.Buckets {
+		put("a"+strconv.Itoa(i), b)
+	}
+	put("M", uint64(n.miss.Sum))
+	for i, b := range n.miss.Buckets {
+		put("m"+strconv.Itoa(i), b)
+	}
+}
+
+// countsFrom reads back what add wrote: records maps a field to its value.
+func countsFrom(fields map[string]uint64) counts {
+	var n counts
+	for t := range numTiers {
+		n.lat[t].Buckets = make([]uint64, numBuckets)
+	}
+	n.miss.Buckets = make([]uint64, numBuckets)
+	n.absentLat.Buckets = make([]uint64, numBuckets)
+	bucket := func(s string) (int, bool) {
+		i, err := strconv.Atoi(s)
+		return i, err == nil && i >= 0 && i < numBuckets
+	}
+	tier := func(s string) (int, bool) {
+		t, err := strconv.Atoi(s)
+		return t, err == nil && t >= 0 && t < numTiers
+	}
+	for f, v := range fields {
+		if f == "" {
+			continue
+		}
+		rest := f[1:]
+		switch f[0] {
+		case 's':
+			if t, ok := tier(rest); ok {
+				n.served[t] = v
+			}
+		case 'L':
+			if t, ok := tier(rest); ok {
+				n.lat[t].Sum = time.Duration(v)
+			}
+		case 'l':
+			ts, bs, _ := strings.Cut(rest, ".")
+			t, ok1 := tier(ts)
+			i, ok2 := bucket(bs)
+			if ok1 && ok2 {
+				n.lat[t].Buckets[i] = v
+				n.lat[t].Count += v
+			}
+		case 'f':
+			n.failed = v
+		case 'x':
+			n.l2Misses = v
+		case 'A':
+			n.absentLat.Sum = time.Duration(v)
+		case 'a':
+			if rest == "" {
+				n.absent = v
+			} else if i, ok := bucket(rest); ok {
+				n.absentLat.Buckets[i] = v
+				n.absentLat.Count += v
+			}
+		case 'M':
+			n.miss.Sum = time.Duration(v)
+		case 'm':
+			if i, ok := bucket(rest); ok {
+				n.miss.Buckets[i] = v
+				n.miss.Count += v
+			}
+		}
+	}
+	return n
+}
+
+// sessionCounts is this process's counts: tensors, all values, and by
+// namespace.
+func (c *Cache) sessionCounts() (tensors, values counts, byNS map[string]counts) {
+	tensors, values, byNS = c.tensors.read(), c.values.read(), map[string]counts{}
+	c.namespaces.Range(func(k, v any) bool {
+		n := v.(*nsState).meter.read()
+		if n.any() {
+			byNS[k.(string)] = n
+			values = values.plus(n)
+		}
+		return true
+	})
+	return tensors, values, byNS
+}
+
+func (n counts) any() bool {
+	for _, s := range n.served {
+		if s != 0 {
+			return true
+		}
+	}
+	return n.failed != 0 || n.absent != 0
+}
+
+// meterDeltas is what Close adds to the kept meters.
+func (c *Cache) meterDeltas(deltas map[string]uint64) {
+	t, _, byNS := c.sessionCounts()
+	t.add(meterRecord+"t\x00", deltas)
+	// Failures without a namespace (an invalid name) count under "".
+	c.values.read().add(meterRecord+"v\x00\x00", deltas)
+	for ns, n := range byNS {
+		n.add(meterRecord+"v\x00"+ns+"\x00", deltas)
+	}
+}
+
+// measured turns counts into Measures.
+func measured(tensors, values counts, byNS map[string]counts) Measured {
+	m := Measured{Tensors: tensors.measures(Source), Values: values.measures(Fill)}
+	for ns, n := range byNS {
+		if ns == "" {
+			continue
+		}
+		if m.Namespaces == nil {
+			m.Namespaces = map[string]Measures{}
+		}
+		m.Namespaces[ns] = n.measures(Fill)
+	}
+	return m
+}
+
+// lifetimeMeasured adds the kept meters (stored, L2's counters) to this
+// process's.
+func (c *Cache) lifetimeMeasured(stored map[string]uint64) Measured {
+	t, v, byNS := c.sessionCounts()
+	fields := map[string]map[string]uint64{}
+	for name, val := range stored {
+		rest, ok := strings.CutPrefix(name, meterRecord)
+		if !ok {
+			continue
+		}
+		var owner, field string
+		switch {
+		case strings.HasPrefix(rest, "t\x00"):
+			owner, field = "t", rest[2:]
+		case strings.HasPrefix(rest, "v\x00"):
+			ns, f, ok := strings.Cut(rest[2:], "\x00")
+			if !ok {
+				continue
+			}
+			owner, field = "v\x00"+ns, f
+		default:
+			continue
+		}
+		if fields[owner] == nil {
+			fields[owner] = map[string]uint64{}
+		}
+		fields[owner][field] = val
+	}
+	for owner, f := range fields {
+		n := countsFrom(f)
+		if owner == "t" {
+			t = t.plus(n)
+			continue
+		}
+		ns := strings.TrimPrefix(owner, "v\x00")
+		v = v.plus(n)
+		byNS[ns] = byNS[ns].plus(n)
+	}
+	return measured(t, v, byNS)
 }

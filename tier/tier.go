@@ -158,12 +158,13 @@ type Stats struct {
 	WriteBehindDropped uint64 // L2 writes skipped because the queue was full
 	WriteBehindErrors  uint64 // L2 writes that failed
 
-	// Tensors are the seed's measures of tensor requests (Requests to
-	// Failed above, with latencies); Values those of Cache.Get, in all and
-	// by namespace.
-	Tensors    Measures
-	Values     Measures
-	Namespaces map[string]Measures
+	// Measured are the seed's measures of this process's requests: of
+	// tensors (Requests to Failed above, with latencies) and of values
+	// (Cache.Get), in all and by namespace.
+	Measured
+	// LifetimeMeasured are those of every process that used the cache
+	// directory, kept as Lifetime is; without L2, this process's.
+	LifetimeMeasured Measured
 
 	// Lifetime counts reads since the cache directory was created: the
 	// counts of every process that used it, added up at each Close, plus
@@ -839,18 +840,18 @@ func (c *Cache) WarmFunc(ctx context.Context, path string, progress func(bytes u
 
 // Stats returns a snapshot of the counters.
 func (c *Cache) Stats() Stats {
-	t := c.tensors.read()
+	t, v, byNS := c.sessionCounts()
 	s := Stats{
 		L1:     c.l1.Stats(),
 		L1Hits: t.served[L1], L2Hits: t.served[L2],
 		SourceLoads: t.served[Source], SharedLoads: t.served[Shared], Failed: t.failed,
 		WriteBehindHits: c.wbHits.Load(), WarmLoads: c.warmLoads.Load(),
 		L2Errors: c.l2Errors.Load(), Removed: c.staleRemoved.Load(),
-		Tensors: t.measures(Source),
+		Measured: measured(t, v, byNS),
 	}
 	s.Requests = s.Tensors.Requests
-	c.valueStats(&s)
 	s.L1.Hits = s.Tensors.Tiers[0].Hits + s.Values.Tiers[0].Hits
+	s.LifetimeMeasured = s.Measured
 	s.Lifetime = c.session()
 	s.L2Unavailable = c.l2Unavailable
 	if c.l2 != nil {
@@ -858,6 +859,7 @@ func (c *Cache) Stats() Stats {
 		s.WriteBehindDropped, s.WriteBehindErrors = c.wb.dropped.Load(), c.wb.failed.Load()
 		if stored, err := c.rec.Counts(); err == nil {
 			s.Lifetime = s.Lifetime.plus(countersFrom(stored))
+			s.LifetimeMeasured = c.lifetimeMeasured(stored)
 		}
 	}
 	return s
@@ -902,7 +904,9 @@ func (c *Cache) Close() error {
 		c.wb.close()
 	}
 	if c.l2 != nil {
-		if cerr := c.rec.Add(c.session().asMap()); cerr != nil {
+		deltas := c.session().asMap()
+		c.meterDeltas(deltas)
+		if cerr := c.rec.Add(deltas); cerr != nil {
 			c.log.Warn("tier: saving read counters failed", "err", cerr)
 		}
 		err = c.l2.Close()

@@ -291,7 +291,7 @@ func (c *Cache) loadValue(req *request, st *nsState, ek, k string, o *PutOptions
 		}
 	}
 	if fill == nil {
-		return nil, fmt.Errorf("tier: namespace %s: value %s: %w", errs.Quote(st.name), errs.Quote(k), errs.ErrNotFound)
+		return nil, fmt.Errorf("tier: namespace %s: value %s: %w%w", errs.Quote(st.name), errs.Quote(k), errs.ErrNotFound, errAbsent)
 	}
 	if err := c.closing(); err != nil {
 		return nil, err
@@ -603,22 +603,4 @@ func (c *Cache) gcValues() error {
 		}
 	}
 	return nil
-}
-
-// valueStats fills in the measures of values: each namespace's, and their
-// sum with the requests no namespace could take (an invalid name).
-func (c *Cache) valueStats(s *Stats) {
-	all := c.values.read()
-	c.namespaces.Range(func(k, v any) bool {
-		n := v.(*nsState).meter.read()
-		all = all.plus(n)
-		if m := n.measures(Fill); m.Requests > 0 {
-			if s.Namespaces == nil {
-				s.Namespaces = map[string]Measures{}
-			}
-			s.Namespaces[k.(string)] = m
-		}
-		return true
-	})
-	s.Values = all.measures(Fill)
 }

@@ -60,9 +60,23 @@ func TestValues_FillThenL1ThenL2(t *testing.T) {
 	s := c.Stats()
 	require.Equal(t, uint64(2), s.Values.Requests)
 	require.Equal(t, uint64(1), s.Values.Hits)
-	require.Equal(t, uint64(1), s.Values.Failed)
+	require.Equal(t, uint64(1), s.Values.Absent, "a lookup that missed is a miss, not a failure")
+	require.Equal(t, uint64(1), s.Values.Misses)
+	require.Zero(t, s.Values.Failed)
+	require.Equal(t, 0.5, s.Values.HitRate)
 	require.Equal(t, uint64(1), s.Namespaces["outputs"].Tiers[1].Hits, "the L2 hit")
 	require.Zero(t, s.Tensors.Requests, "values are not tensors")
+
+	// The directory keeps every process's measures: the first process's
+	// fill and hit, and this one's.
+	life := s.LifetimeMeasured
+	require.Equal(t, uint64(4), life.Values.Requests)
+	ns := life.Namespaces["outputs"]
+	require.Equal(t, uint64(4), ns.Requests)
+	require.Equal(t, []uint64{1, 1, 1, 0}, []uint64{ns.Tiers[0].Hits, ns.Tiers[1].Hits, ns.Tiers[2].Hits, ns.Tiers[3].Hits})
+	require.Equal(t, uint64(1), ns.MissLatency.Count, "the fill, timed")
+	require.Equal(t, uint64(1), ns.Tiers[1].Latency.Count, "the L2 hit, timed")
+	require.Positive(t, ns.Formula)
 }
 
 func TestValues_FillErrorsAreNotCached(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,7 +46,14 @@ var warmExtraEnv []string
 // warm runs the binary in a new process with a clean environment.
 func warm(t *testing.T, args ...string) result {
 	t.Helper()
+	return warmStdin(t, nil, args...)
+}
+
+// warmStdin is warm with stdin read from in.
+func warmStdin(t *testing.T, in io.Reader, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(warmBin, args...)
+	cmd.Stdin = in
 	cmd.Env = append([]string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}, warmExtraEnv...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -269,8 +277,8 @@ func TestWarm_DirectoryInUse(t *testing.T) {
 
 // Every subcommand's help has examples.
 func TestHelp_EverySubcommandHasExamples(t *testing.T) {
-	for _, sub := range []string{"get", "stats", "verify", "gc", "evict", "ls", "bench"} {
-		r := warm(t, sub, "--help")
+	for _, sub := range []string{"get", "stats", "verify", "gc", "evict", "ls", "bench", "load", "sim", "value put", "value get", "value del", "value drop", "value ls"} {
+		r := warm(t, append(strings.Fields(sub), "--help")...)
 		require.Equal(t, 0, r.code, sub)
 		require.Contains(t, string(r.stdout), "Examples:", sub)
 		require.Contains(t, string(r.stdout), "--dir", "%s shows the shared flags", sub)

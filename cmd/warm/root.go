@@ -206,15 +206,19 @@ Exit status: 0 on success, 1 if any file failed, 2 on a usage error,
 		}
 	}
 	wrapArgs(root)
-	root.AddCommand(newGetCmd(g), newStatsCmd(g), newVerifyCmd(g), newGCCmd(g), newEvictCmd(g), newBenchCmd(g), newLsCmd(g), newSimCmd(g), newLoadCmd(g))
+	root.AddCommand(newGetCmd(g), newStatsCmd(g), newVerifyCmd(g), newGCCmd(g), newEvictCmd(g), newBenchCmd(g), newLsCmd(g), newSimCmd(g), newLoadCmd(g), newValueCmd(g))
 	for _, c := range root.Commands() {
 		wrapArgs(c)
 	}
 	return root
 }
 
-// wrapArgs makes argument-count errors usage errors.
+// wrapArgs makes argument-count errors usage errors, in c and in its
+// subcommands.
 func wrapArgs(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		wrapArgs(sub)
+	}
 	if c.Args == nil {
 		return
 	}

@@ -3,6 +3,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"text/tabwriter"
+	"time"
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
@@ -24,6 +29,10 @@ type statsJSON struct {
 	MaxBytes     int64  `json:"max_bytes"`
 	// Reads of every process since the directory was created.
 	Reads tier.Counters `json:"reads"`
+	// Measures of every process since the directory was created: hit
+	// rates by tier, latency histograms, Tc, Tr and the average access
+	// time, of tensors and of values (in all and by namespace).
+	Measures tier.Measured `json:"measures"`
 }
 
 func newStatsCmd(g *globals) *cobra.Command {
@@ -42,7 +51,19 @@ records), "disk_bytes" (the directory's real disk use, as du counts it),
 process's tensor reads since the directory was created. Each read counts in
 requests and in one of l1_hits, l2_hits, source_loads, shared_loads (it
 joined another read of the same tensor) and failed; warm_loads are the
-tensors warm itself read from model files.`,
+tensors warm itself read from model files.
+
+Below, a table gives the cache's measures since the directory was created,
+for tensor reads, for value reads and for each namespace of values: requests,
+hit rate in all and of L1 and of L2 (of the requests that reached it), Tc (the
+mean time of a hit), Tr (the mean time of a read of the model file or of a
+fill), and the average access time T by the formula HR·Tc + (1 − HR)·(Tc + Tr)
+beside the mean actually measured. In --json they are "measures": {"tensors",
+"values", "namespaces": {NS: ...}}, each {"requests", "hits", "misses",
+"shared", "failed", "hit_rate", "tiers": [{"tier", "requests", "hits",
+"hit_rate", "latency": {"count", "sum_ns", "buckets"}}], "tc_ns", "tr_ns",
+"miss_latency", "formula_ns", "measured_ns"}; latency buckets count requests
+below 128 ns << i (not cumulative), the last one any longer.`,
 		Example: `  warm stats
   warm stats --json | jq .stored_ratio`,
 		Args: cobra.NoArgs,
@@ -53,7 +74,8 @@ tensors warm itself read from model files.`,
 			}
 			st := all.L2
 			s := statsJSON{Dir: g.dir, Entries: st.Entries, LogicalBytes: st.LogicalBytes, StoredBytes: st.StoredBytes,
-				ChargedBytes: st.ChargedBytes, DiskBytes: st.DiskBytes, MaxBytes: st.MaxBytes, Reads: all.Lifetime}
+				ChargedBytes: st.ChargedBytes, DiskBytes: st.DiskBytes, MaxBytes: st.MaxBytes, Reads: all.Lifetime,
+				Measures: all.LifetimeMeasured}
 			if st.LogicalBytes > 0 {
 				s.StoredRatio = float64(st.StoredBytes) / float64(st.LogicalBytes)
 			}
@@ -67,9 +89,44 @@ tensors warm itself read from model files.`,
 			r := s.Reads
 			fmt.Fprintf(g.stdout, "reads:         %d since the cache was created: %d from L1, %d from L2 (%d L2 misses), %d from model files, %d L2 errors\n",
 				r.Requests, r.L1Hits, r.L2Hits, r.L2Misses, r.SourceLoads, r.L2Errors)
+			printMeasures(g, s.Measures)
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	return cmd
+}
+
+// printMeasures prints the seed's measures: a row for tensors, values and
+// each namespace.
+func printMeasures(g *globals, m tier.Measured) {
+	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "\tREQUESTS\tHIT RATE\tL1\tL2\tTc\tTr\tT FORMULA\tT MEASURED\t")
+	row := func(name string, s tier.Measures) {
+		pct := func(r float64) string { return fmt.Sprintf("%.1f%%", r*100) }
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, s.Requests, pct(s.HitRate),
+			pct(s.Tiers[0].HitRate), pct(s.Tiers[1].HitRate), dur(s.Tc), dur(s.Tr), dur(s.Formula), dur(s.Measured))
+	}
+	row("tensors", m.Tensors)
+	row("values", m.Values)
+	names := slices.Sorted(maps.Keys(m.Namespaces))
+	for _, ns := range names {
+		row("  "+strconv.Quote(ns), m.Namespaces[ns])
+	}
+	tw.Flush()
+}
+
+// dur prints a duration with three significant digits.
+func dur(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "-"
+	case d < time.Microsecond:
+		return fmt.Sprintf("%dns", d.Nanoseconds())
+	case d < time.Millisecond:
+		return fmt.Sprintf("%.3gµs", float64(d)/1e3)
+	case d < time.Second:
+		return fmt.Sprintf("%.3gms", float64(d)/1e6)
+	}
+	return fmt.Sprintf("%.3gs", d.Seconds())
 }
