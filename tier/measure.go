@@ -19,10 +19,11 @@ import (
 // histograms, from which Measures computes both T by the formula and the
 // mean actually measured.
 //
-// Timing a hit in L1 (tens of nanoseconds) with two clock reads would
-// double its cost, so one L1 hit in sampleEvery is timed, and counts for
-// sampleEvery in its histogram; every request that reaches a slower tier is
-// timed, from the moment L1 missed (or from its start, if sampled).
+// Timing a hit in L1 (tens of nanoseconds) with two clock reads would add
+// half to its cost, so one L1 hit in sampleEvery is timed: L1's histogram
+// holds that sample, and the means weigh its mean by the exact count of L1
+// hits. Every request that reaches a slower tier is timed, from the moment
+// L1 missed (or from its start, if sampled).
 
 const sampleEvery = 64 // a power of two
 
@@ -36,7 +37,7 @@ const (
 // histogram is a lock-free latency histogram with exponential buckets.
 type histogram struct {
 	counts [numBuckets]atomic.Uint64
-	sum    atomic.Int64 // nanoseconds, weighted
+	sum    atomic.Int64 // nanoseconds
 }
 
 func bucketOf(d time.Duration) int {
@@ -46,9 +47,9 @@ func bucketOf(d time.Duration) int {
 	return min(bits.Len64(uint64(d/bucketBase)), numBuckets-1)
 }
 
-func (h *histogram) observe(d time.Duration, weight uint64) {
-	h.counts[bucketOf(d)].Add(weight)
-	h.sum.Add(int64(d) * int64(weight))
+func (h *histogram) observe(d time.Duration) {
+	h.counts[bucketOf(d)].Add(1)
+	h.sum.Add(int64(d))
 }
 
 // BucketBounds are the upper bounds of Latency.Buckets, the last one
@@ -185,7 +186,7 @@ func stripeOf(n uint64) uint64 {
 type request struct {
 	m      *meter
 	start  time.Time
-	weight uint64 // 0: not timed (yet)
+	timed  bool // start is set
 	stripe uint64 // of m.l1
 }
 
@@ -198,7 +199,7 @@ func (c *Cache) begin(m *meter) request {
 	}
 	r := request{m: m, stripe: stripeOf(hitStripes)}
 	if m.l1.s[r.stripe].n.Load()&(sampleEvery-1) == 0 {
-		r.start, r.weight = time.Now(), sampleEvery
+		r.start, r.timed = time.Now(), true
 	}
 	return r
 }
@@ -206,10 +207,9 @@ func (c *Cache) begin(m *meter) request {
 // missed marks that L1 did not have it: from here the request is timed, and
 // counts once.
 func (r *request) missed() {
-	if r.weight == 0 {
-		r.start = time.Now()
+	if !r.timed {
+		r.start, r.timed = time.Now(), true
 	}
-	r.weight = 1
 }
 
 // end counts the request as served by tier, or failed.
@@ -220,7 +220,7 @@ func (r *request) end(by Tier, err error) {
 		return
 	case errors.Is(err, errAbsent):
 		m.absent.Add(1)
-		m.absentLat.observe(time.Since(r.start), 1)
+		m.absentLat.observe(time.Since(r.start))
 		return
 	case err != nil:
 		m.failed.Add(1)
@@ -230,15 +230,15 @@ func (r *request) end(by Tier, err error) {
 	default:
 		m.served[by].Add(1)
 	}
-	if r.weight != 0 {
-		m.lat[by].observe(time.Since(r.start), r.weight)
+	if r.timed {
+		m.lat[by].observe(time.Since(r.start))
 	}
 }
 
 // missTook records a read of the source or a fill that took d.
 func (r *request) missTook(d time.Duration) {
 	if r.m != nil {
-		r.m.miss.observe(d, 1)
+		r.m.miss.observe(d)
 	}
 }
 
@@ -293,7 +293,9 @@ type TierMeasure struct {
 	Requests uint64  `json:"requests"`
 	Hits     uint64  `json:"hits"`
 	HitRate  float64 `json:"hit_rate"` // Hits / Requests; 0 without requests
-	Latency  Latency `json:"latency"`  // of the requests it served
+	// Latency is of the requests it served; for L1, of a sample of them
+	// (one in 64).
+	Latency Latency `json:"latency"`
 }
 
 // Measures are the seed's measures of one kind of request.
@@ -343,9 +345,23 @@ func (n counts) measures(missTier Tier) Measures {
 		{Tier: missTier.String(), Requests: miss, Hits: miss, HitRate: rate(miss, miss), Latency: n.lat[missTier]},
 		{Tier: Shared.String(), Requests: shared, Hits: shared, HitRate: rate(shared, shared), Latency: n.lat[Shared]},
 	}
-	hits := n.lat[L1].plus(n.lat[L2])
-	all := hits.plus(n.lat[missTier]).plus(n.lat[Shared]).plus(n.absentLat)
-	s.Tc, s.Measured = hits.Mean(), all.Mean()
+	// L1's samples stand for all its hits; the other tiers time every
+	// request.
+	l1Time := float64(l1) * float64(n.lat[L1].Mean())
+	mean := func(total float64, count uint64) time.Duration {
+		if count == 0 {
+			return 0
+		}
+		return time.Duration(total / float64(count))
+	}
+	rest := []Latency{n.lat[missTier], n.lat[Shared], n.absentLat}
+	total, count := l1Time+float64(n.lat[L2].Sum), l1+n.lat[L2].Count
+	s.Tc = mean(total, count)
+	for _, l := range rest {
+		total += float64(l.Sum)
+		count += l.Count
+	}
+	s.Measured = mean(total, count)
 	s.MissLatency = n.miss
 	s.Tr = s.MissLatency.Mean()
 	hr := s.HitRate
