@@ -186,7 +186,7 @@ func stripeOf(n uint64) uint64 {
 type request struct {
 	m      *meter
 	start  time.Time
-	timed  bool // start is set
+	timed  bool   // start is set
 	stripe uint64 // of m.l1
 }
 
