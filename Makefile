@@ -79,6 +79,7 @@ fuzz:
 	$(GO) test ./loader/ -run '^$$' -fuzz FuzzParseIdentity -fuzztime $(FUZZTIME)
 	$(GO) test ./resolve/ -run '^$$' -fuzz FuzzName -fuzztime $(FUZZTIME)
 	$(GO) test ./sim/ -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/key/ -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./l2/ -run '^$$' -fuzz FuzzOpenDamagedTable -fuzztime $(FUZZTIME)
 
 # Hit ratios and throughput against rival caches (bench/ is its own module).

@@ -199,21 +199,37 @@ func (c *Cache) begin(m *meter) request {
 	}
 	r := request{m: m, stripe: stripeOf(hitStripes)}
 	if m.l1.s[r.stripe].n.Load()&(sampleEvery-1) == 0 {
-		r.start, r.timed = time.Now(), true
+		r.startTimer()
 	}
 	return r
+}
+
+func (r *request) startTimer() { r.start, r.timed = time.Now(), true }
+
+// hit counts an L1 hit: the hot path, small enough to be inlined.
+func (r *request) hit() {
+	if r.m != nil {
+		r.m.l1.s[r.stripe].n.Add(1)
+		if r.timed {
+			r.m.lat[L1].observe(time.Since(r.start))
+		}
+	}
 }
 
 // missed marks that L1 did not have it: from here the request is timed, and
 // counts once.
 func (r *request) missed() {
 	if !r.timed {
-		r.start, r.timed = time.Now(), true
+		r.startTimer()
 	}
 }
 
 // end counts the request as served by tier, or failed.
 func (r *request) end(by Tier, err error) {
+	if err == nil && by == L1 {
+		r.hit()
+		return
+	}
 	m := r.m
 	switch {
 	case m == nil:

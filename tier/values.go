@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"sync"
@@ -231,7 +232,7 @@ func (c *Cache) GetWith(ctx context.Context, ns, k string, o *PutOptions, fill F
 	req := c.begin(&st.meter)
 	ek := st.key(k)
 	if lv, ok := c.l1.Get(ek); ok && !c.expired(lv) {
-		req.end(L1, nil) // not deferred: a defer costs a hit 2%
+		req.hit() // not deferred: a defer costs a hit 2%
 		return lv.value(ns, k, L1), nil
 	}
 	return c.getMiss(ctx, &req, st, ek, k, o, fill)
@@ -603,4 +604,106 @@ func (c *Cache) gcValues() error {
 		}
 	}
 	return nil
+}
+
+// ValueReader reads a value piecewise, as TensorReader reads a tensor (it
+// is one: Name is the value's key): from L1, or from L2 a chunk at a time,
+// so that a value of many gigabytes is never in memory whole.
+type ValueReader = TensorReader
+
+// OpenValue opens the value under key k of namespace ns for reading
+// piecewise; a value not cached is errs.ErrNotFound. Close the reader.
+func (c *Cache) OpenValue(ctx context.Context, ns, k string) (r *ValueReader, err error) {
+	if err := c.enter(); err != nil {
+		return nil, err
+	}
+	defer c.exit()
+	st, err := c.namespace(ns, k)
+	if err != nil {
+		c.values.failed.Add(1)
+		return nil, err
+	}
+	req := c.begin(&st.meter)
+	defer func() {
+		by := L2
+		if r != nil {
+			by = r.ServedBy
+		}
+		req.end(by, err)
+	}()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ek := st.key(k)
+	if lv, ok := c.l1.Get(ek); ok && !c.expired(lv) {
+		return &ValueReader{Name: k, DType: lv.dtype, Shape: lv.shape, ServedBy: L1, c: c, key: ek, size: int64(len(lv.data)), data: lv.data, chunk: -1}, nil
+	}
+	req.missed()
+	absent := fmt.Errorf("tier: namespace %s: value %s: %w%w", errs.Quote(ns), errs.Quote(k), errs.ErrNotFound, errAbsent)
+	if c.l2 == nil {
+		return nil, absent
+	}
+	e, err := c.l2.OpenEntry(ek)
+	if err != nil {
+		if err := c.l2Failed(&req, err, "namespace "+ns, k); err != nil {
+			return nil, err
+		}
+		return nil, absent
+	}
+	h := e.Header()
+	return &ValueReader{Name: k, DType: h.DType, Shape: h.Shape, ServedBy: L2, c: c, key: ek, size: int64(h.Length), entry: e, chunk: -1}, nil
+}
+
+// PutReader stores the size bytes r yields as the value under key k of
+// namespace ns, chunk by chunk, never holding it whole: for values too
+// large for memory. Without L2 it reads r whole into L1. The value is not
+// kept in L1; it is in L2 when PutReader returns.
+func (c *Cache) PutReader(ctx context.Context, ns, k string, r io.Reader, size int64, o *PutOptions) error {
+	if size < 0 {
+		return fmt.Errorf("tier: %w: negative size", errs.ErrInvalidArgument)
+	}
+	if c.l2 == nil {
+		b := make([]byte, size)
+		if _, err := io.ReadFull(r, b); err != nil {
+			return err
+		}
+		return c.Put(ctx, ns, k, b, o)
+	}
+	if err := c.enter(); err != nil {
+		return err
+	}
+	defer c.exit()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	st, err := c.namespace(ns, k)
+	if err != nil {
+		return err
+	}
+	if o != nil && o.DType != "" {
+		if err := c.checkArray(o, int(size)); err != nil {
+			return fmt.Errorf("tier: namespace %s: value %s: %w", errs.Quote(ns), errs.Quote(k), err)
+		}
+	}
+	ek := st.key(k)
+	lv := c.newValue(st, nil, o)
+	c.wb.settle(ek)
+	c.l1.Delete(ek)
+	if err := c.l2.PutStreamTTL(ek, lv.dtype, lv.shape, uint64(size), ctxReader{ctx, r}, c.ttlOf(st, o)); err != nil {
+		return err
+	}
+	return c.holdShare(st, ek)
+}
+
+// ctxReader stops reading once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
 }

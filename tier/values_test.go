@@ -321,6 +321,78 @@ func TestValues_Large(t *testing.T) {
 	require.True(t, bytes.Equal(b, v.Bytes()))
 }
 
+// A value larger than memory should hold goes in and out a chunk at a time.
+func TestValues_PutReaderAndOpenValue(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 65 MiB")
+	}
+	c := openCache(t, &Options{Dir: t.TempDir(), MemoryBytes: 16 << 20, Logger: nilLogger()})
+	ctx := context.Background()
+	b := make([]byte, StreamAbove+1<<20)
+	for i := range b {
+		b[i] = byte(i * 13 >> 10)
+	}
+	require.NoError(t, c.PutReader(ctx, "big", "k", bytes.NewReader(b), int64(len(b)), nil))
+	r, err := c.OpenValue(ctx, "big", "k")
+	require.NoError(t, err)
+	require.Equal(t, L2, r.ServedBy)
+	require.Equal(t, int64(len(b)), r.Size())
+	var got bytes.Buffer
+	_, err = r.WriteTo(&got)
+	require.NoError(t, err)
+	require.NoError(t, r.Close())
+	require.True(t, bytes.Equal(b, got.Bytes()))
+	// A short reader stores nothing; a cancelled one neither.
+	require.Error(t, c.PutReader(ctx, "big", "short", bytes.NewReader(b[:10]), 20, nil))
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	require.ErrorIs(t, c.PutReader(cctx, "big", "cancelled", bytes.NewReader(b), int64(len(b)), nil), context.Canceled)
+	for _, k := range []string{"short", "cancelled"} {
+		_, err = c.OpenValue(ctx, "big", k)
+		require.ErrorIs(t, err, errs.ErrNotFound)
+	}
+	// From L1.
+	require.NoError(t, c.Put(ctx, "small", "k", []byte("abc"), nil))
+	r, err = c.OpenValue(ctx, "small", "k")
+	require.NoError(t, err)
+	require.Equal(t, L1, r.ServedBy)
+	p := make([]byte, 2)
+	_, err = r.ReadAt(p, 1)
+	require.NoError(t, err)
+	require.Equal(t, "bc", string(p))
+	require.NoError(t, r.Close())
+	s := c.Stats().Namespaces["big"]
+	require.Equal(t, uint64(1), s.Hits)
+	require.Equal(t, uint64(2), s.Absent)
+}
+
+// With an encryption key, values are encrypted at rest like every entry:
+// the directory's files never hold the plaintext.
+func TestValues_EncryptedAtRest(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	secret := bytes.Repeat([]byte("a secret output, in the clear? "), 64)
+	key := bytes.Repeat([]byte{7}, 32)
+	c, err := Open(&Options{Dir: dir, EncryptionKey: key, Logger: nilLogger()})
+	require.NoError(t, err)
+	require.NoError(t, c.Put(ctx, "outputs", "k", secret, nil))
+	require.NoError(t, c.Close())
+	files, err := filepath.Glob(filepath.Join(dir, "*"))
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // a directory
+		}
+		require.False(t, bytes.Contains(b, secret[:24]), "plaintext in %s", f)
+	}
+	c = openCache(t, &Options{Dir: dir, EncryptionKey: key, Logger: nilLogger()})
+	v, err := c.Get(ctx, "outputs", "k", nil)
+	require.NoError(t, err)
+	require.Equal(t, secret, v.Bytes())
+}
+
 // A float array said to be one is stored by the float-aware codec: smaller
 // than as opaque bytes.
 func TestValues_FloatCodec(t *testing.T) {

@@ -50,9 +50,10 @@ func newValuePutCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "put [flags] NS KEY < FILE",
 		Short: "Store stdin as the value of KEY in namespace NS",
-		Long: `put reads stdin to its end (at most 4 GiB) and stores it as the value of KEY
-in namespace NS, replacing what was there; it is in the cache directory when
-put returns. --ttl sets how long it lives (default: the namespace's, then
+		Long: `put reads stdin to its end and stores it as the value of KEY in namespace NS,
+replacing what was there; it is in the cache directory when put returns. A
+file (< FILE) is streamed in a chunk at a time, whatever its size; a pipe is
+read whole first, at most 4 GiB. --ttl sets how long it lives (default: the namespace's, then
 --ttl of warm itself, then forever). --dtype (F32, F16, BF16, F64, ...) says
 the bytes are an array of that type, little-endian, so that it is stored by
 the float-aware codec; --shape (e.g. 4,1024) is checked against its length.`,
@@ -76,12 +77,20 @@ the float-aware codec; --shape (e.g. 4,1024) is checked against its length.`,
 					return usageError{fmt.Errorf("--shape needs --dtype")}
 				}
 			}
+			// A file is streamed in, a chunk at a time, whatever its size;
+			// a pipe is read whole first (its size is not known), up to a
+			// bound.
+			if fi, err := os.Stdin.Stat(); err == nil && fi.Mode().IsRegular() {
+				return g.withCache(func(c *tier.Cache) error {
+					return c.PutReader(cmdContext(cmd), args[0], args[1], os.Stdin, fi.Size(), o)
+				})
+			}
 			b, err := io.ReadAll(io.LimitReader(os.Stdin, maxValueStdin+1))
 			if err != nil {
 				return fmt.Errorf("reading stdin: %w", err)
 			}
 			if len(b) > maxValueStdin {
-				return fmt.Errorf("stdin holds more than %s: store it as a file and cache the file", humanize.IBytes(maxValueStdin))
+				return fmt.Errorf("stdin holds more than %s: redirect it from a file (< FILE), which is streamed", humanize.IBytes(maxValueStdin))
 			}
 			return g.withCache(func(c *tier.Cache) error {
 				return c.Put(cmdContext(cmd), args[0], args[1], b, o)
@@ -108,14 +117,16 @@ on stderr.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withCache(func(c *tier.Cache) error {
-				v, err := c.Get(cmdContext(cmd), args[0], args[1], nil)
+				// A reader: a value of any size goes out a chunk at a time.
+				r, err := c.OpenValue(cmdContext(cmd), args[0], args[1])
 				if err != nil {
 					return err
 				}
+				defer r.Close()
 				if verbose {
-					fmt.Fprintf(g.stderr, "served-by: %s\n", v.ServedBy)
+					fmt.Fprintf(g.stderr, "served-by: %s\n", r.ServedBy)
 				}
-				_, err = g.stdout.Write(v.Bytes())
+				_, err = r.WriteTo(g.stdout)
 				return err
 			})
 		},

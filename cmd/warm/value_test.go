@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 
@@ -71,6 +72,20 @@ func TestValue_PutGetLsDelDrop(t *testing.T) {
 	r = w("", "stats")
 	require.Contains(t, string(r.stdout), `"outputs"`)
 	require.Contains(t, string(r.stdout), "T MEASURED")
+
+	// A file on stdin is streamed in; get streams it out.
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
+	f, err := os.CreateTemp(t.TempDir(), "value")
+	require.NoError(t, err)
+	_, err = f.Write(big)
+	require.NoError(t, err)
+	_, err = f.Seek(0, 0)
+	require.NoError(t, err)
+	r = warmStdin(t, f, "--dir", dir, "value", "put", "big", "file")
+	require.Equal(t, 0, r.code, string(r.stderr))
+	r = w("", "value", "get", "big", "file")
+	require.Equal(t, 0, r.code, string(r.stderr))
+	require.True(t, bytes.Equal(big, r.stdout))
 
 	// Usage errors.
 	require.Equal(t, 2, w("", "value", "get", "outputs").code)
