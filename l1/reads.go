@@ -3,7 +3,8 @@ package l1
 import (
 	"math/bits"
 	"sync/atomic"
-	"unsafe"
+
+	"github.com/modelcache/modelcache/internal/stripe"
 )
 
 // Hits wait in read buffers for the policy lock, as in Caffeine and otter:
@@ -93,17 +94,5 @@ func (r *readRing[K, V]) drain(f func(*entry[K, V])) {
 	r.head.Store(h)
 }
 
-// stripeOf picks a stripe for the calling goroutine from its stack's
-// address (otter's idea): one goroutine keeps using the same stripe, so its
-// hits stay in order and the line stays in its core's cache, while
-// goroutines running at the same time mostly use different ones. The
-// address's low 11 bits depend on call depth, not on the goroutine, and are
-// dropped.
-func stripeOf(n uint64) uint64 {
-	var x byte
-	a := uint64(uintptr(unsafe.Pointer(&x))) >> 11
-	a ^= a >> 33
-	a *= 0xff51afd7ed558ccd
-	a ^= a >> 33
-	return a & (n - 1)
-}
+// stripeOf picks the calling goroutine's stripe (package stripe).
+func stripeOf(n uint64) uint64 { return stripe.Of(n) }

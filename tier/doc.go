@@ -45,4 +45,25 @@
 //
 // Warm writes every tensor of a file to L2 ahead of time, skipping those
 // already there, so that later processes start from local disk.
+//
+// # Values
+//
+// The same tiers cache what a program computes: outputs, intermediate
+// results, prepared inputs, as values under a namespace and a key. Get
+// returns a cached value or calls fill once for every caller of a missing
+// key; DropNamespace drops a namespace in O(1) by moving it to a new epoch;
+// NamespaceFor names a namespace after one version of a model. See
+// docs/VALUES.md.
+//
+//	v, err := c.Get(ctx, tier.NamespaceFor(m, "outputs"), prompt, func(ctx context.Context) ([]byte, error) {
+//		return run(ctx, prompt)
+//	})
+//
+// # Measures
+//
+// Every request is counted by the tier that served it and timed (every
+// request past L1, one L1 hit in 64): Stats gives, for tensors, values and
+// each namespace, hit rates per tier, latency histograms, Tc, Tr and the
+// average access time HR·Tc + (1 − HR)·(Tc + Tr) beside the mean measured;
+// NewCollector exports them to Prometheus.
 package tier

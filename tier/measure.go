@@ -8,7 +8,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	"unsafe"
+
+	"github.com/modelcache/modelcache/internal/stripe"
 )
 
 // The cache is judged, as the paper it grew from judges one, by its hit rate
@@ -169,19 +170,6 @@ func (c *stripedCounter) load() uint64 {
 	return n
 }
 
-// stripeOf picks a stripe for the calling goroutine from its stack's
-// address, as l1 does (otter's idea): a goroutine keeps its stripe, and
-// goroutines running at once mostly have different ones. The address's low
-// 11 bits depend on call depth, not on the goroutine, and are dropped.
-func stripeOf(n uint64) uint64 {
-	var x byte
-	a := uint64(uintptr(unsafe.Pointer(&x))) >> 11
-	a ^= a >> 33
-	a *= 0xff51afd7ed558ccd
-	a ^= a >> 33
-	return a & (n - 1)
-}
-
 // request times one request against a meter.
 type request struct {
 	m      *meter
@@ -197,7 +185,7 @@ func (c *Cache) begin(m *meter) request {
 	if c.unmeasured {
 		return request{}
 	}
-	r := request{m: m, stripe: stripeOf(hitStripes)}
+	r := request{m: m, stripe: stripe.Of(hitStripes)}
 	if m.l1.s[r.stripe].n.Load()&(sampleEvery-1) == 0 {
 		r.startTimer()
 	}

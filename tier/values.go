@@ -349,17 +349,9 @@ func (c *Cache) Put(ctx context.Context, ns, k string, b []byte, o *PutOptions) 
 		return err
 	}
 	defer c.exit()
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	st, err := c.namespace(ns, k)
+	st, err := c.putTarget(ctx, ns, k, int64(len(b)), o)
 	if err != nil {
 		return err
-	}
-	if o != nil && o.DType != "" {
-		if err := c.checkArray(o, len(b)); err != nil {
-			return fmt.Errorf("tier: namespace %s: value %s: %w", errs.Quote(ns), errs.Quote(k), err)
-		}
 	}
 	ek := st.key(k)
 	lv := c.newValue(st, bytes.Clone(b), o)
@@ -377,9 +369,27 @@ func (c *Cache) Put(ctx context.Context, ns, k string, b []byte, o *PutOptions) 
 	return nil
 }
 
+// putTarget is the namespace a put of n bytes under k goes to, once the
+// context, the names and the array's shape are checked.
+func (c *Cache) putTarget(ctx context.Context, ns, k string, n int64, o *PutOptions) (*nsState, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	st, err := c.namespace(ns, k)
+	if err != nil {
+		return nil, err
+	}
+	if o != nil && o.DType != "" {
+		if err := checkArray(o, n); err != nil {
+			return nil, fmt.Errorf("tier: namespace %s: value %s: %w", errs.Quote(ns), errs.Quote(k), err)
+		}
+	}
+	return st, nil
+}
+
 // checkArray checks that an array's shape, if given, covers n bytes of
 // its dtype.
-func (c *Cache) checkArray(o *PutOptions, n int) error {
+func checkArray(o *PutOptions, n int64) error {
 	if len(o.Shape) == 0 {
 		return nil
 	}
@@ -673,17 +683,9 @@ func (c *Cache) PutReader(ctx context.Context, ns, k string, r io.Reader, size i
 		return err
 	}
 	defer c.exit()
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	st, err := c.namespace(ns, k)
+	st, err := c.putTarget(ctx, ns, k, size, o)
 	if err != nil {
 		return err
-	}
-	if o != nil && o.DType != "" {
-		if err := c.checkArray(o, int(size)); err != nil {
-			return fmt.Errorf("tier: namespace %s: value %s: %w", errs.Quote(ns), errs.Quote(k), err)
-		}
 	}
 	ek := st.key(k)
 	lv := c.newValue(st, nil, o)
