@@ -18,7 +18,8 @@ build:
 
 # Warm the bundled model into a temporary cache, then read a tensor back in a
 # new process: first from L2 (disk), then from L1 (RAM), and compare the
-# bytes with a read straight from the file; then load the whole model twice.
+# bytes with a read straight from the file; then load the whole model twice,
+# and run the values example (weights, inputs, intermediates, outputs).
 demo:
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(GO) build -o "$$tmp/warm" ./cmd/warm; \
@@ -32,8 +33,10 @@ demo:
 	echo "== $$(wc -c < "$$tmp/cached.bin") bytes, identical to the file's: sha256 $$(sha256sum < "$$tmp/cached.bin" | cut -c1-16)…"; \
 	echo "== warm load -n 2 $(DEMO_MODEL)   (the whole model, as a loader reads it: from L2, then L1)"; \
 	"$$tmp/warm" load --dir "$$tmp/cache" -n 2 $(DEMO_MODEL); \
-	echo "== warm stats --json"; \
-	"$$tmp/warm" stats --dir "$$tmp/cache" --json
+	echo "== warm stats"; \
+	"$$tmp/warm" stats --dir "$$tmp/cache"; \
+	echo "== values: PoseNet's first layers on an image, twice (examples/inference)"; \
+	$(GO) run ./examples/inference -dir "$$tmp/values" -model $(DEMO_MODEL)
 
 test:
 	$(GO) vet $(PKGS)
