@@ -1,0 +1,284 @@
+// Package testredis starts real redis-server processes on loopback ports
+// for tests: a single node, or a Redis Cluster of masters (and replicas).
+// Every process is started by the test and stopped, by PID, when it ends.
+// Without redis-server on PATH the test is skipped, unless
+// MODELCACHE_REQUIRE_REDIS is set (CI sets it), which makes that a failure.
+package testredis
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Server is one redis-server process.
+type Server struct {
+	Addr string
+	Port int
+	Dir  string
+	cmd  *exec.Cmd
+	args []string
+	t    testing.TB
+}
+
+// need skips (or fails, in CI) when redis-server is not installed.
+func need(t testing.TB) string {
+	t.Helper()
+	p, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("MODELCACHE_REQUIRE_REDIS") != "" {
+			t.Fatal("redis-server not found, and MODELCACHE_REQUIRE_REDIS is set")
+		}
+		t.Skip("redis-server not found: install Debian's redis-server to run the L3 tests")
+	}
+	return p
+}
+
+// freePort asks the kernel for a free loopback port. A cluster node also
+// uses port+10000 for its bus, so ports above 55535 are refused.
+func freePort(t testing.TB) int {
+	t.Helper()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if port < 55535 {
+			if b, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+10000)); err == nil {
+				b.Close()
+				return port
+			}
+		}
+	}
+	t.Fatal("no free port pair")
+	return 0
+}
+
+// Start starts a redis-server with extra configuration lines (e.g.
+// "maxmemory 8mb").
+func Start(t testing.TB, conf ...string) *Server {
+	t.Helper()
+	bin := need(t)
+	s := &Server{Port: freePort(t), Dir: t.TempDir(), t: t}
+	s.Addr = fmt.Sprintf("127.0.0.1:%d", s.Port)
+	s.args = []string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--dir", s.Dir,
+		"--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning"}
+	for _, c := range conf {
+		f := strings.Fields(c)
+		s.args = append(s.args, "--"+f[0])
+		s.args = append(s.args, f[1:]...)
+	}
+	s.start(bin)
+	t.Cleanup(s.Kill)
+	return s
+}
+
+func (s *Server) start(bin string) {
+	s.t.Helper()
+	s.cmd = exec.Command(bin, s.args...)
+	s.cmd.Stdout, s.cmd.Stderr = nil, nil
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.waitUp()
+}
+
+// waitUp waits (bounded) until the server answers PING.
+func (s *Server) waitUp() {
+	s.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if s.ping() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.t.Fatalf("redis-server on %s did not come up", s.Addr)
+}
+
+func (s *Server) ping() bool {
+	c, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return err == nil && strings.HasPrefix(line, "+PONG")
+}
+
+// Kill stops the server with SIGKILL, by PID, and waits for it. It is
+// safe to call twice.
+func (s *Server) Kill() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = syscall.Kill(s.cmd.Process.Pid, syscall.SIGKILL)
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
+// Stop pauses the server (SIGSTOP): it keeps its connections but answers
+// nothing, as a sick node does. Cont resumes it.
+func (s *Server) Stop() { _ = syscall.Kill(s.cmd.Process.Pid, syscall.SIGSTOP) }
+
+// Cont resumes a stopped server.
+func (s *Server) Cont() { _ = syscall.Kill(s.cmd.Process.Pid, syscall.SIGCONT) }
+
+// Restart starts the server again on the same port and directory.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Kill()
+	s.start(need(s.t))
+}
+
+// CLI runs redis-cli against the server.
+func (s *Server) CLI(args ...string) (string, error) {
+	out, err := exec.Command("redis-cli", append([]string{"-h", "127.0.0.1", "-p", strconv.Itoa(s.Port)}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// Cluster is a Redis Cluster on loopback.
+type Cluster struct {
+	Masters, Replicas []*Server
+}
+
+// Addrs are the masters' addresses.
+func (c *Cluster) Addrs() []string {
+	var a []string
+	for _, m := range c.Masters {
+		a = append(a, m.Addr)
+	}
+	return a
+}
+
+// StartCluster starts masters (at least 3) with replicas replicas each and
+// joins them into a cluster covering every slot.
+func StartCluster(t testing.TB, masters, replicas int, conf ...string) *Cluster {
+	t.Helper()
+	need(t)
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		t.Skip("redis-cli not found")
+	}
+	c := &Cluster{}
+	var all []*Server
+	for range masters * (1 + replicas) {
+		s := Start(t, append([]string{"cluster-enabled yes", "cluster-config-file nodes.conf", "cluster-node-timeout 1000",
+			"cluster-replica-validity-factor 0", "cluster-allow-reads-when-down yes",
+			// Replicas stay with their masters: tests pick which master to kill.
+			"cluster-allow-replica-migration no"}, conf...)...)
+		all = append(all, s)
+	}
+	args := []string{"--cluster", "create"}
+	for _, s := range all {
+		args = append(args, s.Addr)
+	}
+	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
+	out, err := exec.Command("redis-cli", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	// Wait (bounded) until every node sees the cluster as ok.
+	deadline := time.Now().Add(20 * time.Second)
+	for _, s := range all {
+		for {
+			info, _ := s.CLI("cluster", "info")
+			if strings.Contains(info, "cluster_state:ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("cluster not ok on %s: %s", s.Addr, info)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	// redis-cli chooses which nodes are masters.
+	for _, s := range all {
+		if s.Role() == "master" {
+			c.Masters = append(c.Masters, s)
+		} else {
+			c.Replicas = append(c.Replicas, s)
+		}
+	}
+	return c
+}
+
+// Replicas is how many replicas a master has connected now.
+func (s *Server) Replicas() int {
+	info, _ := s.CLI("info", "replication")
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "connected_slaves:"); ok {
+			n, _ := strconv.Atoi(v)
+			return n
+		}
+	}
+	return 0
+}
+
+// Role is "master" or "slave", as the server says now.
+func (s *Server) Role() string {
+	out, _ := s.CLI("role")
+	role, _, _ := strings.Cut(strings.TrimSpace(out), "\n")
+	return role
+}
+
+// WaitReplicated waits (bounded) until every replica has every write its
+// master has: replication is asynchronous, and a test that kills a master
+// right after writing would lose what was not yet copied.
+func (c *Cluster) WaitReplicated(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, m := range c.Masters {
+		for {
+			info, _ := m.CLI("info", "replication")
+			if replicated(info) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("replicas of %s lag: %s", m.Addr, info)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// replicated reads INFO replication: every slave's offset is the master's.
+func replicated(info string) bool {
+	var master string
+	var offsets []string
+	for _, line := range strings.Split(info, "\n") {
+		line = strings.TrimSpace(line)
+		if v, ok := strings.CutPrefix(line, "master_repl_offset:"); ok {
+			master = v
+		}
+		if strings.HasPrefix(line, "slave") && strings.Contains(line, "offset=") {
+			for _, f := range strings.Split(line, ",") {
+				if v, ok := strings.CutPrefix(f, "offset="); ok {
+					offsets = append(offsets, v)
+				}
+			}
+		}
+	}
+	if master == "" {
+		return false
+	}
+	for _, o := range offsets {
+		if o != master {
+			return false
+		}
+	}
+	return true
+}
