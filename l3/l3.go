@@ -128,6 +128,7 @@ type Value struct {
 	Shape   []uint64
 	Data    []byte
 	Written time.Time
+	Expires time.Time // zero: never
 }
 
 // Open connects to Redis (lazily: a Redis that is down at Open is an error
@@ -265,16 +266,17 @@ const (
 
 // meta is an entry's commit record.
 type meta struct {
-	id      []byte
-	written int64
-	key     string
-	header  *serialize.Header
+	id               []byte
+	written, expires int64 // Unix nanoseconds; expires 0: never
+	key              string
+	header           *serialize.Header
 }
 
 func (m *meta) encode() ([]byte, error) {
 	b := append([]byte(metaMagic), 1)
 	b = append(b, m.id...)
 	b = binary.LittleEndian.AppendUint64(b, uint64(m.written))
+	b = binary.LittleEndian.AppendUint64(b, uint64(m.expires))
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(m.key)))
 	b = append(b, m.key...)
 	return m.header.AppendBinary(b)
@@ -284,7 +286,7 @@ func decodeMeta(b []byte) (*meta, error) {
 	bad := func(what string) (*meta, error) {
 		return nil, fmt.Errorf("l3: %w: meta %s", errs.ErrCorrupt, what)
 	}
-	fixed := len(metaMagic) + 1 + idLen + 8 + 4
+	fixed := len(metaMagic) + 1 + idLen + 16 + 4
 	if len(b) < fixed || string(b[:4]) != metaMagic {
 		return bad("too short or not a meta")
 	}
@@ -294,8 +296,9 @@ func decodeMeta(b []byte) (*meta, error) {
 	m := &meta{id: bytes.Clone(b[5 : 5+idLen])}
 	p := 5 + idLen
 	m.written = int64(binary.LittleEndian.Uint64(b[p:]))
-	n := int(binary.LittleEndian.Uint32(b[p+8:]))
-	p += 12
+	m.expires = int64(binary.LittleEndian.Uint64(b[p+8:]))
+	n := int(binary.LittleEndian.Uint32(b[p+16:]))
+	p += 20
 	if n > len(b)-p {
 		return bad("key length")
 	}
@@ -425,7 +428,11 @@ func (s *Store) GetInto(ctx context.Context, key string, alloc func(dtype string
 	if err := g.Wait(); err != nil {
 		return nil, s.dropIfCorrupt(ctx, key, err)
 	}
-	return &Value{DType: h.DType, Shape: h.Shape, Data: out, Written: time.Unix(0, m.written)}, nil
+	v := &Value{DType: h.DType, Shape: h.Shape, Data: out, Written: time.Unix(0, m.written)}
+	if m.expires != 0 {
+		v.Expires = time.Unix(0, m.expires)
+	}
+	return v, nil
 }
 
 // dropIfCorrupt deletes the meta of a damaged entry, so that the next
@@ -501,7 +508,11 @@ func (s *Store) PutStream(ctx context.Context, key, dtype string, shape []uint64
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	m := &meta{id: id, written: time.Now().UnixNano(), key: key, header: h}
+	now := time.Now()
+	m := &meta{id: id, written: now.UnixNano(), key: key, header: h}
+	if ttl > 0 {
+		m.expires = now.Add(ttl).UnixNano()
+	}
 	raw, err := m.encode()
 	if err != nil {
 		return err

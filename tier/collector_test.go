@@ -33,17 +33,20 @@ func TestCollector(t *testing.T) {
 # TYPE modelcache_requests_total counter
 modelcache_requests_total{kind="tensor",tier="l1"} 2
 modelcache_requests_total{kind="tensor",tier="l2"} 0
+modelcache_requests_total{kind="tensor",tier="l3"} 0
 modelcache_requests_total{kind="tensor",tier="shared"} 0
 modelcache_requests_total{kind="tensor",tier="source"} 1
 modelcache_requests_total{kind="value",tier="fill"} 1
 modelcache_requests_total{kind="value",tier="l1"} 3
 modelcache_requests_total{kind="value",tier="l2"} 0
+modelcache_requests_total{kind="value",tier="l3"} 0
 modelcache_requests_total{kind="value",tier="shared"} 0
 # HELP modelcache_namespace_requests_total Value requests by namespace and by the tier that served them.
 # TYPE modelcache_namespace_requests_total counter
 modelcache_namespace_requests_total{namespace="outputs",tier="fill"} 1
 modelcache_namespace_requests_total{namespace="outputs",tier="l1"} 3
 modelcache_namespace_requests_total{namespace="outputs",tier="l2"} 0
+modelcache_namespace_requests_total{namespace="outputs",tier="l3"} 0
 modelcache_namespace_requests_total{namespace="outputs",tier="shared"} 0
 # HELP modelcache_hit_ratio Requests served by a cache tier over requests served.
 # TYPE modelcache_hit_ratio gauge
@@ -53,5 +56,5 @@ modelcache_hit_ratio{kind="value"} 0.75
 	// The source read and the fill were timed: one observation each.
 	n, err := testutil.GatherAndCount(reg, "modelcache_miss_duration_seconds", "modelcache_request_duration_seconds", "modelcache_bytes")
 	require.NoError(t, err)
-	require.Equal(t, 2+8+3, n)
+	require.Equal(t, 2+10+3, n)
 }

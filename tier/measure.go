@@ -130,7 +130,7 @@ func (l Latency) plus(o Latency) Latency {
 }
 
 // numTiers is how many Tier values there are.
-const numTiers = int(Fill) + 1
+const numTiers = int(L3) + 1
 
 // meter counts and times the requests of one kind.
 type meter struct {
@@ -140,8 +140,9 @@ type meter struct {
 	lat    [numTiers]histogram // by Tier
 	// miss times the reads of the source and the fills: Tr.
 	miss histogram
-	// l2Misses counts requests that looked in L2 and did not find it.
-	l2Misses atomic.Uint64
+	// l2Misses and l3Misses count requests that looked in L2 (L3) and
+	// did not find it.
+	l2Misses, l3Misses atomic.Uint64
 	// absent counts and times the misses of lookups without a fill
 	// (values): nothing served them, yet they are requests the cache
 	// missed, not failures.
@@ -253,6 +254,13 @@ func (r *request) l2Missed() {
 	}
 }
 
+// l3Missed counts a look in L3 that found nothing.
+func (r *request) l3Missed() {
+	if r.m != nil {
+		r.m.l3Misses.Add(1)
+	}
+}
+
 // errAbsent marks, wrapped beside errs.ErrNotFound, the error of a lookup
 // without a fill that missed; it adds nothing to the message.
 var errAbsent = errors.New("")
@@ -261,6 +269,7 @@ var errAbsent = errors.New("")
 type counts struct {
 	served                   [numTiers]uint64
 	failed, l2Misses, absent uint64
+	l3Misses                 uint64
 	lat                      [numTiers]Latency
 	miss, absentLat          Latency
 }
@@ -273,6 +282,7 @@ func (m *meter) read() counts {
 	}
 	n.served[L1] = m.l1.load()
 	n.failed, n.l2Misses, n.miss = m.failed.Load(), m.l2Misses.Load(), m.miss.snapshot()
+	n.l3Misses = m.l3Misses.Load()
 	n.absent, n.absentLat = m.absent.Load(), m.absentLat.snapshot()
 	return n
 }
@@ -284,6 +294,7 @@ func (n counts) plus(o counts) counts {
 	}
 	n.failed += o.failed
 	n.l2Misses += o.l2Misses
+	n.l3Misses += o.l3Misses
 	n.miss = n.miss.plus(o.miss)
 	n.absent += o.absent
 	n.absentLat = n.absentLat.plus(o.absentLat)
@@ -305,7 +316,7 @@ type TierMeasure struct {
 // Measures are the seed's measures of one kind of request.
 type Measures struct {
 	Requests uint64 `json:"requests"`
-	// Hits were served by a cache tier (L1, L2); Misses read the source or
+	// Hits were served by a cache tier (L1, L2, L3); Misses read the source or
 	// ran fill, or joined a concurrent caller that did (Shared), or were
 	// lookups of values without a fill that found nothing (Absent).
 	Hits    uint64  `json:"hits"`
@@ -314,8 +325,8 @@ type Measures struct {
 	Absent  uint64  `json:"absent"`
 	Failed  uint64  `json:"failed"`
 	HitRate float64 `json:"hit_rate"`
-	// Tiers are the cache tiers, fastest first, then the miss path
-	// ("source" for tensors, "fill" for values) and "shared".
+	// Tiers are the cache tiers, fastest first (l1, l2, l3), then the
+	// miss path ("source" for tensors, "fill" for values) and "shared".
 	Tiers []TierMeasure `json:"tiers"`
 	// Tc is the mean time of a hit; Tr the mean time of a read of the source
 	// or a fill (MissLatency's mean).
@@ -330,9 +341,9 @@ type Measures struct {
 
 func (n counts) measures(missTier Tier) Measures {
 	var s Measures
-	l1, l2 := n.served[L1], n.served[L2]
+	l1, l2, l3 := n.served[L1], n.served[L2], n.served[L3]
 	miss, shared := n.served[missTier], n.served[Shared]
-	s.Hits, s.Misses, s.Shared, s.Absent, s.Failed = l1+l2, miss+shared+n.absent, shared, n.absent, n.failed
+	s.Hits, s.Misses, s.Shared, s.Absent, s.Failed = l1+l2+l3, miss+shared+n.absent, shared, n.absent, n.failed
 	s.Requests = s.Hits + s.Misses + s.Failed
 	rate := func(hits, reqs uint64) float64 {
 		if reqs == 0 {
@@ -342,10 +353,11 @@ func (n counts) measures(missTier Tier) Measures {
 	}
 	served := s.Hits + s.Misses
 	s.HitRate = rate(s.Hits, served)
-	reachedL2 := l2 + n.l2Misses
+	reachedL2, reachedL3 := l2+n.l2Misses, l3+n.l3Misses
 	s.Tiers = []TierMeasure{
 		{Tier: L1.String(), Requests: served, Hits: l1, HitRate: rate(l1, served), Latency: n.lat[L1]},
 		{Tier: L2.String(), Requests: reachedL2, Hits: l2, HitRate: rate(l2, reachedL2), Latency: n.lat[L2]},
+		{Tier: L3.String(), Requests: reachedL3, Hits: l3, HitRate: rate(l3, reachedL3), Latency: n.lat[L3]},
 		{Tier: missTier.String(), Requests: miss, Hits: miss, HitRate: rate(miss, miss), Latency: n.lat[missTier]},
 		{Tier: Shared.String(), Requests: shared, Hits: shared, HitRate: rate(shared, shared), Latency: n.lat[Shared]},
 	}
@@ -359,7 +371,8 @@ func (n counts) measures(missTier Tier) Measures {
 		return time.Duration(total / float64(count))
 	}
 	rest := []Latency{n.lat[missTier], n.lat[Shared], n.absentLat}
-	total, count := l1Time+float64(n.lat[L2].Sum), l1+n.lat[L2].Count
+	total := l1Time + float64(n.lat[L2].Sum) + float64(n.lat[L3].Sum)
+	count := l1 + n.lat[L2].Count + n.lat[L3].Count
 	s.Tc = mean(total, count)
 	for _, l := range rest {
 		total += float64(l.Sum)
@@ -403,6 +416,7 @@ func (n counts) add(prefix string, deltas map[string]uint64) {
 	}
 	put("f", n.failed)
 	put("x", n.l2Misses)
+	put("y", n.l3Misses)
 	put("a", n.absent)
 	put("A", uint64(n.absentLat.Sum))
 	for i, b := range n.absentLat.Buckets {
@@ -456,6 +470,8 @@ func countsFrom(fields map[string]uint64) counts {
 			n.failed = v
 		case 'x':
 			n.l2Misses = v
+		case 'y':
+			n.l3Misses = v
 		case 'A':
 			n.absentLat.Sum = time.Duration(v)
 		case 'a':

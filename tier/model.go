@@ -366,11 +366,36 @@ func (m *Model) each(ctx context.Context, parallel int, fn func(*TensorInfo) err
 }
 
 // warmOne writes one tensor of pf to L2 unless L2 holds it, and says
-// whether it wrote it.
+// whether it wrote it. With L3 it is read from L3 if the fleet has it, and
+// written to L3 when it was read from the file; tensors past StreamAbove,
+// streamed into L2, do not go through L3.
 func (c *Cache) warmOne(pf *pinnedFile, t *TensorInfo) (bool, error) {
 	key := t.key
 	if _, err := c.l2.Stat(key); err == nil {
 		return false, nil
+	}
+	if c.l3 != nil && t.Bytes <= streamAbove {
+		var req request // warming is not a request
+		v, lease := c.fromL3(&req, key, nil)
+		data := []byte(nil)
+		if v != nil {
+			data = v.Data
+		} else {
+			data = make([]byte, t.Bytes)
+			err := pf.f.ReadTensorInto(t.Name, data)
+			if err != nil {
+				if lease != nil {
+					lease.Release()
+				}
+				return false, err
+			}
+			c.warmLoads.Add(1)
+			c.toL3(key, t.DType, t.Shape, data, c.ttl, lease)
+		}
+		if err := c.l2.Put(key, t.DType, t.Shape, data); err != nil {
+			return false, fmt.Errorf("tier: %s: tensor %s: %w", pf.f.Path(), errs.Quote(t.Name), err)
+		}
+		return true, nil
 	}
 	if t.Bytes > streamAbove {
 		// Chunk by chunk: an 8 GiB file is not held in memory whole.

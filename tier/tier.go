@@ -16,6 +16,7 @@ import (
 	"github.com/modelcache/modelcache/internal/key"
 	"github.com/modelcache/modelcache/l1"
 	"github.com/modelcache/modelcache/l2"
+	"github.com/modelcache/modelcache/l3"
 	"github.com/modelcache/modelcache/loader"
 	"github.com/modelcache/modelcache/resolve"
 )
@@ -72,6 +73,14 @@ type Options struct {
 	// Stats.L2Unavailable says why. Options that no directory could satisfy
 	// and a wrong encryption key are errors still.
 	L2Optional bool
+	// L3, if set, is the fleet tier: Redis (one node or a cluster) shared
+	// by every machine of a fleet. Reads go L1, L2, L3, then the source;
+	// one machine reads an entry from the origin while the others wait for
+	// it. See package l3 and docs/L3.md.
+	L3 *l3.Options
+	// L3WriteBytes bounds the bytes queued for L3 writes; default
+	// DefaultWriteBehindBytes.
+	L3WriteBytes int64
 	// Origin is where model files are read from on a miss; default
 	// LocalFiles, the local file system.
 	Origin Origin
@@ -102,6 +111,7 @@ const (
 	// and got its result; it caused no read.
 	Shared
 	Fill // a value computed by the fill function of Cache.Get
+	L3   // the fleet tier (Redis), shared by every machine
 )
 
 func (t Tier) String() string {
@@ -114,6 +124,8 @@ func (t Tier) String() string {
 		return "shared"
 	case Fill:
 		return "fill"
+	case L3:
+		return "l3"
 	}
 	return "source"
 }
@@ -136,6 +148,7 @@ func (t *Tensor) Bytes() []byte { return t.data }
 type Stats struct {
 	L1 l1.Stats
 	L2 l2.Stats // zero without L2
+	L3 L3Stats  // zero without L3
 	// L2Unavailable is why the cache runs without the L2 directory it was
 	// given (Options.L2Optional); empty when L2 is in use or none was given.
 	L2Unavailable string
@@ -232,7 +245,12 @@ type Cache struct {
 	log    *slog.Logger
 	l1     *l1.Cache[string, *l1Value]
 	l2     *l2.Store // nil without L2
-	rec    records   // L2's records, with L2
+	l3     *l3.Store // nil without L3
+	l3wb   *writeBehind
+	fleet  fleetStats
+	// background runs followEpochs until Close.
+	background sync.WaitGroup
+	rec    records // L2's records, with L2
 	files  *fileTable
 	origin Origin
 	wb     *writeBehind
@@ -311,6 +329,17 @@ func Open(opts *Options) (*Cache, error) {
 	if c.l1, err = l1.New(&l1.Options[string, *l1Value]{MaxBytes: mem, Policy: opts.MemoryPolicy,
 		Group: key.Owner, GroupLimit: c.namespaceShare}); err != nil {
 		return nil, err
+	}
+	if opts.L3 != nil {
+		if c.l3, err = l3.Open(opts.L3); err != nil {
+			return nil, err
+		}
+		n := opts.L3WriteBytes
+		if n == 0 {
+			n = DefaultWriteBehindBytes
+		}
+		c.l3wb = newWriteBehind(nil, n, c.warn)
+		c.background.Go(c.followEpochs)
 	}
 	if opts.Dir != "" {
 		lo := &l2.Options{
@@ -491,6 +520,19 @@ func (c *Cache) load(req *request, id loader.Identity, f ModelFile, key, name st
 			return nil, err
 		}
 	}
+	v, lease := c.fromL3(req, key, nil)
+	if v != nil {
+		c.setL1(key, v.DType, v.Shape, v.Data)
+		if c.wb != nil {
+			c.wb.enqueue(key, v.DType, v.Shape, v.Data)
+		}
+		return &Tensor{Name: name, DType: v.DType, Shape: v.Shape, ServedBy: L3, data: v.Data}, nil
+	}
+	defer func() {
+		if lease != nil { // toL3 did not take it
+			lease.Release()
+		}
+	}()
 	if err := c.closing(); err != nil {
 		return nil, err
 	}
@@ -522,6 +564,8 @@ func (c *Cache) load(req *request, id loader.Identity, f ModelFile, key, name st
 	if c.wb != nil {
 		c.wb.enqueue(key, string(ti.DType), ti.Shape, data)
 	}
+	c.toL3(key, string(ti.DType), ti.Shape, data, c.ttl, lease)
+	lease = nil
 	return &Tensor{Name: name, DType: string(ti.DType), Shape: ti.Shape, ServedBy: Source, data: data}, nil
 }
 
@@ -852,6 +896,7 @@ func (c *Cache) Stats() Stats {
 	s.Requests = s.Tensors.Requests
 	s.L1.Hits = s.Tensors.Tiers[0].Hits + s.Values.Tiers[0].Hits
 	s.LifetimeMeasured = s.Measured
+	s.L3 = c.l3Stats()
 	s.Lifetime = c.session()
 	s.L2Unavailable = c.l2Unavailable
 	if c.l2 != nil {
@@ -903,13 +948,18 @@ func (c *Cache) Close() error {
 	if c.wb != nil {
 		c.wb.close()
 	}
+	if c.l3 != nil {
+		c.background.Wait()
+		c.l3wb.close()
+		err = c.l3.Close()
+	}
 	if c.l2 != nil {
 		deltas := c.session().asMap()
 		c.meterDeltas(deltas)
 		if cerr := c.rec.Add(deltas); cerr != nil {
 			c.log.Warn("tier: saving read counters failed", "err", cerr)
 		}
-		err = c.l2.Close()
+		err = errors.Join(err, c.l2.Close())
 	}
 	return errors.Join(err, c.files.closeAll())
 }

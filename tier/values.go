@@ -153,9 +153,56 @@ func (c *Cache) namespace(ns, k string) (*nsState, error) {
 			}
 		}
 	}
+	if c.l3 != nil {
+		if e, err := c.l3.Epoch(c.ctx, ns); err == nil {
+			epoch = max(epoch, e)
+		}
+	}
 	st.setEpoch(epoch)
 	actual, _ := c.namespaces.LoadOrStore(ns, st)
 	return actual.(*nsState), nil
+}
+
+// epochRefresh bounds how long a namespace dropped on another machine is
+// still served here: each process reads the fleet's epochs this often.
+const epochRefresh = time.Second
+
+// followEpochs moves every namespace in use to the fleet's epoch, every
+// epochRefresh, until Close.
+func (c *Cache) followEpochs() {
+	t := time.NewTicker(epochRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if c.enter() != nil {
+			return
+		}
+		c.namespaces.Range(func(_, v any) bool {
+			st := v.(*nsState)
+			e, err := c.l3.Epoch(c.ctx, st.name)
+			if err != nil {
+				return false // L3 is not answering: next round
+			}
+			st.shareMu.Lock()
+			if e > st.epoch.Load() {
+				if c.l2 != nil {
+					_ = c.rec.Set(epochRecord+st.name, []byte(strconv.FormatUint(e, 10)))
+				}
+				st.setEpoch(e)
+				st.disk = -1
+				st.shareMu.Unlock()
+				c.l1.DeleteGroup(st.owner)
+				return true
+			}
+			st.shareMu.Unlock()
+			return true
+		})
+		c.exit()
+	}
 }
 
 // SetNamespace configures namespace ns; it applies to the values stored
@@ -291,6 +338,29 @@ func (c *Cache) loadValue(req *request, st *nsState, ek, k string, o *PutOptions
 			return nil, err
 		}
 	}
+	v, lease := c.fromL3(req, ek, nil)
+	if v != nil {
+		lv := &l1Value{dtype: v.DType, shape: v.Shape, data: v.Data, stored: v.Written.UnixNano()}
+		if !v.Expires.IsZero() {
+			lv.expires = v.Expires.UnixNano()
+		}
+		c.l1.Set(ek, lv, int64(len(v.Data)+len(ek)))
+		if c.l2 != nil {
+			ttl := time.Duration(0)
+			if lv.expires != 0 {
+				ttl = max(time.Until(v.Expires), time.Millisecond)
+			}
+			c.wb.add(&wbJob{key: ek, dtype: lv.dtype, shape: lv.shape, data: lv.data, put: func() error {
+				return c.putValue(st, ek, lv, ttl)
+			}})
+		}
+		return lv.value(st.name, k, L3), nil
+	}
+	defer func() {
+		if lease != nil {
+			lease.Release()
+		}
+	}()
 	if fill == nil {
 		return nil, fmt.Errorf("tier: namespace %s: value %s: %w%w", errs.Quote(st.name), errs.Quote(k), errs.ErrNotFound, errAbsent)
 	}
@@ -305,12 +375,14 @@ func (c *Cache) loadValue(req *request, st *nsState, ek, k string, o *PutOptions
 	}
 	lv := c.newValue(st, data, o)
 	c.l1.Set(ek, lv, int64(len(data)+len(ek)))
+	ttl := c.ttlOf(st, o)
 	if c.l2 != nil {
-		ttl := c.ttlOf(st, o)
 		c.wb.add(&wbJob{key: ek, dtype: lv.dtype, shape: lv.shape, data: lv.data, put: func() error {
 			return c.putValue(st, ek, lv, ttl)
 		}})
 	}
+	c.toL3(ek, lv.dtype, lv.shape, lv.data, ttl, lease)
+	lease = nil
 	return lv.value(st.name, k, Fill), nil
 }
 
@@ -366,6 +438,10 @@ func (c *Cache) Put(ctx context.Context, ns, k string, b []byte, o *PutOptions) 
 		}
 	}
 	c.l1.Set(ek, lv, int64(len(lv.data)+len(ek)))
+	if c.l3 != nil {
+		c.l3wb.settle(ek)
+		c.putL3Now(ek, lv.dtype, lv.shape, lv.data, c.ttlOf(st, o))
+	}
 	return nil
 }
 
@@ -438,6 +514,12 @@ func (c *Cache) Delete(ctx context.Context, ns, k string) error {
 	}
 	ek := st.key(k)
 	c.l1.Delete(ek)
+	if c.l3 != nil {
+		c.l3wb.settle(ek)
+		if err := c.l3.Delete(ctx, ek); err != nil {
+			c.fleet.errors.Add(1)
+		}
+	}
 	if c.l2 == nil {
 		return nil
 	}
@@ -462,6 +544,16 @@ func (c *Cache) DropNamespace(ctx context.Context, ns string) error {
 	}
 	st.shareMu.Lock()
 	next := st.epoch.Load() + 1
+	if c.l3 != nil {
+		// The fleet's epoch: every machine moves to it within
+		// epochRefresh.
+		e, err := c.l3.RaiseEpoch(ctx, ns, next)
+		if err != nil {
+			st.shareMu.Unlock()
+			return fmt.Errorf("tier: dropping namespace %s in L3: %w", errs.Quote(ns), err)
+		}
+		next = e
+	}
 	if c.l2 != nil {
 		if err := c.rec.Set(epochRecord+ns, []byte(strconv.FormatUint(next, 10))); err != nil {
 			st.shareMu.Unlock()

@@ -73,7 +73,7 @@ func TestValues_FillThenL1ThenL2(t *testing.T) {
 	require.Equal(t, uint64(4), life.Values.Requests)
 	ns := life.Namespaces["outputs"]
 	require.Equal(t, uint64(4), ns.Requests)
-	require.Equal(t, []uint64{1, 1, 1, 0}, []uint64{ns.Tiers[0].Hits, ns.Tiers[1].Hits, ns.Tiers[2].Hits, ns.Tiers[3].Hits})
+	require.Equal(t, []uint64{1, 1, 0, 1, 0}, []uint64{ns.Tiers[0].Hits, ns.Tiers[1].Hits, ns.Tiers[2].Hits, ns.Tiers[3].Hits, ns.Tiers[4].Hits})
 	require.Equal(t, uint64(1), ns.MissLatency.Count, "the fill, timed")
 	require.Equal(t, uint64(1), ns.Tiers[1].Latency.Count, "the L2 hit, timed")
 	require.Positive(t, ns.Formula)

@@ -10,6 +10,7 @@ import (
 // It holds at most maxBytes of tensor data; enqueue never blocks, it drops
 // the write instead when the queue is full.
 type writeBehind struct {
+	tier     string // "l2" or "l3", for warnings
 	store    putter
 	log      *rateLimitedLog
 	maxBytes int64
@@ -44,7 +45,10 @@ type wbJob struct {
 const writeBehindWorkers = 2
 
 func newWriteBehind(p putter, maxBytes int64, log *rateLimitedLog) *writeBehind {
-	w := &writeBehind{store: p, log: log, maxBytes: maxBytes, byKey: map[string]*wbJob{}}
+	w := &writeBehind{tier: "l2", store: p, log: log, maxBytes: maxBytes, byKey: map[string]*wbJob{}}
+	if p == nil {
+		w.tier = "l3" // its jobs carry their own writes
+	}
 	w.cond = sync.NewCond(&w.mu)
 	for range writeBehindWorkers {
 		w.workers.Go(w.run)
@@ -106,7 +110,7 @@ func (w *writeBehind) run() {
 		}
 		if err := put(); err != nil {
 			w.failed.Add(1)
-			w.log.Warn("tier: write-behind to L2 failed", "entry", DescribeKey(j.key), "err", err)
+			w.log.Warn("tier: write-behind failed", "tier", w.tier, "entry", DescribeKey(j.key), "err", err)
 		}
 		w.mu.Lock()
 		w.queued -= int64(len(j.data))

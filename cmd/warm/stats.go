@@ -101,11 +101,11 @@ below 128 ns << i (not cumulative), the last one any longer.`,
 // each namespace.
 func printMeasures(g *globals, m tier.Measured) {
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "\tREQUESTS\tHIT RATE\tL1\tL2\tTc\tTr\tT FORMULA\tT MEASURED\t")
+	fmt.Fprintln(tw, "\tREQUESTS\tHIT RATE\tL1\tL2\tL3\tTc\tTr\tT FORMULA\tT MEASURED\t")
 	row := func(name string, s tier.Measures) {
 		pct := func(r float64) string { return fmt.Sprintf("%.1f%%", r*100) }
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, s.Requests, pct(s.HitRate),
-			pct(s.Tiers[0].HitRate), pct(s.Tiers[1].HitRate), dur(s.Tc), dur(s.Tr), dur(s.Formula), dur(s.Measured))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, s.Requests, pct(s.HitRate),
+			pct(s.Tiers[0].HitRate), pct(s.Tiers[1].HitRate), pct(s.Tiers[2].HitRate), dur(s.Tc), dur(s.Tr), dur(s.Formula), dur(s.Measured))
 	}
 	row("tensors", m.Tensors)
 	row("values", m.Values)

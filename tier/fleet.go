@@ -1,0 +1,128 @@
+package tier
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/l3"
+)
+
+// The fleet tier. Reads go L1 → L2 → L3 → source. What L3 has is promoted
+// to L2 and L1; what is read from the source is written to L3 through a
+// bounded background queue, as to L2. When several machines miss one entry
+// at once, one of them takes its lease in Redis and reads the origin; the
+// others wait for its write (bounded, and taking over when the lease ends
+// without one), so that the origin is read about once per fleet. A sick L3
+// (down, slow, damaged entries) is a miss, never an error: its breaker
+// turns it off until it answers again.
+
+// fleetWait bounds how long a reader waits for another machine's read of
+// an entry before reading the origin itself.
+const fleetWait = 5 * time.Minute
+
+// fleetStats counts what L3 did for this process.
+type fleetStats struct {
+	errors, writes, writeErrors, waits, leases atomic.Uint64
+}
+
+// fromL3 looks for key in L3. It returns the value (read into alloc's
+// buffer, if alloc is not nil), or a lease when this process should read
+// the origin and write L3, or neither when L3 cannot help (then read the
+// origin without writing L3 first).
+func (c *Cache) fromL3(req *request, key string, alloc func(string, []uint64, uint64) ([]byte, error)) (*l3.Value, *l3.Lease) {
+	if c.l3 == nil {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, fleetWait)
+	defer cancel()
+	for range 4 {
+		v, err := c.l3.GetInto(ctx, key, alloc)
+		switch {
+		case err == nil:
+			return v, nil
+		case !errors.Is(err, errs.ErrNotFound):
+			c.fleet.errors.Add(1)
+			if !errors.Is(err, l3.ErrUnavailable) {
+				c.warn.Warn("tier: L3 read failed, reading the source", "entry", DescribeKey(key), "err", err)
+			}
+			return nil, nil
+		}
+		req.l3Missed()
+		lease, ok, err := c.l3.Lease(ctx, key)
+		if err != nil {
+			c.fleet.errors.Add(1)
+			return nil, nil
+		}
+		if ok {
+			c.fleet.leases.Add(1)
+			return nil, lease
+		}
+		// Another machine reads it: wait for its write.
+		c.fleet.waits.Add(1)
+		if _, err := c.l3.Await(ctx, key); err != nil {
+			c.fleet.errors.Add(1)
+			return nil, nil
+		}
+	}
+	return nil, nil
+}
+
+// toL3 writes an entry read from the source to L3 in the background and
+// then lets its lease go (if any). data must not change afterwards; when
+// the queue is full the write is made now, if a lease says other machines
+// wait for it, or dropped.
+func (c *Cache) toL3(key, dtype string, shape []uint64, data []byte, ttl time.Duration, lease *l3.Lease) {
+	if c.l3 == nil {
+		return
+	}
+	put := func() error {
+		defer func() {
+			if lease != nil {
+				lease.Release()
+			}
+		}()
+		c.putL3Now(key, dtype, shape, data, ttl)
+		return nil
+	}
+	if c.l3wb.add(&wbJob{key: key, dtype: dtype, shape: shape, data: data, put: put}) {
+		return
+	}
+	if lease != nil {
+		_ = put()
+	}
+}
+
+// putL3Now writes an entry to L3 before it returns.
+func (c *Cache) putL3Now(key, dtype string, shape []uint64, data []byte, ttl time.Duration) {
+	// Not c.ctx: Close finishes the queued writes after cancelling it.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c.fleet.writes.Add(1)
+	if err := c.l3.Put(ctx, key, dtype, shape, data, ttl); err != nil {
+		c.fleet.writeErrors.Add(1)
+	}
+}
+
+// L3Stats are the fleet tier's counters since Open.
+type L3Stats struct {
+	Enabled bool
+	Down    bool   // the breaker is open: L3 is not answering
+	Errors  uint64 // reads, leases or waits that failed (served from the source)
+	Leases  uint64 // entries this process read from the origin for the fleet
+	Waits   uint64 // times it waited for another machine's read
+	Writes  uint64 // entries written
+	// WriteErrors failed; WriteDropped were skipped, the queue full.
+	WriteErrors, WriteDropped uint64
+}
+
+func (c *Cache) l3Stats() L3Stats {
+	if c.l3 == nil {
+		return L3Stats{}
+	}
+	f := &c.fleet
+	return L3Stats{Enabled: true, Down: c.l3.Down(), Errors: f.errors.Load(), Leases: f.leases.Load(), Waits: f.waits.Load(),
+		Writes: f.writes.Load(), WriteErrors: f.writeErrors.Load(), WriteDropped: c.l3wb.dropped.Load()}
+}
