@@ -242,18 +242,18 @@ type l1Value struct {
 
 // Cache composes the tiers. It is safe for concurrent use.
 type Cache struct {
-	log    *slog.Logger
-	l1     *l1.Cache[string, *l1Value]
-	l2     *l2.Store // nil without L2
-	l3     *l3.Store // nil without L3
-	l3wb   *writeBehind
-	fleet  fleetStats
+	log   *slog.Logger
+	l1    *l1.Cache[string, *l1Value]
+	l2    *l2.Store // nil without L2
+	l3    *l3.Store // nil without L3
+	l3wb  *writeBehind
+	fleet fleetStats
 	// background runs followEpochs until Close.
 	background sync.WaitGroup
-	rec    records // L2's records, with L2
-	files  *fileTable
-	origin Origin
-	wb     *writeBehind
+	rec        records // L2's records, with L2
+	files      *fileTable
+	origin     Origin
+	wb         *writeBehind
 	// indexes caches parsed shard indexes by index path, with the identity
 	// they were parsed at.
 	indexes sync.Map // string -> *shardIndex
