@@ -446,6 +446,16 @@ func (s *Store) dropIfCorrupt(ctx context.Context, key string, err error) error 
 	return err
 }
 
+// Ping checks that Redis answers (every node of a cluster).
+func (s *Store) Ping(ctx context.Context) error {
+	return s.op(ctx, func(ctx context.Context) error {
+		if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+			return cc.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() })
+		}
+		return s.rdb.Ping(ctx).Err()
+	})
+}
+
 // Has reports whether the meta of key is there (its chunks may be gone).
 func (s *Store) Has(ctx context.Context, key string) (bool, error) {
 	var n int64

@@ -45,9 +45,7 @@ func (c *Cache) fromL3(req *request, key string, alloc func(string, []uint64, ui
 			return v, nil
 		case !errors.Is(err, errs.ErrNotFound):
 			c.fleet.errors.Add(1)
-			if !errors.Is(err, l3.ErrUnavailable) {
-				c.warn.Warn("tier: L3 read failed, reading the source", "entry", DescribeKey(key), "err", err)
-			}
+			c.warn.Warn("tier: L3 read failed, reading the source", "entry", DescribeKey(key), "err", err)
 			return nil, nil
 		}
 		req.l3Missed()
@@ -104,6 +102,15 @@ func (c *Cache) putL3Now(key, dtype string, shape []uint64, data []byte, ttl tim
 	if err := c.l3.Put(ctx, key, dtype, shape, data, ttl); err != nil {
 		c.fleet.writeErrors.Add(1)
 	}
+}
+
+// CheckL3 asks the fleet tier whether it answers: nil when it does, or
+// when there is none.
+func (c *Cache) CheckL3(ctx context.Context) error {
+	if c.l3 == nil {
+		return nil
+	}
+	return c.l3.Ping(ctx)
 }
 
 // L3Stats are the fleet tier's counters since Open.

@@ -52,9 +52,11 @@ type LoadResult struct {
 	Path    string
 	Tensors int
 	Bytes   uint64
-	// Served counts the tensors each tier served.
-	L1, L2, Source int
-	Elapsed        time.Duration
+	// Served counts the tensors each tier served; SourceBytes are the
+	// bytes read from the model files (the origin).
+	L1, L2, L3, Source int
+	SourceBytes        uint64
+	Elapsed            time.Duration
 }
 
 // GBps is the load's rate in 10⁹ bytes a second.
@@ -182,8 +184,11 @@ func (m *Model) Load(ctx context.Context, opts *LoadOptions, each func(*Tensor) 
 			res.L1++
 		case L2:
 			res.L2++
+		case L3:
+			res.L3++
 		default:
 			res.Source++
+			res.SourceBytes += m.tensors[i].Bytes
 		}
 		if err := each(t); err != nil {
 			cancel(err)

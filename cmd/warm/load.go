@@ -23,12 +23,16 @@ type loadResult struct {
 	Seconds float64    `json:"seconds"`
 	GBps    float64    `json:"gbps"`
 	Served  loadServed `json:"served"`
-	Error   string     `json:"error,omitempty"`
+	// SourceBytes are the bytes read from the model files: the origin's
+	// traffic.
+	SourceBytes uint64 `json:"source_bytes"`
+	Error       string `json:"error,omitempty"`
 }
 
 type loadServed struct {
 	L1     int `json:"l1"`
 	L2     int `json:"l2"`
+	L3     int `json:"l3"`
 	Source int `json:"source"`
 }
 
@@ -47,7 +51,8 @@ start or opening the cache), GB/s, and how many tensors each tier served.
 Models are named as for warm: files, sharded checkpoints, directories.
 
 --json prints one object per model: path, tensors, bytes, seconds, gbps,
-served {l1, l2, source}.`,
+served {l1, l2, l3, source}, and source_bytes, the bytes read from the model
+files (the origin's traffic).`,
 		Example: `  warm load model.safetensors
   warm load --json /models/Llama-3-8B/ | jq .gbps
   warm load --source-rate 200MB model.safetensors   # against a slow origin
@@ -109,8 +114,8 @@ served {l1, l2, source}.`,
 								return err
 							}
 						} else {
-							fmt.Fprintf(g.stdout, "%s: %d tensors, %s in %.3f s, %.2f GB/s; served l1 %d, l2 %d, source %d\n",
-								r.Path, r.Tensors, humanize.IBytes(r.Bytes), r.Seconds, r.GBps, r.Served.L1, r.Served.L2, r.Served.Source)
+							fmt.Fprintf(g.stdout, "%s: %d tensors, %s in %.3f s, %.2f GB/s; served l1 %d, l2 %d, l3 %d, source %d\n",
+								r.Path, r.Tensors, humanize.IBytes(r.Bytes), r.Seconds, r.GBps, r.Served.L1, r.Served.L2, r.Served.L3, r.Served.Source)
 						}
 					}
 				}
@@ -159,7 +164,8 @@ func loadOne(ctx context.Context, c *tier.Cache, path string, o *tier.LoadOption
 	}
 	r.Path, r.Tensors, r.Bytes = res.Path, res.Tensors, res.Bytes
 	r.Seconds, r.GBps = res.Elapsed.Seconds(), res.GBps()
-	r.Served = loadServed{L1: res.L1, L2: res.L2, Source: res.Source}
+	r.Served = loadServed{L1: res.L1, L2: res.L2, L3: res.L3, Source: res.Source}
+	r.SourceBytes = res.SourceBytes
 	return r
 }
 

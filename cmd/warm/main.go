@@ -4,11 +4,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Exit statuses.
@@ -33,8 +36,15 @@ var errReported = errors.New("reported")
 var errInterrupted = errors.New("interrupted")
 
 func main() {
+	// go-redis logs every failed dial to stderr; warm reports a Redis that
+	// does not answer once, in its own words (warm stats: "l3: ... down").
+	redis.SetLogger(quietRedis{})
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
+
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
 
 // run executes warm with args and returns the exit status. Errors are
 // printed as one line on stderr.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/modelcache/modelcache/l1"
 	"github.com/modelcache/modelcache/l2"
+	"github.com/modelcache/modelcache/l3"
 	"github.com/modelcache/modelcache/tier"
 )
 
@@ -34,8 +35,13 @@ type globals struct {
 	// optionalL2: a cache directory that cannot be used is a warning, and
 	// reads go to the model files (warm get).
 	optionalL2 bool
-	stdout     io.Writer
-	stderr     io.Writer
+	// The fleet tier: Redis addresses, ACL user, and files holding the
+	// password, the CA bundle and the fleet key (never secrets on the
+	// command line).
+	redis, redisUser, redisPasswordFile, redisCA, fleetKeyFile string
+	redisTLS                                                   bool
+	stdout                                                     io.Writer
+	stderr                                                     io.Writer
 }
 
 func defaultDir() string {
@@ -111,9 +117,34 @@ func (g *globals) openAt(dir string, mem int64) (*tier.Cache, error) {
 		origin = tier.Throttle(origin, rate)
 	}
 	logger := slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	fleet, err := g.l3Options()
+	if err != nil {
+		return nil, err
+	}
 	return tier.Open(&tier.Options{Dir: dir, MemoryBytes: mem, MemoryPolicy: l1.Policy(g.policy), DiskBytes: disk,
 		TTL: g.ttl, EncryptionKey: key, ContentDigest: g.digest, L2Optional: g.optionalL2, Logger: logger,
-		Origin: origin})
+		Origin: origin, L3: fleet})
+}
+
+// l3Options is the fleet tier the flags name, or nil.
+func (g *globals) l3Options() (*l3.Options, error) {
+	if g.redis == "" {
+		return nil, nil
+	}
+	o := &l3.Options{Username: g.redisUser, PasswordFile: g.redisPasswordFile, TLS: g.redisTLS, TLSCAFile: g.redisCA}
+	for _, a := range strings.Split(g.redis, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			o.Addrs = append(o.Addrs, a)
+		}
+	}
+	if g.fleetKeyFile != "" {
+		k, err := readKey(g.fleetKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--fleet-key-file: %w", err)
+		}
+		o.FleetKey = k
+	}
+	return o, nil
 }
 
 // withCache opens the cache, runs fn and closes the cache. A failed Close
@@ -198,6 +229,12 @@ Exit status: 0 on success, 1 if any file failed, 2 on a usage error,
 	ttl, ttlErr := time.ParseDuration(envOr("MODELCACHE_TTL", "0s"))
 	pf.DurationVar(&g.ttl, "ttl", ttl, "how long cached entries live, e.g. 72h; 0 for until evicted (env MODELCACHE_TTL)")
 	pf.StringVar(&g.keyFile, "encryption-key-file", envOr("MODELCACHE_ENCRYPTION_KEY_FILE", ""), "file holding an AES key (16, 24 or 32 bytes, raw or hex) to encrypt the cache at rest (env MODELCACHE_ENCRYPTION_KEY_FILE)")
+	pf.StringVar(&g.redis, "redis", envOr("MODELCACHE_REDIS", ""), "the fleet tier: Redis host:port, or several nodes of a Redis Cluster, comma-separated (env MODELCACHE_REDIS)")
+	pf.StringVar(&g.redisUser, "redis-user", envOr("MODELCACHE_REDIS_USER", ""), "Redis ACL user (env MODELCACHE_REDIS_USER)")
+	pf.StringVar(&g.redisPasswordFile, "redis-password-file", envOr("MODELCACHE_REDIS_PASSWORD_FILE", ""), "file holding the Redis password (env MODELCACHE_REDIS_PASSWORD_FILE)")
+	pf.BoolVar(&g.redisTLS, "redis-tls", os.Getenv("MODELCACHE_REDIS_TLS") == "1", "connect to Redis with TLS (env MODELCACHE_REDIS_TLS=1; implied by --redis-tls-ca)")
+	pf.StringVar(&g.redisCA, "redis-tls-ca", envOr("MODELCACHE_REDIS_TLS_CA", ""), "CA bundle (PEM) that signed the Redis servers' certificates; implies TLS (env MODELCACHE_REDIS_TLS_CA)")
+	pf.StringVar(&g.fleetKeyFile, "fleet-key-file", envOr("MODELCACHE_FLEET_KEY_FILE", ""), "file holding the fleet key (16, 24 or 32 bytes, raw or hex): L3 entries are sealed with AES-GCM (env MODELCACHE_FLEET_KEY_FILE)")
 	pf.StringVar(&g.sourceRate, "source-rate", envOr("MODELCACHE_SOURCE_RATE", ""), "limit reads of model files to this many bytes a second, e.g. 200MB, to measure the cache against a slow origin (env MODELCACHE_SOURCE_RATE)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	if ttlErr != nil {

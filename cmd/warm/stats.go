@@ -33,6 +33,14 @@ type statsJSON struct {
 	// rates by tier, latency histograms, Tc, Tr and the average access
 	// time, of tensors and of values (in all and by namespace).
 	Measures tier.Measured `json:"measures"`
+	// L3 is the fleet tier, when --redis names one.
+	L3 *l3JSON `json:"l3,omitempty"`
+}
+
+type l3JSON struct {
+	Redis string `json:"redis"`
+	Up    bool   `json:"up"`
+	Error string `json:"error,omitempty"`
 }
 
 func newStatsCmd(g *globals) *cobra.Command {
@@ -69,13 +77,23 @@ below 128 ns << i (not cumulative), the last one any longer.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var all tier.Stats
-			if err := g.withCache(func(c *tier.Cache) error { all = c.Stats(); return nil }); err != nil {
+			var l3err error
+			if err := g.withCache(func(c *tier.Cache) error {
+				all, l3err = c.Stats(), c.CheckL3(cmdContext(cmd))
+				return nil
+			}); err != nil {
 				return err
 			}
 			st := all.L2
 			s := statsJSON{Dir: g.dir, Entries: st.Entries, LogicalBytes: st.LogicalBytes, StoredBytes: st.StoredBytes,
 				ChargedBytes: st.ChargedBytes, DiskBytes: st.DiskBytes, MaxBytes: st.MaxBytes, Reads: all.Lifetime,
 				Measures: all.LifetimeMeasured}
+			if all.L3.Enabled {
+				s.L3 = &l3JSON{Redis: g.redis, Up: l3err == nil}
+				if l3err != nil {
+					s.L3.Error = l3err.Error()
+				}
+			}
 			if st.LogicalBytes > 0 {
 				s.StoredRatio = float64(st.StoredBytes) / float64(st.LogicalBytes)
 			}
@@ -89,6 +107,13 @@ below 128 ns << i (not cumulative), the last one any longer.`,
 			r := s.Reads
 			fmt.Fprintf(g.stdout, "reads:         %d since the cache was created: %d from L1, %d from L2 (%d L2 misses), %d from model files, %d L2 errors\n",
 				r.Requests, r.L1Hits, r.L2Hits, r.L2Misses, r.SourceLoads, r.L2Errors)
+			if s.L3 != nil {
+				state := "up"
+				if !s.L3.Up {
+					state = "down: " + s.L3.Error
+				}
+				fmt.Fprintf(g.stdout, "l3:            redis %s, %s\n", s.L3.Redis, state)
+			}
 			printMeasures(g, s.Measures)
 			return nil
 		},
