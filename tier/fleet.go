@@ -33,39 +33,54 @@ type fleetStats struct {
 // the origin and write L3, or neither when L3 cannot help (then read the
 // origin without writing L3 first).
 func (c *Cache) fromL3(req *request, key string, alloc func(string, []uint64, uint64) ([]byte, error)) (*l3.Value, *l3.Lease) {
+	v, lease, _ := c.fromL3Or(c.ctx, req, key, alloc, true)
+	return v, lease
+}
+
+// fromL3Or is fromL3 that, with wait false, does not wait for another
+// machine's read: it says busy instead, for a caller with other work. ctx
+// is c.ctx for reads (Close cancels them), or one that Close does not
+// cancel for the writes Close waits for.
+func (c *Cache) fromL3Or(ctx context.Context, req *request, key string, alloc func(string, []uint64, uint64) ([]byte, error), wait bool) (v *l3.Value, lease *l3.Lease, busy bool) {
 	if c.l3 == nil {
-		return nil, nil
+		return nil, nil, false
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, fleetWait)
+	ctx, cancel := context.WithTimeout(ctx, fleetWait)
 	defer cancel()
 	for range 4 {
 		v, err := c.l3.GetInto(ctx, key, alloc)
 		switch {
 		case err == nil:
-			return v, nil
+			return v, nil, false
 		case !errors.Is(err, errs.ErrNotFound):
+			if ctx.Err() != nil {
+				return nil, nil, false // closing
+			}
 			c.fleet.errors.Add(1)
 			c.warn.Warn("tier: L3 read failed, reading the source", "entry", DescribeKey(key), "err", err)
-			return nil, nil
+			return nil, nil, false
 		}
-		req.l3Missed()
 		lease, ok, err := c.l3.Lease(ctx, key)
 		if err != nil {
 			c.fleet.errors.Add(1)
-			return nil, nil
+			return nil, nil, false
 		}
 		if ok {
+			req.l3Missed()
 			c.fleet.leases.Add(1)
-			return nil, lease
+			return nil, lease, false
+		}
+		if !wait {
+			return nil, nil, true
 		}
 		// Another machine reads it: wait for its write.
 		c.fleet.waits.Add(1)
 		if _, err := c.l3.Await(ctx, key); err != nil {
 			c.fleet.errors.Add(1)
-			return nil, nil
+			return nil, nil, false
 		}
 	}
-	return nil, nil
+	return nil, nil, false
 }
 
 // toL3 writes an entry read from the source to L3 in the background and

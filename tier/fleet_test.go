@@ -269,3 +269,33 @@ func TestFleet_ForgedEntryIsNotServed(t *testing.T) {
 	require.Equal(t, Source, tn.ServedBy)
 	require.Equal(t, fileBytes(t, testModel, "Const_59"), tn.Bytes())
 }
+
+// A load into the caller's buffers that is closed at once (warm load
+// does that) writes each tensor to L3 once and reads the origin once: the
+// L2 writes it leaves for Close take the tensors from L3.
+func TestFleet_LoadIntoThenCloseReadsTheOriginOnce(t *testing.T) {
+	srv := testredis.Start(t)
+	ctx := context.Background()
+	var originBytes atomic.Int64
+	c, err := Open(&Options{Dir: t.TempDir(), Origin: countingOrigin{bytes: &originBytes}, Logger: nilLogger(),
+		L3: &l3.Options{Addrs: []string{srv.Addr}}})
+	require.NoError(t, err)
+	m, err := c.Model(ctx, testModel)
+	require.NoError(t, err)
+	total, tensors := int64(m.Bytes()), len(m.Tensors())
+	_, err = m.Load(ctx, &LoadOptions{Into: func(ti *TensorInfo) ([]byte, error) { return make([]byte, ti.Bytes), nil }},
+		func(*Tensor) error { return nil })
+	require.NoError(t, err)
+	m.Close()
+	require.NoError(t, c.Close())
+	require.Equal(t, total, originBytes.Load())
+	look, err := l3.Open(&l3.Options{Addrs: []string{srv.Addr}})
+	require.NoError(t, err)
+	defer look.Close()
+	keys, err := look.Client().Keys(ctx, "mc:m:*").Result()
+	require.NoError(t, err)
+	require.Len(t, keys, tensors)
+	chunks, err := look.Client().Keys(ctx, "mc:c:*").Result()
+	require.NoError(t, err)
+	require.Len(t, chunks, tensors, "every posenet tensor is one chunk, written once")
+}

@@ -142,8 +142,33 @@ func (m *Model) Load(ctx context.Context, opts *LoadOptions, each func(*Tensor) 
 	var workers sync.WaitGroup
 	for range min(parallel, max(n, 1)) {
 		workers.Go(func() {
-			for i := range work {
-				t, err := l.fetch(ctx, i)
+			// Tensors another machine is reading from the origin wait here
+			// while this worker takes the next ones (so that machines
+			// loading one model at once split it instead of following
+			// one leader), and are read when no other work is at hand.
+			var later []int
+			for {
+				i, wait, ok := 0, false, true
+				select {
+				case i, ok = <-work:
+				default:
+					if len(later) > 0 {
+						i, wait, later = later[0], true, later[1:]
+					} else {
+						i, ok = <-work
+					}
+				}
+				if !ok {
+					if len(later) == 0 {
+						return
+					}
+					i, wait, later = later[0], true, later[1:]
+				}
+				t, err := l.fetch(ctx, i, wait)
+				if errors.Is(err, errFleetBusy) {
+					later = append(later, i)
+					continue
+				}
 				if err != nil {
 					cancel(err)
 				}
@@ -278,12 +303,20 @@ func (m *Model) keepInL1() int {
 	return len(m.tensors)
 }
 
+// errFleetBusy: another machine is reading the tensor from the origin.
+var errFleetBusy = errors.New("tier: another machine is reading it")
+
 // fetch reads tensor i from the fastest tier that has it, counted as one
-// request.
-func (l *loading) fetch(ctx context.Context, i int) (t *Tensor, err error) {
+// request. With wait false, a tensor another machine is reading from the
+// origin is errFleetBusy, not waited for (nor counted).
+func (l *loading) fetch(ctx context.Context, i int, wait bool) (t *Tensor, err error) {
 	c := l.m.c
 	req := c.begin(&c.tensors)
-	defer func() { req.end(servedBy(t), err) }()
+	defer func() {
+		if err != errFleetBusy {
+			req.end(servedBy(t), err)
+		}
+	}()
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
 	}
@@ -336,11 +369,14 @@ func (l *loading) fetch(ctx context.Context, i int) (t *Tensor, err error) {
 		}
 	}
 	var intoErr error
-	v, lease := c.fromL3(&req, key, func(string, []uint64, uint64) ([]byte, error) {
+	v, lease, busy := c.fromL3Or(c.ctx, &req, key, func(string, []uint64, uint64) ([]byte, error) {
 		b, err := into()
 		intoErr = err
 		return b, err
-	})
+	}, wait)
+	if busy {
+		return nil, errFleetBusy
+	}
 	if v != nil {
 		l.promote(i, key, ti, v.Data, keep)
 		return tensor(v.Data, L3), nil

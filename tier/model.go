@@ -375,8 +375,10 @@ func (c *Cache) warmOne(pf *pinnedFile, t *TensorInfo) (bool, error) {
 		return false, nil
 	}
 	if c.l3 != nil && t.Bytes <= streamAbove {
+		// Not c.ctx: Close waits for the writes a load left (promoteLater),
+		// and Warm stops between tensors.
 		var req request // warming is not a request
-		v, lease := c.fromL3(&req, key, nil)
+		v, lease, _ := c.fromL3Or(context.Background(), &req, key, nil, true)
 		data := []byte(nil)
 		if v != nil {
 			data = v.Data

@@ -14,9 +14,19 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 )
+
+// TB is what the package needs of a test (testing.TB has it); tools that
+// start servers supply their own.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Skip(args ...any)
+	TempDir() string
+	Cleanup(func())
+}
 
 // Server is one redis-server process.
 type Server struct {
@@ -25,11 +35,11 @@ type Server struct {
 	Dir  string
 	cmd  *exec.Cmd
 	args []string
-	t    testing.TB
+	t    TB
 }
 
 // need skips (or fails, in CI) when redis-server is not installed.
-func need(t testing.TB) string {
+func need(t TB) string {
 	t.Helper()
 	p, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -43,7 +53,7 @@ func need(t testing.TB) string {
 
 // freePort asks the kernel for a free loopback port. A cluster node also
 // uses port+10000 for its bus, so ports above 55535 are refused.
-func freePort(t testing.TB) int {
+func freePort(t TB) int {
 	t.Helper()
 	for range 100 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -65,7 +75,7 @@ func freePort(t testing.TB) int {
 
 // Start starts a redis-server with extra configuration lines (e.g.
 // "maxmemory 8mb").
-func Start(t testing.TB, conf ...string) *Server {
+func Start(t TB, conf ...string) *Server {
 	t.Helper()
 	bin := need(t)
 	s := &Server{Port: freePort(t), Dir: t.TempDir(), t: t}
@@ -167,7 +177,7 @@ func (c *Cluster) Addrs() []string {
 
 // StartCluster starts masters (at least 3) with replicas replicas each and
 // joins them into a cluster covering every slot.
-func StartCluster(t testing.TB, masters, replicas int, conf ...string) *Cluster {
+func StartCluster(t TB, masters, replicas int, conf ...string) *Cluster {
 	t.Helper()
 	need(t)
 	if _, err := exec.LookPath("redis-cli"); err != nil {
@@ -238,7 +248,7 @@ func (s *Server) Role() string {
 // WaitReplicated waits (bounded) until every replica has every write its
 // master has: replication is asynchronous, and a test that kills a master
 // right after writing would lose what was not yet copied.
-func (c *Cluster) WaitReplicated(t testing.TB) {
+func (c *Cluster) WaitReplicated(t TB) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for _, m := range c.Masters {
