@@ -83,7 +83,7 @@ func (l *Lease) Release() {
 
 // Await waits until the entry under key is in L3 (true) or its lease is
 // free, with no entry (false: the holder failed or died; take over), or ctx
-// ends. It polls, every 10 ms at first and at most every 200 ms.
+// ends. It polls, every 10 ms at first and at most every 50 ms.
 func (s *Store) Await(ctx context.Context, key string) (bool, error) {
 	h := s.hash(key)
 	meta, lease := s.metaKey(h), s.leaseKey(h)
@@ -114,7 +114,7 @@ func (s *Store) Await(ctx context.Context, key string) (bool, error) {
 			return false, ctx.Err()
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, 200*time.Millisecond)
+		wait = min(2*wait, 50*time.Millisecond)
 	}
 }
 
