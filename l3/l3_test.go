@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -383,4 +384,41 @@ func nodeID(t *testing.T, s *testredis.Server) string {
 	out, err := s.CLI("cluster", "myid")
 	require.NoError(t, err)
 	return strings.TrimSpace(out)
+}
+
+// An ACL user with a password from a file: the right one connects, a
+// wrong one is refused (never served, never a hang).
+func TestStore_ACLUser(t *testing.T) {
+	srv := testredis.Start(t, "user default off", "user fleet on >s3cret ~* &* +@all")
+	pw := t.TempDir() + "/password"
+	require.NoError(t, os.WriteFile(pw, []byte("s3cret\n"), 0o600))
+	s := open(t, &Options{Addrs: []string{srv.Addr}, Username: "fleet", PasswordFile: pw})
+	ctx := context.Background()
+	require.NoError(t, s.Put(ctx, "k", "", nil, []byte("v"), 0))
+	v, err := s.Get(ctx, "k")
+	require.NoError(t, err)
+	require.Equal(t, "v", string(v.Data))
+
+	require.NoError(t, os.WriteFile(pw, []byte("wrong"), 0o600))
+	bad := open(t, &Options{Addrs: []string{srv.Addr}, Username: "fleet", PasswordFile: pw, Timeout: 300 * time.Millisecond})
+	_, err = bad.Get(ctx, "k")
+	require.ErrorIs(t, err, ErrUnavailable)
+	require.Contains(t, err.Error(), "WRONGPASS")
+}
+
+// TLS with the CA that signed the server: connects; with the system's
+// CAs (which did not sign it): refused.
+func TestStore_TLS(t *testing.T) {
+	ca, cert, key := testredis.Certs(t)
+	srv := testredis.StartTLS(t, cert, key, ca)
+	ctx := context.Background()
+	s := open(t, &Options{Addrs: []string{srv.Addr}, TLSCAFile: ca})
+	require.NoError(t, s.Put(ctx, "k", "", nil, []byte("over tls"), 0))
+	v, err := s.Get(ctx, "k")
+	require.NoError(t, err)
+	require.Equal(t, "over tls", string(v.Data))
+
+	untrusted := open(t, &Options{Addrs: []string{srv.Addr}, TLS: true, Timeout: 300 * time.Millisecond})
+	_, err = untrusted.Get(ctx, "k")
+	require.ErrorIs(t, err, ErrUnavailable, "the handshake fails until the timeout")
 }

@@ -7,7 +7,15 @@ package testredis
 
 import (
 	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -36,6 +44,7 @@ type Server struct {
 	cmd  *exec.Cmd
 	args []string
 	t    TB
+	tls  bool // speaks TLS only: pinged over TLS
 }
 
 // need skips (or fails, in CI) when redis-server is not installed.
@@ -117,7 +126,14 @@ func (s *Server) waitUp() {
 }
 
 func (s *Server) ping() bool {
-	c, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond)
+	var c net.Conn
+	var err error
+	if s.tls {
+		d := &net.Dialer{Timeout: 200 * time.Millisecond}
+		c, err = tls.DialWithDialer(d, "tcp", s.Addr, &tls.Config{InsecureSkipVerify: true}) // a liveness probe only
+	} else {
+		c, err = net.DialTimeout("tcp", s.Addr, 200*time.Millisecond)
+	}
 	if err != nil {
 		return false
 	}
@@ -127,7 +143,8 @@ func (s *Server) ping() bool {
 		return false
 	}
 	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "+PONG")
+	// A server that wants a password answers NOAUTH: it is up.
+	return err == nil && (strings.HasPrefix(line, "+PONG") || strings.HasPrefix(line, "-NOAUTH"))
 }
 
 // Kill stops the server with SIGKILL, by PID, and waits for it. It is
@@ -291,4 +308,67 @@ func replicated(info string) bool {
 		}
 	}
 	return true
+}
+
+// Certs writes a CA and a certificate for 127.0.0.1 signed by it into a
+// temporary directory, for a TLS server.
+func Certs(t TB) (caFile, certFile, keyFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "modelcache test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, typ string, b []byte) string {
+		p := dir + "/" + name
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	return write("ca.pem", "CERTIFICATE", caDER), write("server.pem", "CERTIFICATE", der), write("server.key", "EC PRIVATE KEY", keyDER)
+}
+
+// StartTLS starts a redis-server that speaks TLS only, with the
+// certificate and key given (clients are not asked for certificates).
+func StartTLS(t TB, certFile, keyFile, caFile string, conf ...string) *Server {
+	t.Helper()
+	bin := need(t)
+	s := &Server{Port: freePort(t), Dir: t.TempDir(), t: t, tls: true}
+	s.Addr = fmt.Sprintf("127.0.0.1:%d", s.Port)
+	s.args = []string{"--port", "0", "--tls-port", strconv.Itoa(s.Port), "--tls-cert-file", certFile, "--tls-key-file", keyFile,
+		"--tls-ca-cert-file", caFile, "--tls-auth-clients", "no", "--bind", "127.0.0.1", "--dir", s.Dir,
+		"--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"}
+	for _, c := range conf {
+		f := strings.Fields(c)
+		s.args = append(s.args, "--"+f[0])
+		s.args = append(s.args, f[1:]...)
+	}
+	s.start(bin)
+	t.Cleanup(s.Kill)
+	return s
 }
