@@ -86,11 +86,19 @@ func freePort(t TB) int {
 // "maxmemory 8mb").
 func Start(t TB, conf ...string) *Server {
 	t.Helper()
+	return launch(t, false, func(port int) []string { return []string{"--port", strconv.Itoa(port)} }, conf)
+}
+
+// launch starts a server on a free port: listen gives the flags that make
+// it listen there; every server is on loopback, keeps nothing on disk and
+// runs in the foreground, stopped by the test.
+func launch(t TB, tls bool, listen func(port int) []string, conf []string) *Server {
+	t.Helper()
 	bin := need(t)
-	s := &Server{Port: freePort(t), Dir: t.TempDir(), t: t}
+	s := &Server{Port: freePort(t), Dir: t.TempDir(), t: t, tls: tls}
 	s.Addr = fmt.Sprintf("127.0.0.1:%d", s.Port)
-	s.args = []string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--dir", s.Dir,
-		"--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning"}
+	s.args = append(listen(s.Port), "--bind", "127.0.0.1", "--dir", s.Dir,
+		"--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning")
 	for _, c := range conf {
 		f := strings.Fields(c)
 		s.args = append(s.args, "--"+f[0])
@@ -357,18 +365,8 @@ func Certs(t TB) (caFile, certFile, keyFile string) {
 // certificate and key given (clients are not asked for certificates).
 func StartTLS(t TB, certFile, keyFile, caFile string, conf ...string) *Server {
 	t.Helper()
-	bin := need(t)
-	s := &Server{Port: freePort(t), Dir: t.TempDir(), t: t, tls: true}
-	s.Addr = fmt.Sprintf("127.0.0.1:%d", s.Port)
-	s.args = []string{"--port", "0", "--tls-port", strconv.Itoa(s.Port), "--tls-cert-file", certFile, "--tls-key-file", keyFile,
-		"--tls-ca-cert-file", caFile, "--tls-auth-clients", "no", "--bind", "127.0.0.1", "--dir", s.Dir,
-		"--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"}
-	for _, c := range conf {
-		f := strings.Fields(c)
-		s.args = append(s.args, "--"+f[0])
-		s.args = append(s.args, f[1:]...)
-	}
-	s.start(bin)
-	t.Cleanup(s.Kill)
-	return s
+	return launch(t, true, func(port int) []string {
+		return []string{"--port", "0", "--tls-port", strconv.Itoa(port), "--tls-cert-file", certFile, "--tls-key-file", keyFile,
+			"--tls-ca-cert-file", caFile, "--tls-auth-clients", "no"}
+	}, conf)
 }
