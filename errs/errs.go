@@ -61,3 +61,35 @@ func Quote(s string) string {
 	}
 	return strconv.Quote(s[:cut]) + fmt.Sprintf("…(%d bytes)", len(s))
 }
+
+// sentinels names every sentinel, for errors that cross a process boundary
+// (the HTTP API of warm serve) and come back as themselves.
+var sentinels = []struct {
+	name string
+	err  error
+}{
+	{"ErrNotFound", ErrNotFound}, {"ErrCorrupt", ErrCorrupt}, {"ErrVersion", ErrVersion},
+	{"ErrUnsupported", ErrUnsupported}, {"ErrClosed", ErrClosed}, {"ErrLocked", ErrLocked},
+	{"ErrInvalidModel", ErrInvalidModel}, {"ErrNoSpace", ErrNoSpace}, {"ErrWrongKey", ErrWrongKey},
+	{"ErrChanged", ErrChanged}, {"ErrTooLarge", ErrTooLarge}, {"ErrInvalidArgument", ErrInvalidArgument},
+}
+
+// Name is the name of the sentinel err wraps ("ErrNotFound"), or "".
+func Name(err error) string {
+	for _, s := range sentinels {
+		if errors.Is(err, s.err) {
+			return s.name
+		}
+	}
+	return ""
+}
+
+// ByName is the sentinel called name, or nil.
+func ByName(name string) error {
+	for _, s := range sentinels {
+		if s.name == name {
+			return s.err
+		}
+	}
+	return nil
+}

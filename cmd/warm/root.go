@@ -243,7 +243,7 @@ Exit status: 0 on success, 1 if any file failed, 2 on a usage error,
 		}
 	}
 	wrapArgs(root)
-	root.AddCommand(newGetCmd(g), newStatsCmd(g), newVerifyCmd(g), newGCCmd(g), newEvictCmd(g), newBenchCmd(g), newLsCmd(g), newSimCmd(g), newLoadCmd(g), newValueCmd(g))
+	root.AddCommand(newGetCmd(g), newStatsCmd(g), newVerifyCmd(g), newGCCmd(g), newEvictCmd(g), newBenchCmd(g), newLsCmd(g), newSimCmd(g), newLoadCmd(g), newValueCmd(g), newServeCmd(g))
 	for _, c := range root.Commands() {
 		wrapArgs(c)
 	}

@@ -1,0 +1,399 @@
+// Package client talks to a warm serve daemon on this machine: the cache
+// directory is one process's (Badger locks it), and every other process
+// reads through the daemon. Errors carry the errs sentinels the daemon's
+// cache returned, so errors.Is(err, errs.ErrNotFound) works as in process.
+//
+//	c, err := client.Dial("/run/modelcache/modelcache.sock")
+//	t, err := c.Tensor(ctx, "/models/llama/model.safetensors", "lm_head.weight")
+//	v, err := c.Get(ctx, "outputs", key)
+//
+// FromEnvironment dials $MODELCACHE_SERVER when it is set, so that a
+// program switches between the in-process cache and the daemon by
+// configuration.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/server"
+	"github.com/modelcache/modelcache/tier"
+)
+
+// ErrNoServer: no daemon answers at the address.
+var ErrNoServer = errors.New("client: no warm serve daemon answers")
+
+// Client is a connection pool to one daemon. It is safe for concurrent use.
+type Client struct {
+	http  *http.Client
+	base  string // http://modelcache or http(s)://host:port
+	token string
+}
+
+// Dial connects to the daemon at addr: a unix socket path, or
+// http://host:port (then token is sent as a bearer token, if set). It
+// checks that the daemon answers.
+func Dial(addr string) (*Client, error) { return DialToken(addr, "") }
+
+// DialToken is Dial with a bearer token.
+func DialToken(addr, token string) (*Client, error) {
+	c := &Client{token: token}
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute, DisableCompression: true}
+	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
+		c.base = strings.TrimRight(addr, "/")
+	} else {
+		socket := addr
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		}
+		c.base = "http://modelcache"
+	}
+	c.http = &http.Client{Transport: tr}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	resp, err := c.do(ctx, http.MethodGet, "/v1/stats", nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body.Close()
+	return c, nil
+}
+
+// FromEnvironment dials $MODELCACHE_SERVER (with $MODELCACHE_SERVER_TOKEN);
+// ok false when it is not set.
+func FromEnvironment() (c *Client, ok bool, err error) {
+	addr := os.Getenv("MODELCACHE_SERVER")
+	if addr == "" {
+		return nil, false, nil
+	}
+	c, err = DialToken(addr, os.Getenv("MODELCACHE_SERVER_TOKEN"))
+	return c, true, err
+}
+
+// Close releases idle connections.
+func (c *Client) Close() error {
+	c.http.CloseIdleConnections()
+	return nil
+}
+
+// do sends a request and turns error responses into errors wrapping the
+// sentinel the daemon named.
+func (c *Client) do(ctx context.Context, method, path string, body io.Reader, hdr http.Header) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: %w", ErrNoServer, err)
+	}
+	if resp.StatusCode < 300 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	var e server.Error
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e); err != nil {
+		return nil, fmt.Errorf("client: %s %s: %s", method, path, resp.Status)
+	}
+	if s := sentinel(e.Sentinel); s != nil {
+		return nil, &remoteError{msg: e.Error, sentinel: s}
+	}
+	return nil, fmt.Errorf("client: %s", e.Error)
+}
+
+// sentinel is the error a sentinel name from the daemon stands for.
+func sentinel(name string) error {
+	if name == server.NotExist {
+		return fs.ErrNotExist
+	}
+	return errs.ByName(name)
+}
+
+// remoteError is an error the daemon returned: its message, and the
+// sentinel it wrapped.
+type remoteError struct {
+	msg      string
+	sentinel error
+}
+
+func (e *remoteError) Error() string { return e.msg }
+func (e *remoteError) Unwrap() error { return e.sentinel }
+
+// Model describes a model as the daemon's cache sees it.
+type Model = server.ModelJSON
+
+// Model lists the tensors of the model at path (a file, a checkpoint, or
+// an hf:/ollama: name, resolved by the daemon).
+func (c *Client) Model(ctx context.Context, path string) (*Model, error) {
+	p := path
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
+	}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/models"+escapePath(p), nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var m Model
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		return nil, fmt.Errorf("client: model listing: %w", err)
+	}
+	return &m, nil
+}
+
+func escapePath(p string) string {
+	parts := strings.Split(p, "/")
+	for i, s := range parts {
+		parts[i] = url.PathEscape(s)
+	}
+	return strings.Join(parts, "/")
+}
+
+// Tensor is a tensor read through the daemon.
+type Tensor struct {
+	Name     string
+	DType    string
+	Shape    []uint64
+	ServedBy string // the daemon's tier: l1, l2, l3, source, shared
+	Data     []byte
+}
+
+// Tensor reads one tensor of the model at path.
+func (c *Client) Tensor(ctx context.Context, path, name string) (*Tensor, error) {
+	q := url.Values{"path": {path}, "name": {name}}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/tensor?"+q.Encode(), nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	t := &Tensor{Name: name, DType: resp.Header.Get("X-Dtype"), ServedBy: resp.Header.Get("X-Served-By")}
+	if t.Shape, err = parseShape(resp.Header.Get("X-Shape")); err != nil {
+		return nil, err
+	}
+	if t.Data, err = readBody(resp); err != nil {
+		return nil, fmt.Errorf("client: tensor %s: %w", errs.Quote(name), err)
+	}
+	return t, nil
+}
+
+// readBody reads a response whose length the daemon declared.
+func readBody(resp *http.Response) ([]byte, error) {
+	if resp.ContentLength < 0 {
+		return io.ReadAll(resp.Body)
+	}
+	b := make([]byte, resp.ContentLength)
+	_, err := io.ReadFull(resp.Body, b)
+	return b, err
+}
+
+func parseShape(s string) ([]uint64, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []uint64
+	for _, p := range strings.Split(s, ",") {
+		d, err := strconv.ParseUint(p, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("client: shape %q", s)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// Load reads every tensor of the model at path, in storage order, and calls
+// each with it; parallel tensors are read at once (default 4).
+func (c *Client) Load(ctx context.Context, path string, parallel int, each func(*Tensor) error) error {
+	m, err := c.Model(ctx, path)
+	if err != nil {
+		return err
+	}
+	if parallel <= 0 {
+		parallel = 4
+	}
+	type result struct {
+		t   *Tensor
+		err error
+	}
+	results := make([]chan result, len(m.Tensors))
+	for i := range results {
+		results[i] = make(chan result, 1)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, parallel)
+	go func() {
+		for i, t := range m.Tensors {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			go func() {
+				tn, err := c.Tensor(ctx, path, t.Name)
+				results[i] <- result{tn, err}
+			}()
+		}
+	}()
+	for i := range m.Tensors {
+		var r result
+		select {
+		case r = <-results[i]:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		<-sem
+		if r.err != nil {
+			return r.err
+		}
+		if err := each(r.t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Value is a value read through the daemon.
+type Value struct {
+	ServedBy string
+	DType    string
+	Shape    []uint64
+	Data     []byte
+}
+
+func valuePath(ns, key string) string {
+	return "/v1/values/" + url.PathEscape(ns) + "/" + url.PathEscape(key)
+}
+
+// Get reads the value under key in namespace ns: errs.ErrNotFound when it
+// is not cached. (The daemon cannot call a fill function of this process:
+// compute on a miss and Put.)
+func (c *Client) Get(ctx context.Context, ns, key string) (*Value, error) {
+	resp, err := c.do(ctx, http.MethodGet, valuePath(ns, key), nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	v := &Value{ServedBy: resp.Header.Get("X-Served-By"), DType: resp.Header.Get("X-Dtype")}
+	if v.Shape, err = parseShape(resp.Header.Get("X-Shape")); err != nil {
+		return nil, err
+	}
+	v.Data, err = readBody(resp)
+	return v, err
+}
+
+// Put stores b under key in namespace ns.
+func (c *Client) Put(ctx context.Context, ns, key string, b []byte, o *tier.PutOptions) error {
+	hdr := http.Header{}
+	if o != nil {
+		if o.TTL > 0 {
+			hdr.Set("X-TTL", o.TTL.String())
+		}
+		if o.DType != "" {
+			hdr.Set("X-Dtype", o.DType)
+		}
+		if len(o.Shape) > 0 {
+			parts := make([]string, len(o.Shape))
+			for i, d := range o.Shape {
+				parts[i] = strconv.FormatUint(d, 10)
+			}
+			hdr.Set("X-Shape", strings.Join(parts, ","))
+		}
+	}
+	resp, err := c.do(ctx, http.MethodPut, valuePath(ns, key), bytes.NewReader(b), hdr)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// Delete removes the value under key in namespace ns.
+func (c *Client) Delete(ctx context.Context, ns, key string) error {
+	resp, err := c.do(ctx, http.MethodDelete, valuePath(ns, key), nil, nil)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// DropNamespace drops every value of ns.
+func (c *Client) DropNamespace(ctx context.Context, ns string) error {
+	resp, err := c.do(ctx, http.MethodDelete, "/v1/values/"+url.PathEscape(ns), nil, nil)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// Stats returns the daemon's cache's Stats.
+func (c *Client) Stats(ctx context.Context) (*tier.Stats, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/v1/stats", nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var s tier.Stats
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return nil, fmt.Errorf("client: stats: %w", err)
+	}
+	return &s, nil
+}
+
+// Warm has the daemon warm the model at path; progress, if not nil, gets
+// each tensor as it is stored.
+func (c *Client) Warm(ctx context.Context, path string, progress func(tier.WarmProgress)) (*tier.WarmResult, error) {
+	resp, err := c.do(ctx, http.MethodPost, "/v1/warm?"+url.Values{"path": {path}}.Encode(), nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var line struct {
+			tier.WarmProgress
+			Result   *tier.WarmResult `json:"result"`
+			Error    string           `json:"error"`
+			Sentinel string           `json:"sentinel"`
+		}
+		if err := dec.Decode(&line); err != nil {
+			return nil, fmt.Errorf("client: warm: %w", err)
+		}
+		switch {
+		case line.Error != "":
+			if s := sentinel(line.Sentinel); s != nil {
+				return nil, &remoteError{msg: line.Error, sentinel: s}
+			}
+			return nil, errors.New(line.Error)
+		case line.Result != nil:
+			return line.Result, nil
+		case progress != nil:
+			progress(line.WarmProgress)
+		}
+	}
+}

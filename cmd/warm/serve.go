@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/modelcache/modelcache/server"
+	"github.com/modelcache/modelcache/tier"
+)
+
+// shutdownWait bounds how long warm serve waits for requests in flight
+// when told to stop.
+const shutdownWait = 30 * time.Second
+
+// defaultSocket is $XDG_RUNTIME_DIR/modelcache.sock, or serve.sock in the
+// cache directory.
+func defaultSocket(dir string) string {
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "modelcache.sock")
+	}
+	return filepath.Join(dir, "serve.sock")
+}
+
+func newServeCmd(g *globals) *cobra.Command {
+	var socket, httpAddr, tokenFile string
+	cmd := &cobra.Command{
+		Use:   "serve [flags]",
+		Short: "Own the cache directory and serve every process on this machine",
+		Long: `serve opens the cache directory (and L3, with --redis) and serves its
+tensors and values to every process on the machine: over a unix socket
+(--socket, mode 0660; default $XDG_RUNTIME_DIR/modelcache.sock, else
+serve.sock in the cache directory) and, with --http, over TCP. --http binds
+to loopback addresses only, unless --http-token-file names a file holding a
+bearer token that every request must then carry.
+
+The API is HTTP on both (docs/SERVE.md): GET /v1/models/{path},
+GET /v1/tensor?path=P&name=N (Range supported), POST /v1/warm?path=P,
+GET /v1/stats, GET /metrics, GET|PUT|DELETE /v1/values/{ns}/{key},
+DELETE /v1/values/{ns}. Go programs use package client, or set
+MODELCACHE_SERVER for warm get, load and stats.
+
+SIGTERM or SIGINT: stop accepting, finish requests in flight (up to 30 s),
+write what is queued for L2 and L3, exit 0.`,
+		Example: `  warm serve --dir /var/cache/modelcache
+  warm serve --socket /run/modelcache/modelcache.sock --http 127.0.0.1:7480
+  curl --unix-socket /run/user/1000/modelcache.sock 'http://x/v1/tensor?path=/m/model.safetensors&name=w' > w.bin`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if socket == "" {
+				socket = defaultSocket(g.dir)
+			}
+			token := ""
+			if tokenFile != "" {
+				b, err := os.ReadFile(tokenFile)
+				if err != nil {
+					return fmt.Errorf("--http-token-file: %w", err)
+				}
+				if token = strings.TrimSpace(string(b)); token == "" {
+					return fmt.Errorf("--http-token-file: %s is empty", tokenFile)
+				}
+			}
+			var tcp net.Listener
+			if httpAddr != "" {
+				host, _, err := net.SplitHostPort(httpAddr)
+				if err != nil {
+					return usageError{fmt.Errorf("--http: %w", err)}
+				}
+				if ip := net.ParseIP(host); (ip == nil || !ip.IsLoopback()) && host != "localhost" && token == "" {
+					return usageError{fmt.Errorf("--http %s is not a loopback address: give --http-token-file", httpAddr)}
+				}
+				if tcp, err = net.Listen("tcp", httpAddr); err != nil {
+					return err
+				}
+			}
+			unix, err := listenUnix(socket)
+			if err != nil {
+				if tcp != nil {
+					tcp.Close()
+				}
+				return err
+			}
+			c, err := g.open()
+			if err != nil {
+				unix.Close()
+				if tcp != nil {
+					tcp.Close()
+				}
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return serve(ctx, g, c, unix, tcp, token)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&socket, "socket", envOr("MODELCACHE_SOCKET", ""), "unix socket to serve on (env MODELCACHE_SOCKET)")
+	f.StringVar(&httpAddr, "http", "", "also serve HTTP on this TCP address (loopback, unless --http-token-file)")
+	f.StringVar(&tokenFile, "http-token-file", "", "file holding the bearer token that TCP requests must carry")
+	return cmd
+}
+
+// listenUnix listens on a unix socket with mode 0660, replacing a stale
+// socket file but not a daemon that answers on it.
+func listenUnix(path string) (net.Listener, error) {
+	if _, err := os.Stat(path); err == nil {
+		if conn, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			conn.Close()
+			return nil, fmt.Errorf("%s: a warm serve is already running there", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// serve serves until ctx ends, then shuts down in order: no new requests,
+// those in flight finished (bounded), the cache closed (its queued writes
+// done).
+func serve(ctx context.Context, g *globals, c *tier.Cache, unix, tcp net.Listener, token string) error {
+	local := server.Server(server.New(c, ""))
+	var remote *http.Server
+	errc := make(chan error, 2)
+	go func() { errc <- local.Serve(unix) }()
+	if tcp != nil {
+		remote = server.Server(server.New(c, token))
+		go func() { errc <- remote.Serve(tcp) }()
+	}
+	fmt.Fprintf(g.stderr, "warm serve: %s on %s", g.dir, unix.Addr())
+	if tcp != nil {
+		fmt.Fprintf(g.stderr, " and http://%s", tcp.Addr())
+	}
+	fmt.Fprintln(g.stderr)
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownWait)
+	defer cancel()
+	err := local.Shutdown(sctx)
+	if remote != nil {
+		err = errors.Join(err, remote.Shutdown(sctx))
+	}
+	err = errors.Join(err, c.Close())
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		err = errors.Join(serveErr, err)
+	}
+	if err == nil {
+		fmt.Fprintln(g.stderr, "warm serve: stopped")
+	}
+	return err
+}

@@ -1,0 +1,364 @@
+// Package server is the HTTP API of warm serve: one process owns a cache
+// directory (and L3) and serves every process on the machine, in any
+// language, over a unix socket (or, with a bearer token, over TCP).
+//
+//	GET    /v1/models/{path...}          the model's tensors (JSON)
+//	GET    /v1/tensor?path=P&name=N      a tensor's raw bytes; Range supported;
+//	                                     X-Dtype, X-Shape, X-Served-By headers
+//	POST   /v1/warm?path=P               warm a model into L2 (and L3): progress as JSON lines
+//	GET    /v1/stats                     tier.Stats (JSON)
+//	GET    /metrics                      Prometheus text
+//	GET    /v1/values/{ns}/{key...}      a value's bytes (X-Served-By)
+//	PUT    /v1/values/{ns}/{key...}      store the body (X-TTL, X-Dtype, X-Shape)
+//	DELETE /v1/values/{ns}/{key...}      delete it
+//	DELETE /v1/values/{ns}               drop the namespace
+//
+// Errors are JSON, {"error": "...", "sentinel": "ErrNotFound"}, with the
+// status the sentinel implies (404, 400, 409, 413, 422, 503; 500 for the
+// rest); package client turns them back into the errs sentinels.
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/tier"
+)
+
+// Limits on requests: headers, value bodies, and how long a request may
+// take to arrive.
+const (
+	MaxHeaderBytes = 64 << 10
+	MaxValueBytes  = 4 << 30
+	ReadTimeout    = time.Minute
+)
+
+// Handler serves the API for c.
+type Handler struct {
+	c   *tier.Cache
+	mux *http.ServeMux
+}
+
+// New returns the API's handler for c. token, if not empty, is the bearer
+// token every request must carry (for TCP listeners).
+func New(c *tier.Cache, token string) http.Handler {
+	h := &Handler{c: c, mux: http.NewServeMux()}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(tier.NewCollector(c))
+	h.mux.HandleFunc("GET /v1/models/{path...}", h.model)
+	h.mux.HandleFunc("GET /v1/tensor", h.tensor)
+	h.mux.HandleFunc("POST /v1/warm", h.warm)
+	h.mux.HandleFunc("GET /v1/stats", h.stats)
+	h.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	h.mux.HandleFunc("GET /v1/values/{ns}/{key...}", h.getValue)
+	h.mux.HandleFunc("PUT /v1/values/{ns}/{key...}", h.putValue)
+	h.mux.HandleFunc("DELETE /v1/values/{ns}/{key...}", h.deleteValue)
+	h.mux.HandleFunc("DELETE /v1/values/{ns}", h.dropNamespace)
+	if token == "" {
+		return h.mux
+	}
+	want := "Bearer " + token
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != want {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			writeError(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token"))
+			return
+		}
+		h.mux.ServeHTTP(w, r)
+	})
+}
+
+// Error is the JSON body of an error response.
+type Error struct {
+	Error    string `json:"error"`
+	Sentinel string `json:"sentinel,omitempty"`
+}
+
+// status is the HTTP status of an error.
+func status(err error) int {
+	switch {
+	case errors.Is(err, errs.ErrNotFound), errors.Is(err, fs.ErrNotExist):
+		return http.StatusNotFound
+	case errors.Is(err, errs.ErrInvalidArgument):
+		return http.StatusBadRequest
+	case errors.Is(err, errs.ErrChanged):
+		return http.StatusConflict
+	case errors.Is(err, errs.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, errs.ErrInvalidModel), errors.Is(err, errs.ErrUnsupported):
+		return http.StatusUnprocessableEntity
+	case errors.Is(err, errs.ErrClosed), errors.Is(err, context.Canceled):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Del("Content-Length")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(Error{Error: err.Error(), Sentinel: sentinelOf(err)})
+}
+
+// NotExist is the sentinel name of fs.ErrNotExist (a model file that is
+// not there), which is not one of errs'.
+const NotExist = "fs.ErrNotExist"
+
+func sentinelOf(err error) string {
+	if n := errs.Name(err); n != "" {
+		return n
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return NotExist
+	}
+	return ""
+}
+
+func fail(w http.ResponseWriter, err error) { writeError(w, status(err), err) }
+
+func badRequest(w http.ResponseWriter, format string, a ...any) {
+	writeError(w, http.StatusBadRequest, fmt.Errorf("%w: "+format, append([]any{errs.ErrInvalidArgument}, a...)...))
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// TensorJSON describes one tensor in a model listing.
+type TensorJSON struct {
+	Name  string   `json:"name"`
+	DType string   `json:"dtype"`
+	Shape []uint64 `json:"shape"`
+	Bytes uint64   `json:"bytes"`
+	File  string   `json:"file"`
+}
+
+// ModelJSON is the answer of GET /v1/models/{path}.
+type ModelJSON struct {
+	Path       string       `json:"path"`
+	Version    string       `json:"version"`
+	Bytes      uint64       `json:"bytes"`
+	CachedOnly bool         `json:"cached_only"`
+	Tensors    []TensorJSON `json:"tensors"`
+}
+
+// modelPath is the path of /v1/models/{path...}: absolute paths keep their
+// leading slash (the pattern takes it off), names (hf:, ollama:) do not
+// have one.
+func modelPath(r *http.Request) string {
+	p := r.PathValue("path")
+	if strings.Contains(p, ":") {
+		return p
+	}
+	return "/" + p
+}
+
+func (h *Handler) model(w http.ResponseWriter, r *http.Request) {
+	m, err := h.c.Model(r.Context(), modelPath(r))
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	defer m.Close()
+	out := ModelJSON{Path: m.Path(), Version: m.Version(), Bytes: m.Bytes(), CachedOnly: m.CachedOnly(), Tensors: []TensorJSON{}}
+	for _, t := range m.Tensors() {
+		out.Tensors = append(out.Tensors, TensorJSON{Name: t.Name, DType: t.DType, Shape: t.Shape, Bytes: t.Bytes, File: t.File})
+	}
+	writeJSON(w, out)
+}
+
+func shapeHeader(shape []uint64) string {
+	parts := make([]string, len(shape))
+	for i, d := range shape {
+		parts[i] = strconv.FormatUint(d, 10)
+	}
+	return strings.Join(parts, ",")
+}
+
+func parseShape(s string) ([]uint64, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []uint64
+	for _, p := range strings.Split(s, ",") {
+		d, err := strconv.ParseUint(strings.TrimSpace(p), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%w: shape %q", errs.ErrInvalidArgument, s)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// tensor serves a tensor's bytes: from memory when the cache holds it
+// whole, piecewise (a tensor reader) past tier.StreamAbove.
+func (h *Handler) tensor(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	path, name := q.Get("path"), q.Get("name")
+	if path == "" || !q.Has("name") {
+		badRequest(w, "want ?path=P&name=N")
+		return
+	}
+	m, err := h.c.Model(r.Context(), path)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	defer m.Close()
+	info, ok := m.Info(name)
+	if !ok {
+		fail(w, fmt.Errorf("%s: tensor %s: %w", m.Path(), errs.Quote(name), errs.ErrNotFound))
+		return
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/octet-stream")
+	hdr.Set("X-Dtype", info.DType)
+	hdr.Set("X-Shape", shapeHeader(info.Shape))
+	if info.Bytes > tier.StreamAbove {
+		tr, err := m.OpenTensor(r.Context(), name)
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		defer tr.Close()
+		hdr.Set("X-Served-By", tr.ServedBy.String())
+		http.ServeContent(w, r, "", time.Time{}, io.NewSectionReader(tr, 0, tr.Size()))
+		return
+	}
+	t, err := m.Tensor(r.Context(), name)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	hdr.Set("X-Served-By", t.ServedBy.String())
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(t.Bytes()))
+}
+
+// warm warms a model, writing a JSON line per tensor (and one with the
+// totals first, and the result last).
+func (h *Handler) warm(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Query().Get("path")
+	if path == "" {
+		badRequest(w, "want ?path=P")
+		return
+	}
+	m, err := h.c.Model(r.Context(), path)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	defer m.Close()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	flusher, _ := w.(http.Flusher)
+	enc := json.NewEncoder(w)
+	progress := make(chan tier.WarmProgress, 64)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for p := range progress {
+			_ = enc.Encode(p)
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+	}()
+	res, err := m.Warm(r.Context(), &tier.WarmOptions{Progress: func(p tier.WarmProgress) { progress <- p }})
+	close(progress)
+	<-done
+	if err != nil {
+		// The status is sent: the error is the last line.
+		_ = enc.Encode(Error{Error: err.Error(), Sentinel: sentinelOf(err)})
+		return
+	}
+	_ = enc.Encode(map[string]any{"result": res})
+}
+
+func (h *Handler) stats(w http.ResponseWriter, r *http.Request) { writeJSON(w, h.c.Stats()) }
+
+func (h *Handler) getValue(w http.ResponseWriter, r *http.Request) {
+	v, err := h.c.OpenValue(r.Context(), r.PathValue("ns"), r.PathValue("key"))
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	defer v.Close()
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/octet-stream")
+	hdr.Set("X-Served-By", v.ServedBy.String())
+	if v.DType != "" {
+		hdr.Set("X-Dtype", v.DType)
+		hdr.Set("X-Shape", shapeHeader(v.Shape))
+	}
+	http.ServeContent(w, r, "", time.Time{}, io.NewSectionReader(v, 0, v.Size()))
+}
+
+func (h *Handler) putValue(w http.ResponseWriter, r *http.Request) {
+	o := &tier.PutOptions{DType: r.Header.Get("X-Dtype")}
+	var err error
+	if o.Shape, err = parseShape(r.Header.Get("X-Shape")); err != nil {
+		fail(w, err)
+		return
+	}
+	if s := r.Header.Get("X-TTL"); s != "" {
+		if o.TTL, err = time.ParseDuration(s); err != nil || o.TTL < 0 {
+			badRequest(w, "X-TTL %q is not a duration", s)
+			return
+		}
+	}
+	ns, key := r.PathValue("ns"), r.PathValue("key")
+	switch {
+	case r.ContentLength > MaxValueBytes:
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("%w: a value of %d bytes (at most %d)", errs.ErrTooLarge, r.ContentLength, int64(MaxValueBytes)))
+		return
+	case r.ContentLength >= 0:
+		err = h.c.PutReader(r.Context(), ns, key, r.Body, r.ContentLength, o)
+	default:
+		// Chunked: read whole, bounded.
+		b, rerr := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxValueBytes))
+		if rerr != nil {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("%w: %w", errs.ErrTooLarge, rerr))
+			return
+		}
+		err = h.c.Put(r.Context(), ns, key, b, o)
+	}
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *Handler) deleteValue(w http.ResponseWriter, r *http.Request) {
+	if err := h.c.Delete(r.Context(), r.PathValue("ns"), r.PathValue("key")); err != nil {
+		fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *Handler) dropNamespace(w http.ResponseWriter, r *http.Request) {
+	if err := h.c.DropNamespace(r.Context(), r.PathValue("ns")); err != nil {
+		fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// Server is an http.Server with the API's limits.
+func Server(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, MaxHeaderBytes: MaxHeaderBytes, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: ReadTimeout}
+}
