@@ -183,20 +183,46 @@ type Tensor struct {
 
 // Tensor reads one tensor of the model at path.
 func (c *Client) Tensor(ctx context.Context, path, name string) (*Tensor, error) {
+	s, err := c.OpenTensor(ctx, path, name)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	t := &Tensor{Name: name, DType: s.DType, Shape: s.Shape, ServedBy: s.ServedBy}
+	if t.Data, err = readBody(s.resp); err != nil {
+		return nil, fmt.Errorf("client: tensor %s: %w", errs.Quote(name), err)
+	}
+	return t, nil
+}
+
+// TensorStream is a tensor's bytes as they arrive from the daemon, for
+// tensors too large to hold whole: an io.ReadCloser of Size bytes.
+type TensorStream struct {
+	Name, DType, ServedBy string
+	Shape                 []uint64
+	Size                  int64
+	resp                  *http.Response
+}
+
+func (s *TensorStream) Read(p []byte) (int, error) { return s.resp.Body.Read(p) }
+
+// Close releases the stream.
+func (s *TensorStream) Close() error { return s.resp.Body.Close() }
+
+// OpenTensor opens one tensor of the model at path for reading as it
+// arrives. Close it.
+func (c *Client) OpenTensor(ctx context.Context, path, name string) (*TensorStream, error) {
 	q := url.Values{"path": {path}, "name": {name}}
 	resp, err := c.do(ctx, http.MethodGet, "/v1/tensor?"+q.Encode(), nil, nil)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	t := &Tensor{Name: name, DType: resp.Header.Get("X-Dtype"), ServedBy: resp.Header.Get("X-Served-By")}
-	if t.Shape, err = parseShape(resp.Header.Get("X-Shape")); err != nil {
+	s := &TensorStream{Name: name, DType: resp.Header.Get("X-Dtype"), ServedBy: resp.Header.Get("X-Served-By"), Size: resp.ContentLength, resp: resp}
+	if s.Shape, err = parseShape(resp.Header.Get("X-Shape")); err != nil {
+		resp.Body.Close()
 		return nil, err
 	}
-	if t.Data, err = readBody(resp); err != nil {
-		return nil, fmt.Errorf("client: tensor %s: %w", errs.Quote(name), err)
-	}
-	return t, nil
+	return s, nil
 }
 
 // readBody reads a response whose length the daemon declared.

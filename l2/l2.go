@@ -119,6 +119,7 @@ type EntryInfo struct {
 
 // Stats are the store's contents and its counters since Open.
 type Stats struct {
+	Dir          string
 	Entries      int
 	LogicalBytes uint64
 	StoredBytes  uint64 // encoded chunks
@@ -193,7 +194,7 @@ func (s *Store) exit() { s.closeMu.RUnlock() }
 // Stats returns the store's contents and counters.
 func (s *Store) Stats() Stats {
 	s.mu.Lock()
-	st := Stats{Entries: s.entries, LogicalBytes: s.logical, StoredBytes: s.stored, ChargedBytes: s.charged, MaxBytes: s.max}
+	st := Stats{Dir: s.dir, Entries: s.entries, LogicalBytes: s.logical, StoredBytes: s.stored, ChargedBytes: s.charged, MaxBytes: s.max}
 	s.mu.Unlock()
 	if du, err := s.DiskUsage(); err == nil {
 		st.DiskBytes = du

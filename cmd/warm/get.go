@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/modelcache/modelcache/client"
 	"github.com/modelcache/modelcache/tier"
 )
 
@@ -43,6 +46,19 @@ model file itself. --require-l2 makes that an error instead.`,
 			ctx := cmd.Context()
 			if ctx == nil {
 				ctx = context.Background()
+			}
+			if d := g.daemon(); d != nil {
+				defer d.Close()
+				for k := range repeat {
+					served, err := getFromDaemon(ctx, d, args[0], args[1], g.stdout, k == repeat-1)
+					if err != nil {
+						return err
+					}
+					if verbose {
+						fmt.Fprintf(g.stderr, "served-by: %s\n", served)
+					}
+				}
+				return nil
 			}
 			return g.withCache(func(c *tier.Cache) error {
 				for k := range repeat {
@@ -100,4 +116,28 @@ func getOnce(ctx context.Context, c *tier.Cache, path, name string, out io.Write
 		}
 	}
 	return t.ServedBy, nil
+}
+
+// getFromDaemon reads the tensor through a warm serve daemon, streaming it
+// to out if write.
+func getFromDaemon(ctx context.Context, d *client.Client, path, name string, out io.Writer, write bool) (string, error) {
+	// The daemon's working directory is not ours: send absolute paths
+	// (names like hf:ORG/NAME the daemon resolves).
+	if !strings.Contains(path, ":") {
+		if abs, err := filepath.Abs(path); err == nil {
+			path = abs
+		}
+	}
+	s, err := d.OpenTensor(ctx, path, name)
+	if err != nil {
+		return "", err
+	}
+	defer s.Close()
+	if !write {
+		out = io.Discard
+	}
+	if _, err := io.Copy(out, s); err != nil {
+		return "", err
+	}
+	return s.ServedBy, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
+	"github.com/modelcache/modelcache/client"
 	"github.com/modelcache/modelcache/l1"
 	"github.com/modelcache/modelcache/l2"
 	"github.com/modelcache/modelcache/l3"
@@ -39,9 +40,11 @@ type globals struct {
 	// password, the CA bundle and the fleet key (never secrets on the
 	// command line).
 	redis, redisUser, redisPasswordFile, redisCA, fleetKeyFile string
-	redisTLS                                                   bool
-	stdout                                                     io.Writer
-	stderr                                                     io.Writer
+	// server is a warm serve daemon to talk to (get, load, stats).
+	server   string
+	redisTLS bool
+	stdout   io.Writer
+	stderr   io.Writer
 }
 
 func defaultDir() string {
@@ -235,6 +238,7 @@ Exit status: 0 on success, 1 if any file failed, 2 on a usage error,
 	pf.BoolVar(&g.redisTLS, "redis-tls", os.Getenv("MODELCACHE_REDIS_TLS") == "1", "connect to Redis with TLS (env MODELCACHE_REDIS_TLS=1; implied by --redis-tls-ca)")
 	pf.StringVar(&g.redisCA, "redis-tls-ca", envOr("MODELCACHE_REDIS_TLS_CA", ""), "CA bundle (PEM) that signed the Redis servers' certificates; implies TLS (env MODELCACHE_REDIS_TLS_CA)")
 	pf.StringVar(&g.fleetKeyFile, "fleet-key-file", envOr("MODELCACHE_FLEET_KEY_FILE", ""), "file holding the fleet key (16, 24 or 32 bytes, raw or hex): L3 entries are sealed with AES-GCM (env MODELCACHE_FLEET_KEY_FILE)")
+	pf.StringVar(&g.server, "server", envOr("MODELCACHE_SERVER", ""), "talk to this warm serve daemon (its unix socket, or http://host:port) for get, load and stats; read the files directly, with a warning, when it does not answer (env MODELCACHE_SERVER)")
 	pf.StringVar(&g.sourceRate, "source-rate", envOr("MODELCACHE_SOURCE_RATE", ""), "limit reads of model files to this many bytes a second, e.g. 200MB, to measure the cache against a slow origin (env MODELCACHE_SOURCE_RATE)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	if ttlErr != nil {
@@ -266,4 +270,19 @@ func wrapArgs(c *cobra.Command) {
 		}
 		return nil
 	}
+}
+
+// daemon dials the warm serve named by --server or $MODELCACHE_SERVER; nil
+// when none is named, or (with a warning) when it does not answer, and the
+// command then reads the files itself.
+func (g *globals) daemon() *client.Client {
+	if g.server == "" {
+		return nil
+	}
+	c, err := client.DialToken(g.server, os.Getenv("MODELCACHE_SERVER_TOKEN"))
+	if err != nil {
+		fmt.Fprintf(g.stderr, "warm: %v; reading the files directly\n", err)
+		return nil
+	}
+	return c
 }

@@ -78,14 +78,23 @@ below 128 ns << i (not cumulative), the last one any longer.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var all tier.Stats
 			var l3err error
-			if err := g.withCache(func(c *tier.Cache) error {
+			dir := g.dir
+			if d := g.daemon(); d != nil {
+				// The daemon's cache: its directory's and its processes' counts.
+				defer d.Close()
+				st, err := d.Stats(cmdContext(cmd))
+				if err != nil {
+					return err
+				}
+				all, dir = *st, st.L2.Dir
+			} else if err := g.withCache(func(c *tier.Cache) error {
 				all, l3err = c.Stats(), c.CheckL3(cmdContext(cmd))
 				return nil
 			}); err != nil {
 				return err
 			}
 			st := all.L2
-			s := statsJSON{Dir: g.dir, Entries: st.Entries, LogicalBytes: st.LogicalBytes, StoredBytes: st.StoredBytes,
+			s := statsJSON{Dir: dir, Entries: st.Entries, LogicalBytes: st.LogicalBytes, StoredBytes: st.StoredBytes,
 				ChargedBytes: st.ChargedBytes, DiskBytes: st.DiskBytes, MaxBytes: st.MaxBytes, Reads: all.Lifetime,
 				Measures: all.LifetimeMeasured}
 			if all.L3.Enabled {
