@@ -224,3 +224,35 @@ func TestClient_NoServer(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, ok)
 }
+
+// Eight clients load one model at once through the daemon: each tensor is
+// read from the file once, and every client gets the file's bytes.
+func TestClient_EightLoadsReadTheOriginOnce(t *testing.T) {
+	socket, cache := daemon(t, "")
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() {
+			c, err := Dial(socket)
+			if err != nil {
+				errc <- err
+				return
+			}
+			defer c.Close()
+			errc <- c.Load(context.Background(), abs(t), 4, func(tn *Tensor) error {
+				if string(tn.Data) != string(fileBytes(t, tn.Name)) {
+					return fmt.Errorf("%s: wrong bytes", tn.Name)
+				}
+				return nil
+			})
+		})
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		require.NoError(t, err)
+	}
+	s := cache.Stats()
+	require.Equal(t, uint64(62), s.SourceLoads, "one read of each tensor from the file")
+	require.Equal(t, uint64(8*62), s.Requests)
+}
