@@ -38,9 +38,10 @@ var ErrNoServer = errors.New("client: no warm serve daemon answers")
 
 // Client is a connection pool to one daemon. It is safe for concurrent use.
 type Client struct {
-	http  *http.Client
-	base  string // http://modelcache or http(s)://host:port
-	token string
+	http   *http.Client
+	base   string // http://modelcache or http(s)://host:port
+	token  string
+	socket string // the unix socket, if dialed on one
 }
 
 // Dial connects to the daemon at addr: a unix socket path, or
@@ -56,6 +57,7 @@ func DialToken(addr, token string) (*Client, error) {
 		c.base = strings.TrimRight(addr, "/")
 	} else {
 		socket := addr
+		c.socket = socket
 		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", socket)
@@ -257,49 +259,70 @@ func (c *Client) Load(ctx context.Context, path string, parallel int, each func(
 	if err != nil {
 		return err
 	}
+	return inOrder(ctx, len(m.Tensors), parallel, func(ctx context.Context, i int) (*Tensor, error) {
+		return c.Tensor(ctx, path, m.Tensors[i].Name)
+	}, each, nil)
+}
+
+// inOrder fetches items 0..n-1, parallel at once (default 4), and hands
+// them to each in order; drop, if not nil, releases fetched items each
+// never got (after an error).
+func inOrder[T any](ctx context.Context, n, parallel int, fetch func(context.Context, int) (T, error), each func(T) error, drop func(T)) error {
 	if parallel <= 0 {
 		parallel = 4
 	}
 	type result struct {
-		t   *Tensor
+		v   T
 		err error
 	}
-	results := make([]chan result, len(m.Tensors))
+	results := make([]chan result, n)
 	for i := range results {
 		results[i] = make(chan result, 1)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	sem := make(chan struct{}, parallel)
+	started := make(chan int, 1)
 	go func() {
-		for i, t := range m.Tensors {
+		k := 0
+		defer func() { started <- k }()
+		for i := range n {
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
 				return
 			}
+			k++
 			go func() {
-				tn, err := c.Tensor(ctx, path, t.Name)
-				results[i] <- result{tn, err}
+				v, err := fetch(ctx, i)
+				results[i] <- result{v, err}
 			}()
 		}
 	}()
-	for i := range m.Tensors {
+	var err error
+	next := 0 // items before it were handed to each (or failed)
+	for next < n && err == nil {
 		var r result
 		select {
-		case r = <-results[i]:
+		case r = <-results[next]:
 		case <-ctx.Done():
-			return ctx.Err()
+			err = ctx.Err()
+			continue
 		}
+		next++
 		<-sem
-		if r.err != nil {
-			return r.err
-		}
-		if err := each(r.t); err != nil {
-			return err
+		if err = r.err; err == nil {
+			err = each(r.v)
 		}
 	}
-	return nil
+	cancel()
+	// Wait for what was started, and release what each never got.
+	k := <-started
+	for i := next; i < k; i++ {
+		if r := <-results[i]; r.err == nil && drop != nil {
+			drop(r.v)
+		}
+	}
+	return err
 }
 
 // Value is a value read through the daemon.

@@ -33,10 +33,12 @@ func daemon(t *testing.T, token string) (socket string, c *tier.Cache) {
 	socket = filepath.Join(t.TempDir(), "s.sock")
 	l, err := net.Listen("unix", socket)
 	require.NoError(t, err)
-	srv := server.Server(server.New(c, token))
+	h := server.New(c, &server.Options{Token: token})
+	srv := server.Server(h)
 	go srv.Serve(l)
 	t.Cleanup(func() {
 		srv.Close()
+		h.Close()
 		c.Close()
 	})
 	return socket, c
@@ -200,7 +202,7 @@ func TestServer_BearerToken(t *testing.T) {
 	defer c.Close()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	srv := server.Server(server.New(c, "s3cret"))
+	srv := server.Server(server.New(c, &server.Options{Token: "s3cret"}))
 	go srv.Serve(l)
 	defer srv.Close()
 	base := "http://" + l.Addr().String()

@@ -48,18 +48,41 @@ const (
 
 // Handler serves the API for c.
 type Handler struct {
-	c   *tier.Cache
-	mux *http.ServeMux
+	c     *tier.Cache
+	mux   *http.ServeMux
+	shm   *shmCache
+	token string
 }
 
-// New returns the API's handler for c. token, if not empty, is the bearer
-// token every request must carry (for TCP listeners).
-func New(c *tier.Cache, token string) http.Handler {
-	h := &Handler{c: c, mux: http.NewServeMux()}
+// Options configures a Handler.
+type Options struct {
+	// Token, if not empty, is the bearer token every request must carry
+	// (for TCP listeners).
+	Token string
+	// ShmBytes bounds the shared memory kept for tensors handed out with
+	// file descriptors (GET /v1/shm/tensor); default DefaultShmBytes.
+	ShmBytes int64
+}
+
+// DefaultShmBytes is the default of Options.ShmBytes.
+const DefaultShmBytes = 1 << 30
+
+// New returns the API's handler for c. Close it after the server.
+func New(c *tier.Cache, o *Options) *Handler {
+	if o == nil {
+		o = &Options{}
+	}
+	shm := o.ShmBytes
+	if shm <= 0 {
+		shm = DefaultShmBytes
+	}
+	h := &Handler{c: c, mux: http.NewServeMux(), shm: newShmCache(shm), token: o.Token}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(tier.NewCollector(c))
 	h.mux.HandleFunc("GET /v1/models/{path...}", h.model)
 	h.mux.HandleFunc("GET /v1/tensor", h.tensor)
+	h.mux.HandleFunc("GET /v1/shm/tensor", h.shmTensor)
+	h.mux.HandleFunc("GET /v1/shm/model", h.shmModel)
 	h.mux.HandleFunc("POST /v1/warm", h.warm)
 	h.mux.HandleFunc("GET /v1/stats", h.stats)
 	h.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -67,19 +90,22 @@ func New(c *tier.Cache, token string) http.Handler {
 	h.mux.HandleFunc("PUT /v1/values/{ns}/{key...}", h.putValue)
 	h.mux.HandleFunc("DELETE /v1/values/{ns}/{key...}", h.deleteValue)
 	h.mux.HandleFunc("DELETE /v1/values/{ns}", h.dropNamespace)
-	if token == "" {
-		return h.mux
-	}
-	want := "Bearer " + token
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != want {
-			w.Header().Set("WWW-Authenticate", "Bearer")
-			writeError(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token"))
-			return
-		}
-		h.mux.ServeHTTP(w, r)
-	})
+	return h
 }
+
+// ServeHTTP serves the API, checking the bearer token if there is one.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.token != "" && r.Header.Get("Authorization") != "Bearer "+h.token {
+		w.Header().Set("WWW-Authenticate", "Bearer")
+		writeError(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token"))
+		return
+	}
+	h.mux.ServeHTTP(w, r)
+}
+
+// Close releases the shared memory the handler keeps; what clients have
+// mapped stays valid.
+func (h *Handler) Close() { h.shm.close() }
 
 // Error is the JSON body of an error response.
 type Error struct {
@@ -213,6 +239,15 @@ func (h *Handler) tensor(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, "want ?path=P&name=N")
 		return
 	}
+	hdr := w.Header()
+	if t, ok := h.c.InRAM(r.Context(), path, name); ok {
+		hdr.Set("Content-Type", "application/octet-stream")
+		hdr.Set("X-Dtype", t.DType)
+		hdr.Set("X-Shape", shapeHeader(t.Shape))
+		hdr.Set("X-Served-By", t.ServedBy.String())
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(t.Bytes()))
+		return
+	}
 	m, err := h.c.Model(r.Context(), path)
 	if err != nil {
 		fail(w, err)
@@ -224,7 +259,6 @@ func (h *Handler) tensor(w http.ResponseWriter, r *http.Request) {
 		fail(w, fmt.Errorf("%s: tensor %s: %w", m.Path(), errs.Quote(name), errs.ErrNotFound))
 		return
 	}
-	hdr := w.Header()
 	hdr.Set("Content-Type", "application/octet-stream")
 	hdr.Set("X-Dtype", info.DType)
 	hdr.Set("X-Shape", shapeHeader(info.Shape))

@@ -417,6 +417,36 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (t *Tensor, err e
 	return c.read(ctx, &req, id, nil, key, name)
 }
 
+// InRAM returns the named tensor of the model file at path if L1 holds it
+// (counted as an L1 hit), and ok false otherwise, without reading anything:
+// a server's fast path, which needs neither the file's index nor L2. A
+// sharded checkpoint is never found here (its shard is found by parsing
+// the index).
+func (c *Cache) InRAM(ctx context.Context, path, name string) (*Tensor, bool) {
+	if c.shut.Load() {
+		return nil, false
+	}
+	path, err := resolve.Name(path)
+	if err != nil {
+		return nil, false
+	}
+	id, err := c.origin.Stat(path)
+	if err != nil || sharded(id) {
+		return nil, false
+	}
+	key, err := c.keyOf(id, name)
+	if err != nil {
+		return nil, false
+	}
+	req := c.begin(&c.tensors)
+	v, ok := c.l1.Get(key)
+	if !ok {
+		return nil, false
+	}
+	req.hit()
+	return &Tensor{Name: name, DType: v.dtype, Shape: v.shape, ServedBy: L1, data: v.data}, true
+}
+
 // read returns the tensor under key of version id, from L1 or from one
 // load shared by every caller asking for it at once. f, if not nil, is the
 // open file of version id (a Model's), read on a miss.

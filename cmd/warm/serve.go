@@ -140,12 +140,15 @@ func listenUnix(path string) (net.Listener, error) {
 // those in flight finished (bounded), the cache closed (its queued writes
 // done).
 func serve(ctx context.Context, g *globals, c *tier.Cache, unix, tcp net.Listener, token string) error {
-	local := server.Server(server.New(c, ""))
+	localH, remoteH := server.New(c, nil), server.New(c, &server.Options{Token: token})
+	defer localH.Close()
+	defer remoteH.Close()
+	local := server.Server(localH)
 	var remote *http.Server
 	errc := make(chan error, 2)
 	go func() { errc <- local.Serve(unix) }()
 	if tcp != nil {
-		remote = server.Server(server.New(c, token))
+		remote = server.Server(remoteH)
 		go func() { errc <- remote.Serve(tcp) }()
 	}
 	fmt.Fprintf(g.stderr, "warm serve: %s on %s", g.dir, unix.Addr())

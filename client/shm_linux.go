@@ -1,0 +1,183 @@
+package client
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/server"
+)
+
+// Mapped is a tensor in shared memory the daemon handed out: its bytes are
+// mapped read-only into this process, with no copy. They stay valid, and
+// unchanged, until Close, whatever the daemon does (even if it exits): the
+// kernel keeps the memory while a process maps it.
+type Mapped struct {
+	Name, DType, ServedBy string
+	Shape                 []uint64
+	data                  []byte
+}
+
+// Bytes returns the tensor's bytes, read-only: writing to them faults.
+func (m *Mapped) Bytes() []byte { return m.data }
+
+// Close unmaps the bytes; Bytes must not be used after.
+func (m *Mapped) Close() error {
+	if len(m.data) == 0 {
+		return nil
+	}
+	err := unix.Munmap(m.data)
+	m.data = nil
+	return err
+}
+
+// MapTensor maps one tensor of the model at path from the daemon's shared
+// memory: the bytes do not go through the socket (a file descriptor does,
+// with SCM_RIGHTS). It needs a unix socket to the daemon.
+func (c *Client) MapTensor(ctx context.Context, path, name string) (*Mapped, error) {
+	reply, data, err := c.shm(ctx, "/v1/shm/tensor?"+url.Values{"path": {path}, "name": {name}}.Encode())
+	if err != nil {
+		return nil, err
+	}
+	return &Mapped{Name: name, DType: reply.DType, Shape: reply.Shape, ServedBy: reply.ServedBy, data: data}, nil
+}
+
+// MappedModel is every tensor of a model in one mapping of the daemon's
+// shared memory, valid until Close as Mapped is.
+type MappedModel struct {
+	Tensors []server.ShmTensor // in storage order, with their places
+	data    []byte
+}
+
+// Tensor returns the named tensor's bytes, read-only.
+func (m *MappedModel) Tensor(name string) ([]byte, bool) {
+	for _, t := range m.Tensors {
+		if t.Name == name {
+			return m.data[t.Offset : t.Offset+t.Size], true
+		}
+	}
+	return nil, false
+}
+
+// Bytes returns every tensor's bytes, in storage order.
+func (m *MappedModel) Bytes() []byte { return m.data }
+
+// Close unmaps the model; its bytes must not be used after.
+func (m *MappedModel) Close() error {
+	if len(m.data) == 0 {
+		return nil
+	}
+	err := unix.Munmap(m.data)
+	m.data = nil
+	return err
+}
+
+// MapModel maps every tensor of the model at path in one request and one
+// mapping: the daemon copies the model into shared memory once and hands
+// the same memory to every process that asks.
+func (c *Client) MapModel(ctx context.Context, path string) (*MappedModel, error) {
+	reply, data, err := c.shm(ctx, "/v1/shm/model?"+url.Values{"path": {path}}.Encode())
+	if err != nil {
+		return nil, err
+	}
+	return &MappedModel{Tensors: reply.Tensors, data: data}, nil
+}
+
+// shm asks the daemon for a descriptor and maps it read-only.
+func (c *Client) shm(ctx context.Context, target string) (*server.ShmReply, []byte, error) {
+	if c.socket == "" {
+		return nil, nil, fmt.Errorf("client: shared memory needs the daemon's unix socket: %w", errs.ErrUnsupported)
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.socket)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrNoServer, err)
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	uc := conn.(*net.UnixConn)
+	req := "GET " + target + " HTTP/1.1\r\nHost: modelcache\r\n"
+	if c.token != "" {
+		req += "Authorization: Bearer " + c.token + "\r\n"
+	}
+	if _, err := io.WriteString(uc, req+"\r\n"); err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrNoServer, err)
+	}
+	// One message: a length, the reply, and the descriptor with the first
+	// bytes; what is left of a long reply follows.
+	buf := make([]byte, 64<<10)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := uc.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return nil, nil, fmt.Errorf("client: shared memory: %w", err)
+	}
+	fd := -1
+	if oobn > 0 {
+		if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil && len(msgs) == 1 {
+			if fds, err := unix.ParseUnixRights(&msgs[0]); err == nil && len(fds) == 1 {
+				fd = fds[0]
+			}
+		}
+	}
+	if fd >= 0 {
+		defer unix.Close(fd)
+	}
+	if n < 4 {
+		return nil, nil, errors.New("client: shared memory: short reply (the daemon is not warm serve, or too old)")
+	}
+	size := int(binary.LittleEndian.Uint32(buf))
+	if size > 64<<20 {
+		return nil, nil, errors.New("client: shared memory: reply too long")
+	}
+	body := make([]byte, size)
+	got := copy(body, buf[4:n])
+	if _, err := io.ReadFull(uc, body[got:]); err != nil {
+		return nil, nil, fmt.Errorf("client: shared memory: %w", err)
+	}
+	var reply server.ShmReply
+	if err := json.Unmarshal(body, &reply); err != nil {
+		return nil, nil, fmt.Errorf("client: shared memory: %w", err)
+	}
+	if reply.Error != "" {
+		if s := sentinel(reply.Sentinel); s != nil {
+			return nil, nil, &remoteError{msg: reply.Error, sentinel: s}
+		}
+		return nil, nil, errors.New(reply.Error)
+	}
+	if reply.Size == 0 {
+		return &reply, []byte{}, nil
+	}
+	if fd < 0 {
+		return nil, nil, errors.New("client: shared memory: no descriptor came")
+	}
+	// MAP_POPULATE: the pages are in memory already (the daemon's memfd);
+	// mapping them now costs less than a fault per page later.
+	data, err := unix.Mmap(fd, 0, int(reply.Size), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return nil, nil, fmt.Errorf("client: shared memory: mmap: %w", err)
+	}
+	return &reply, data, nil
+}
+
+// LoadMapped maps every tensor of the model at path from the daemon's
+// shared memory, parallel at once (default 4), and calls each with them in
+// storage order. each owns the mapping: it must Close it (now, or later).
+func (c *Client) LoadMapped(ctx context.Context, path string, parallel int, each func(*Mapped) error) error {
+	m, err := c.Model(ctx, path)
+	if err != nil {
+		return err
+	}
+	return inOrder(ctx, len(m.Tensors), parallel, func(ctx context.Context, i int) (*Mapped, error) {
+		return c.MapTensor(ctx, path, m.Tensors[i].Name)
+	}, each, func(mp *Mapped) { mp.Close() })
+}

@@ -1,0 +1,31 @@
+//go:build !linux
+
+package server
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/modelcache/modelcache/errs"
+)
+
+// ShmReply is as on Linux; shared memory needs memfd and is not served here.
+type ShmReply struct {
+	DType    string   `json:"dtype,omitempty"`
+	Shape    []uint64 `json:"shape,omitempty"`
+	Size     int64    `json:"size"`
+	ServedBy string   `json:"served_by,omitempty"`
+	Error    string   `json:"error,omitempty"`
+	Sentinel string   `json:"sentinel,omitempty"`
+}
+
+type shmCache struct{}
+
+func newShmCache(int64) *shmCache { return &shmCache{} }
+func (*shmCache) close()          {}
+
+// ErrShmUnsupported: shared memory needs Linux.
+var ErrShmUnsupported = fmt.Errorf("server: shared memory: %w", errs.ErrUnsupported)
+
+func (h *Handler) shmTensor(w http.ResponseWriter, r *http.Request) { fail(w, ErrShmUnsupported) }
+func (h *Handler) shmModel(w http.ResponseWriter, r *http.Request)  { fail(w, ErrShmUnsupported) }
