@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -13,11 +14,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/modelcache/modelcache/client"
+	"github.com/modelcache/modelcache/internal/testmodels"
 )
 
 // startServe starts warm serve as a process and waits (bounded) for its
 // socket; the test stops it.
-func startServe(t *testing.T, dir, socket string) *exec.Cmd {
+func startServe(t testing.TB, dir, socket string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(warmBin, "--dir", dir, "serve", "--socket", socket)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -109,4 +111,63 @@ func TestServe_PythonExample(t *testing.T) {
 	out, err := exec.Command(py, "../../docs/examples/client.py", socket, model, "Const_61").CombinedOutput()
 	require.NoError(t, err, string(out))
 	require.Equal(t, "62 tensors\nConst_61 BF16 1,1,384,32 24576 bytes from source\nhello\nabsent: ErrNotFound\n", string(out))
+}
+
+// fds counts a process's open file descriptors.
+func fds(t *testing.T, pid int) int {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	require.NoError(t, err)
+	return len(ents)
+}
+
+// A client killed while the daemon streams it a large tensor: the daemon
+// lets go of what the request held (its files, its connection) and serves
+// on.
+func TestServe_ClientKilledMidRead(t *testing.T) {
+	if _, err := os.Stat("/proc/self/fd"); err != nil {
+		t.Skip("needs /proc")
+	}
+	model := filepath.Join(t.TempDir(), "big.safetensors")
+	require.NoError(t, testmodels.WriteSyntheticBF16(model, 256<<20, 1))
+	socket := filepath.Join(t.TempDir(), "mc.sock")
+	daemon := startServe(t, t.TempDir(), socket)
+	c, err := client.Dial(socket)
+	require.NoError(t, err)
+	m, err := c.Model(context.Background(), model)
+	require.NoError(t, err)
+	big := m.Tensors[0]
+	for _, tn := range m.Tensors {
+		if tn.Bytes > big.Bytes {
+			big = tn
+		}
+	}
+	c.Close()
+	time.Sleep(100 * time.Millisecond)
+	baseline := fds(t, daemon.Process.Pid)
+
+	// The client's stdout is a pipe nobody reads: the transfer stalls
+	// mid-tensor, then the client is killed.
+	pr, pw, err := os.Pipe()
+	require.NoError(t, err)
+	defer pr.Close()
+	cl := exec.Command(warmBin, "--server", socket, "get", model, big.Name)
+	cl.Stdout = pw
+	require.NoError(t, cl.Start())
+	pw.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for fds(t, daemon.Process.Pid) <= baseline {
+		require.False(t, time.Now().After(deadline), "the request never started")
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	require.NoError(t, cl.Process.Kill())
+	_ = cl.Wait()
+	for fds(t, daemon.Process.Pid) > baseline {
+		require.False(t, time.Now().After(deadline), "the daemon still holds %d descriptors more", fds(t, daemon.Process.Pid)-baseline)
+		time.Sleep(10 * time.Millisecond)
+	}
+	c, err = client.Dial(socket)
+	require.NoError(t, err)
+	_, err = c.Tensor(context.Background(), model, m.Tensors[len(m.Tensors)-1].Name)
+	require.NoError(t, err)
 }
