@@ -147,6 +147,9 @@ func (e *remoteError) Unwrap() error { return e.sentinel }
 // Model describes a model as the daemon's cache sees it.
 type Model = server.ModelJSON
 
+// TensorInfo describes one tensor of a Model.
+type TensorInfo = server.TensorJSON
+
 // Model lists the tensors of the model at path (a file, a checkpoint, or
 // an hf:/ollama: name, resolved by the daemon).
 func (c *Client) Model(ctx context.Context, path string) (*Model, error) {

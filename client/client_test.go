@@ -258,3 +258,46 @@ func TestClient_EightLoadsReadTheOriginOnce(t *testing.T) {
 	require.Equal(t, uint64(62), s.SourceLoads, "one read of each tensor from the file")
 	require.Equal(t, uint64(8*62), s.Requests)
 }
+
+// The same program runs against the cache in process or the daemon,
+// chosen by MODELCACHE_SERVER.
+func TestReader_InProcessOrDaemon(t *testing.T) {
+	socket, _ := daemon(t, "")
+	ctx := context.Background()
+	use := func(r Reader) []string {
+		defer r.Close()
+		m, err := r.Model(ctx, abs(t))
+		require.NoError(t, err)
+		require.Len(t, m.Tensors, 62)
+		var served []string
+		for range 2 {
+			tn, err := r.Tensor(ctx, abs(t), "Const_61")
+			require.NoError(t, err)
+			require.Equal(t, fileBytes(t, "Const_61"), tn.Data)
+			served = append(served, tn.ServedBy)
+		}
+		n := 0
+		require.NoError(t, r.Load(ctx, abs(t), 2, func(*Tensor) error { n++; return nil }))
+		require.Equal(t, 62, n)
+		require.NoError(t, r.Put(ctx, "ns", "k", []byte("v"), nil))
+		v, err := r.Get(ctx, "ns", "k")
+		require.NoError(t, err)
+		require.Equal(t, "v", string(v.Data))
+		require.NoError(t, r.DropNamespace(ctx, "ns"))
+		_, err = r.Get(ctx, "ns", "k")
+		require.ErrorIs(t, err, errs.ErrNotFound)
+		s, err := r.Stats(ctx)
+		require.NoError(t, err)
+		require.Positive(t, s.Tensors.Requests)
+		return served
+	}
+	t.Setenv("MODELCACHE_SERVER", "")
+	r, err := Open(&tier.Options{Dir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	require.Equal(t, []string{"source", "l1"}, use(r))
+	t.Setenv("MODELCACHE_SERVER", socket)
+	r, err = Open(nil)
+	require.NoError(t, err)
+	require.IsType(t, &Client{}, r)
+	require.Equal(t, []string{"source", "l1"}, use(r))
+}
