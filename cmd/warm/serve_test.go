@@ -57,6 +57,11 @@ func TestServe_ClientsDaemonDeathAndRestart(t *testing.T) {
 	r = warm(t, "--server", socket, "stats", "--json")
 	require.Equal(t, 0, r.code, string(r.stderr))
 	require.Contains(t, string(r.stdout), `"dir":"`+dir)
+	for _, transport := range []string{"http", "shm"} {
+		r = warm(t, "--server", socket, "load", "--json", "--transport", transport, model)
+		require.Equal(t, 0, r.code, string(r.stderr))
+		require.Contains(t, string(r.stdout), `"tensors":62,"bytes":2516390`, transport)
+	}
 
 	// The daemon killed: clients get a clear error, and the CLI reads the
 	// file itself, saying so.
