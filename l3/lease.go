@@ -91,13 +91,17 @@ func (s *Store) Await(ctx context.Context, key string) (bool, error) {
 	for {
 		var n []int64
 		err := s.op(ctx, func(ctx context.Context) error {
-			// Two keys in different slots: two commands, meta first, so
-			// that a holder that wrote and released between them is seen.
-			m, err := s.rdb.Exists(ctx, meta).Result()
+			// Two keys in different slots: two commands. The lease first: a
+			// holder writes the meta before it lets the lease go, so a lease
+			// found gone means a meta found now is there, and a meta still
+			// missing means the holder failed. (Meta first, a holder that
+			// wrote and released between the two looked like one that failed,
+			// and its entry was read from the origin again.)
+			l, err := s.rdb.Exists(ctx, lease).Result()
 			if err != nil {
 				return err
 			}
-			l, err := s.rdb.Exists(ctx, lease).Result()
+			m, err := s.rdb.Exists(ctx, meta).Result()
 			n = []int64{m, l}
 			return err
 		})

@@ -66,6 +66,13 @@ func (c *Cache) fromL3Or(ctx context.Context, req *request, key string, alloc fu
 			return nil, nil, false
 		}
 		if ok {
+			// The entry may have been written, and its lease let go,
+			// between the miss above and this lease: look again, or the
+			// origin is read twice.
+			if has, err := c.l3.Has(ctx, key); err == nil && has {
+				lease.Release()
+				continue
+			}
 			req.l3Missed()
 			c.fleet.leases.Add(1)
 			return nil, lease, false

@@ -940,13 +940,16 @@ func (c *Cache) Stats() Stats {
 	return s
 }
 
-// Flush waits until every queued L2 write is done, and those loads left
-// for after they finished.
+// Flush waits until every queued L2 and L3 write is done, and those loads
+// left for after they finished.
 func (c *Cache) Flush() {
 	if c.wb != nil {
 		c.wb.flush()
 	}
 	c.promotions.Wait()
+	if c.l3wb != nil {
+		c.l3wb.flush() // after the promotions, which may queue more
+	}
 }
 
 // Close stops new calls (they return errs.ErrClosed), cancels the loads
