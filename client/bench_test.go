@@ -9,10 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
-	"slices"
 	"testing"
-	"time"
 
+	"github.com/modelcache/modelcache/internal/benchutil"
 	"github.com/modelcache/modelcache/internal/testmodels"
 	"github.com/modelcache/modelcache/server"
 	"github.com/modelcache/modelcache/tier"
@@ -37,25 +36,7 @@ func BenchmarkDaemonLoad(b *testing.B) {
 	if err := testmodels.WriteSyntheticBF16(path, size, 1); err != nil {
 		b.Fatal(err)
 	}
-	cache, err := tier.Open(&tier.Options{MemoryBytes: 3 << 30, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cache.Close()
-	socket := filepath.Join(b.TempDir(), "s.sock")
-	l, err := net.Listen("unix", socket)
-	if err != nil {
-		b.Fatal(err)
-	}
-	h := server.New(cache, &server.Options{ShmBytes: 2 << 30})
-	srv := server.Server(h)
-	go srv.Serve(l)
-	defer h.Close()
-	defer srv.Close()
-	c, err := Dial(socket)
-	if err != nil {
-		b.Fatal(err)
-	}
+	cache, c := benchDaemon(b, 3<<30, 2<<30)
 	ctx := context.Background()
 	m, err := cache.Model(ctx, path)
 	if err != nil {
@@ -124,45 +105,10 @@ func BenchmarkDaemonLoad(b *testing.B) {
 //
 //	go test -run '^$' -bench 'DaemonHit' ./client
 func BenchmarkDaemonHit(b *testing.B) {
-	cache, err := tier.Open(&tier.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cache.Close()
-	socket := filepath.Join(b.TempDir(), "s.sock")
-	l, err := net.Listen("unix", socket)
-	if err != nil {
-		b.Fatal(err)
-	}
-	h := server.New(cache, nil)
-	srv := server.Server(h)
-	go srv.Serve(l)
-	defer h.Close()
-	defer srv.Close()
-	c, err := Dial(socket)
-	if err != nil {
-		b.Fatal(err)
-	}
+	cache, c := benchDaemon(b, 0, 0)
 	ctx := context.Background()
 	model, _ := filepath.Abs(testModel)
-	run := func(b *testing.B, f func() error) {
-		if err := f(); err != nil { // warm
-			b.Fatal(err)
-		}
-		times := make([]time.Duration, 0, b.N)
-		b.ResetTimer()
-		for range b.N {
-			start := time.Now()
-			if err := f(); err != nil {
-				b.Fatal(err)
-			}
-			times = append(times, time.Since(start))
-		}
-		b.StopTimer()
-		slices.Sort(times)
-		b.ReportMetric(float64(times[len(times)/2].Nanoseconds())/1e3, "p50-µs")
-		b.ReportMetric(float64(times[len(times)*99/100].Nanoseconds())/1e3, "p99-µs")
-	}
+	run := func(b *testing.B, f func() error) { benchutil.Latency(b, 1, f) }
 	b.Run("in-process", func(b *testing.B) {
 		run(b, func() error { _, err := cache.Tensor(ctx, model, "Const_61"); return err })
 	})
@@ -178,4 +124,32 @@ func BenchmarkDaemonHit(b *testing.B) {
 	b.Run("http", func(b *testing.B) {
 		run(b, func() error { _, err := c.Tensor(ctx, model, "Const_61"); return err })
 	})
+}
+
+// benchDaemon serves a cache with an L1 of mem bytes (0: the default) on a
+// unix socket in this process, and dials it.
+func benchDaemon(b *testing.B, mem, shm int64) (*tier.Cache, *Client) {
+	b.Helper()
+	cache, err := tier.Open(&tier.Options{MemoryBytes: mem, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	socket := filepath.Join(b.TempDir(), "s.sock")
+	l, err := net.Listen("unix", socket)
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := server.New(cache, &server.Options{ShmBytes: shm})
+	srv := server.Server(h)
+	go srv.Serve(l)
+	b.Cleanup(func() {
+		srv.Close()
+		h.Close()
+		cache.Close()
+	})
+	c, err := Dial(socket)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return cache, c
 }

@@ -141,9 +141,27 @@ func TestClient_Warm(t *testing.T) {
 func TestClient_ManyAtOnce(t *testing.T) {
 	socket, _ := daemon(t, "")
 	want := fileBytes(t, "Const_59")
+	manyClients(t, socket, 64, func(c *Client) error {
+		for range 5 {
+			tn, err := c.Tensor(context.Background(), abs(t), "Const_59")
+			if err != nil {
+				return err
+			}
+			if string(tn.Data) != string(want) {
+				return errors.New("wrong bytes")
+			}
+		}
+		return nil
+	})
+}
+
+// manyClients runs fn on n clients of the daemon at once, each with its
+// own connections, and fails the test on any error.
+func manyClients(t *testing.T, socket string, n int, fn func(c *Client) error) {
+	t.Helper()
 	var wg sync.WaitGroup
-	errc := make(chan error, 64)
-	for range 64 {
+	errc := make(chan error, n)
+	for range n {
 		wg.Go(func() {
 			c, err := Dial(socket)
 			if err != nil {
@@ -151,17 +169,7 @@ func TestClient_ManyAtOnce(t *testing.T) {
 				return
 			}
 			defer c.Close()
-			for range 5 {
-				tn, err := c.Tensor(context.Background(), abs(t), "Const_59")
-				if err != nil {
-					errc <- err
-					return
-				}
-				if string(tn.Data) != string(want) {
-					errc <- errors.New("wrong bytes")
-					return
-				}
-			}
+			errc <- fn(c)
 		})
 	}
 	wg.Wait()
@@ -231,29 +239,14 @@ func TestClient_NoServer(t *testing.T) {
 // read from the file once, and every client gets the file's bytes.
 func TestClient_EightLoadsReadTheOriginOnce(t *testing.T) {
 	socket, cache := daemon(t, "")
-	var wg sync.WaitGroup
-	errc := make(chan error, 8)
-	for range 8 {
-		wg.Go(func() {
-			c, err := Dial(socket)
-			if err != nil {
-				errc <- err
-				return
+	manyClients(t, socket, 8, func(c *Client) error {
+		return c.Load(context.Background(), abs(t), 4, func(tn *Tensor) error {
+			if string(tn.Data) != string(fileBytes(t, tn.Name)) {
+				return fmt.Errorf("%s: wrong bytes", tn.Name)
 			}
-			defer c.Close()
-			errc <- c.Load(context.Background(), abs(t), 4, func(tn *Tensor) error {
-				if string(tn.Data) != string(fileBytes(t, tn.Name)) {
-					return fmt.Errorf("%s: wrong bytes", tn.Name)
-				}
-				return nil
-			})
+			return nil
 		})
-	}
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		require.NoError(t, err)
-	}
+	})
 	s := cache.Stats()
 	require.Equal(t, uint64(62), s.SourceLoads, "one read of each tensor from the file")
 	require.Equal(t, uint64(8*62), s.Requests)

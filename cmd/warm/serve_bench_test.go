@@ -5,11 +5,10 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"slices"
 	"testing"
-	"time"
 
 	"github.com/modelcache/modelcache/client"
+	"github.com/modelcache/modelcache/internal/benchutil"
 	"github.com/modelcache/modelcache/tier"
 )
 
@@ -33,26 +32,7 @@ func BenchmarkServeHit(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer cache.Close()
-	run := func(b *testing.B, f func() error) {
-		for range 100 { // warm: L1, connections
-			if err := f(); err != nil {
-				b.Fatal(err)
-			}
-		}
-		times := make([]time.Duration, 0, b.N)
-		b.ResetTimer()
-		for range b.N {
-			start := time.Now()
-			if err := f(); err != nil {
-				b.Fatal(err)
-			}
-			times = append(times, time.Since(start))
-		}
-		b.StopTimer()
-		slices.Sort(times)
-		b.ReportMetric(float64(times[len(times)/2].Nanoseconds())/1e3, "p50-µs")
-		b.ReportMetric(float64(times[len(times)*99/100].Nanoseconds())/1e3, "p99-µs")
-	}
+	run := func(b *testing.B, f func() error) { benchutil.Latency(b, 100, f) }
 	b.Run("in-process", func(b *testing.B) {
 		run(b, func() error { _, err := cache.Tensor(ctx, model, "Const_61"); return err })
 	})
