@@ -32,6 +32,8 @@ type Collector struct {
 //	modelcache_evictions_total{tier}                 entries evicted to make room
 //	modelcache_l2_errors_total                       L2 reads that failed other than by a miss
 //	modelcache_write_behind_dropped_total            L2 writes skipped because the queue was full
+//	modelcache_l3_up                                 with L3: 1 while it answers, 0 while its breaker is open
+//	modelcache_l3_events_total{event}                with L3: errors, leases, waits, writes, write_errors, write_dropped
 func NewCollector(c *Cache) *Collector { return &Collector{c: c} }
 
 var (
@@ -61,12 +63,16 @@ var (
 		"L2 reads that failed other than by a miss (served from the source instead).", nil, nil)
 	descWBDropped = prometheus.NewDesc("modelcache_write_behind_dropped_total",
 		"L2 writes skipped because the write-behind queue was full.", nil, nil)
+	descL3Up = prometheus.NewDesc("modelcache_l3_up",
+		"1 while the fleet tier answers, 0 while its breaker is open.", nil, nil)
+	descL3Events = prometheus.NewDesc("modelcache_l3_events_total",
+		"What the fleet tier did: errors (served from the source), leases taken, waits for another machine, writes, write_errors, write_dropped.", []string{"event"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (*Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descFailures, descDuration, descMiss, descHitRatio, descAccess,
-		descNSRequests, descNSHitRatio, descBytes, descEntries, descEvictions, descL2Errors, descWBDropped} {
+		descNSRequests, descNSHitRatio, descBytes, descEntries, descEvictions, descL2Errors, descWBDropped, descL3Up, descL3Events} {
 		ch <- d
 	}
 }
@@ -102,6 +108,17 @@ func (p *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(s.L2.Entries), "l2")
 		ch <- prometheus.MustNewConstMetric(descEvictions, prometheus.CounterValue, float64(s.L2.Evictions), "l2")
 		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.GaugeValue, float64(p.c.wb.queuedBytes()), "write_behind")
+	}
+	if s.L3.Enabled {
+		up := 1.0
+		if s.L3.Down {
+			up = 0
+		}
+		ch <- prometheus.MustNewConstMetric(descL3Up, prometheus.GaugeValue, up)
+		for event, n := range map[string]uint64{"errors": s.L3.Errors, "leases": s.L3.Leases, "waits": s.L3.Waits,
+			"writes": s.L3.Writes, "write_errors": s.L3.WriteErrors, "write_dropped": s.L3.WriteDropped} {
+			ch <- prometheus.MustNewConstMetric(descL3Events, prometheus.CounterValue, float64(n), event)
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(descL2Errors, prometheus.CounterValue, float64(s.L2Errors))
 	ch <- prometheus.MustNewConstMetric(descWBDropped, prometheus.CounterValue, float64(s.WriteBehindDropped))

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"github.com/modelcache/modelcache/internal/testredis"
@@ -73,6 +75,11 @@ func TestFleet_L3ServesOtherMachines(t *testing.T) {
 	require.Equal(t, uint64(1), s.Tensors.Tiers[2].Hits, "one L3 hit")
 	require.True(t, s.L3.Enabled)
 	require.Zero(t, s.L3.Errors)
+	col := NewCollector(b)
+	problems, err := testutil.CollectAndLint(col)
+	require.NoError(t, err)
+	require.Empty(t, problems)
+	require.Equal(t, 1.0, testutil.ToFloat64(prometheusOnly(col, "modelcache_l3_up")))
 	b.Flush()
 	// b promoted it to its own L2.
 	n, _, _, err := b.FileEntries(testModel)
@@ -299,4 +306,25 @@ func TestFleet_LoadIntoThenCloseReadsTheOriginOnce(t *testing.T) {
 	chunks, err := look.Client().Keys(ctx, "mc:c:*").Result()
 	require.NoError(t, err)
 	require.Len(t, chunks, tensors, "every posenet tensor is one chunk, written once")
+}
+
+// prometheusOnly is the collector's metrics of one name, for testutil.
+func prometheusOnly(c prometheus.Collector, name string) prometheus.Collector {
+	return onlyCollector{c, name}
+}
+
+type onlyCollector struct {
+	c    prometheus.Collector
+	name string
+}
+
+func (o onlyCollector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(o, ch) }
+func (o onlyCollector) Collect(ch chan<- prometheus.Metric) {
+	all := make(chan prometheus.Metric)
+	go func() { o.c.Collect(all); close(all) }()
+	for m := range all {
+		if strings.Contains(m.Desc().String(), `"`+o.name+`"`) {
+			ch <- m
+		}
+	}
 }
