@@ -244,7 +244,9 @@ func (s *Store) op(ctx context.Context, fn func(ctx context.Context) error) erro
 	case err == nil || errors.Is(err, redis.Nil) || errors.Is(err, errs.ErrNotFound) || errors.Is(err, errs.ErrCorrupt):
 		s.br.success()
 	case errors.Is(err, context.Canceled):
-		// The caller gave up: says nothing of Redis.
+		// The caller gave up: says nothing of Redis. A probe that gave up
+		// lets the next operation probe.
+		s.br.abandon()
 	default:
 		s.br.failure()
 		// go-redis refreshes a cluster's slot map on MOVED and ASK, not
@@ -564,6 +566,12 @@ func (b *breaker) allow() bool {
 	}
 	b.probing = true
 	return true
+}
+
+func (b *breaker) abandon() {
+	b.mu.Lock()
+	b.probing = false
+	b.mu.Unlock()
 }
 
 func (b *breaker) success() {

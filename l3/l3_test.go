@@ -422,3 +422,24 @@ func TestStore_TLS(t *testing.T) {
 	_, err = untrusted.Get(ctx, "k")
 	require.ErrorIs(t, err, ErrUnavailable, "the handshake fails until the timeout")
 }
+
+// A probe whose caller gives up does not leave the breaker open for good:
+// the next operation probes again.
+func TestStore_BreakerProbeGivenUp(t *testing.T) {
+	srv := testredis.Start(t)
+	s := open(t, &Options{Addrs: []string{srv.Addr}, Timeout: 200 * time.Millisecond, BreakerFailures: 1, BreakerCooldown: 50 * time.Millisecond})
+	ctx := context.Background()
+	srv.Kill()
+	_, err := s.Get(ctx, "k")
+	require.ErrorIs(t, err, ErrUnavailable)
+	require.True(t, s.Down())
+	srv.Restart()
+	time.Sleep(100 * time.Millisecond) // past the cool-down: the next operation probes
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = s.Get(cancelled, "k")
+	require.ErrorIs(t, err, context.Canceled)
+	_, err = s.Get(ctx, "k")
+	require.ErrorIs(t, err, errs.ErrNotFound, "probed, and Redis answered")
+	require.False(t, s.Down())
+}

@@ -358,10 +358,11 @@ func (h *Handler) putValue(w http.ResponseWriter, r *http.Request) {
 	case r.ContentLength > MaxValueBytes:
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("%w: a value of %d bytes (at most %d)", errs.ErrTooLarge, r.ContentLength, int64(MaxValueBytes)))
 		return
-	case r.ContentLength >= 0:
+	case r.ContentLength > tier.StreamAbove:
+		// Streamed into L2 a chunk at a time (not kept in L1 or L3).
 		err = h.c.PutReader(r.Context(), ns, key, r.Body, r.ContentLength, o)
 	default:
-		// Chunked: read whole, bounded.
+		// Read whole, bounded, and stored as Put stores (L1, L2, L3).
 		b, rerr := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxValueBytes))
 		if rerr != nil {
 			writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("%w: %w", errs.ErrTooLarge, rerr))

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/internal/testredis"
 	"github.com/modelcache/modelcache/l3"
 	"github.com/modelcache/modelcache/loader"
@@ -327,4 +328,17 @@ func (o onlyCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- m
 		}
 	}
+}
+
+// A lookup without a fill takes no lease: it would make other machines
+// wait for a write that never comes.
+func TestFleet_LookupTakesNoLease(t *testing.T) {
+	srv := testredis.Start(t)
+	c := machine(t, srv.Addr, nil)
+	_, err := c.Get(context.Background(), "ns", "absent", nil)
+	require.ErrorIs(t, err, errs.ErrNotFound)
+	require.Zero(t, c.Stats().L3.Leases)
+	_, err = c.Get(context.Background(), "ns", "filled", func(context.Context) ([]byte, error) { return []byte("v"), nil })
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), c.Stats().L3.Leases)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/internal/key"
 	"github.com/modelcache/modelcache/l2"
+	"github.com/modelcache/modelcache/l3"
 )
 
 // Values are what a program computes and wants to keep: a model's outputs,
@@ -338,7 +339,18 @@ func (c *Cache) loadValue(req *request, st *nsState, ek, k string, o *PutOptions
 			return nil, err
 		}
 	}
-	v, lease := c.fromL3(req, ek, nil)
+	// A lookup (no fill) takes no lease: it will not write what it misses.
+	var v *l3.Value
+	var lease *l3.Lease
+	if fill != nil {
+		v, lease = c.fromL3(req, ek, nil)
+	} else if c.l3 != nil {
+		if got, err := c.l3.Get(c.ctx, ek); err == nil {
+			v = got
+		} else if !errors.Is(err, errs.ErrNotFound) {
+			c.fleet.errors.Add(1)
+		}
+	}
 	if v != nil {
 		lv := &l1Value{dtype: v.DType, shape: v.Shape, data: v.Data, stored: v.Written.UnixNano()}
 		if !v.Expires.IsZero() {
