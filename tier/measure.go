@@ -544,9 +544,8 @@ func measured(tensors, values counts, byNS map[string]counts) Measured {
 }
 
 // lifetimeMeasured adds the kept meters (stored, L2's counters) to this
-// process's.
-func (c *Cache) lifetimeMeasured(stored map[string]uint64) Measured {
-	t, v, byNS := c.sessionCounts()
+// process's counts (sessionCounts; byNS is changed).
+func lifetimeMeasured(t, v counts, byNS map[string]counts, stored map[string]uint64) Measured {
 	fields := map[string]map[string]uint64{}
 	for name, val := range stored {
 		rest, ok := strings.CutPrefix(name, meterRecord)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/internal/key"
+	"github.com/modelcache/modelcache/l3"
 	"github.com/modelcache/modelcache/loader"
 	"github.com/modelcache/modelcache/resolve"
 )
@@ -229,6 +230,16 @@ func (m *Model) Info(name string) (TensorInfo, bool) {
 	return m.tensors[i], true
 }
 
+// lookup is the named tensor and its file, or errs.ErrNotFound.
+func (m *Model) lookup(name string) (*TensorInfo, *pinnedFile, error) {
+	i, ok := m.byName[name]
+	if !ok {
+		return nil, nil, fmt.Errorf("tier: %s: tensor %s: %w", m.path, errs.Quote(name), errs.ErrNotFound)
+	}
+	ti := &m.tensors[i]
+	return ti, m.files[ti.file], nil
+}
+
 // Tensor returns the named tensor from the fastest tier that has it, as
 // Cache.Tensor does, of the version the handle holds.
 func (m *Model) Tensor(ctx context.Context, name string) (t *Tensor, err error) {
@@ -243,12 +254,10 @@ func (m *Model) Tensor(ctx context.Context, name string) (t *Tensor, err error) 
 	if err := m.usable(); err != nil {
 		return nil, err
 	}
-	i, ok := m.byName[name]
-	if !ok {
-		return nil, fmt.Errorf("tier: %s: tensor %s: %w", m.path, errs.Quote(name), errs.ErrNotFound)
+	ti, pf, err := m.lookup(name)
+	if err != nil {
+		return nil, err
 	}
-	ti := &m.tensors[i]
-	pf := m.files[ti.file]
 	return c.read(ctx, &req, pf.f.Identity(), pf.f, ti.key, name)
 }
 
@@ -374,31 +383,6 @@ func (c *Cache) warmOne(pf *pinnedFile, t *TensorInfo) (bool, error) {
 	if _, err := c.l2.Stat(key); err == nil {
 		return false, nil
 	}
-	if c.l3 != nil && t.Bytes <= streamAbove {
-		// Not c.ctx: Close waits for the writes a load left (promoteLater),
-		// and Warm stops between tensors.
-		var req request // warming is not a request
-		v, lease, _ := c.fromL3Or(context.Background(), &req, key, nil, true)
-		data := []byte(nil)
-		if v != nil {
-			data = v.Data
-		} else {
-			data = make([]byte, t.Bytes)
-			err := pf.f.ReadTensorInto(t.Name, data)
-			if err != nil {
-				if lease != nil {
-					lease.Release()
-				}
-				return false, err
-			}
-			c.warmLoads.Add(1)
-			c.toL3(key, t.DType, t.Shape, data, c.ttl, lease)
-		}
-		if err := c.l2.Put(key, t.DType, t.Shape, data); err != nil {
-			return false, fmt.Errorf("tier: %s: tensor %s: %w", pf.f.Path(), errs.Quote(t.Name), err)
-		}
-		return true, nil
-	}
 	if t.Bytes > streamAbove {
 		// Chunk by chunk: an 8 GiB file is not held in memory whole.
 		r, err := pf.f.TensorReader(t.Name)
@@ -412,11 +396,28 @@ func (c *Cache) warmOne(pf *pinnedFile, t *TensorInfo) (bool, error) {
 		}
 		return true, nil
 	}
-	data := make([]byte, t.Bytes)
-	if err := pf.f.ReadTensorInto(t.Name, data); err != nil {
-		return false, err
+	var data []byte
+	var lease *l3.Lease
+	if c.l3 != nil {
+		// Not c.ctx: Close waits for the writes a load left (promoteLater),
+		// and Warm stops between tensors.
+		var req request // warming is not a request
+		var v *l3.Value
+		if v, lease, _ = c.fromL3Or(context.Background(), &req, key, nil, true); v != nil {
+			data = v.Data
+		}
 	}
-	c.warmLoads.Add(1)
+	if data == nil {
+		data = make([]byte, t.Bytes)
+		if err := pf.f.ReadTensorInto(t.Name, data); err != nil {
+			if lease != nil {
+				lease.Release()
+			}
+			return false, err
+		}
+		c.warmLoads.Add(1)
+		c.toL3(key, t.DType, t.Shape, data, c.ttl, lease)
+	}
 	if err := c.l2.Put(key, t.DType, t.Shape, data); err != nil {
 		// l2 names the cache and a key; the reader wants the model.
 		return false, fmt.Errorf("tier: %s: tensor %s: %w", pf.f.Path(), errs.Quote(t.Name), err)

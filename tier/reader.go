@@ -85,12 +85,10 @@ func (m *Model) OpenTensor(ctx context.Context, name string) (r *TensorReader, e
 	if err := m.usable(); err != nil {
 		return nil, err
 	}
-	i, ok := m.byName[name]
-	if !ok {
-		return nil, fmt.Errorf("tier: %s: tensor %s: %w", m.path, errs.Quote(name), errs.ErrNotFound)
+	ti, pf, err := m.lookup(name)
+	if err != nil {
+		return nil, err
 	}
-	ti := &m.tensors[i]
-	pf := m.files[ti.file]
 	r = &TensorReader{Name: name, DType: ti.DType, Shape: ti.Shape, c: c, key: ti.key, size: int64(ti.Bytes), chunk: -1}
 	if v, _, ok := c.inRAM(r.key); ok {
 		r.ServedBy, r.data = L1, v.data

@@ -110,7 +110,7 @@ func TestWriteBehind_QueuedWritesAreReadable(t *testing.T) {
 		release := make(chan struct{})
 		var puts atomic.Int32
 		p := putterFunc(func(string, string, []uint64, []byte) error { <-release; puts.Add(1); return nil })
-		w := newWriteBehind(p, 1<<20, newRateLimitedLog(nilLogger(), warnInterval))
+		w := newWriteBehind("l2", p, 1<<20, newRateLimitedLog(nilLogger(), warnInterval))
 		require.True(t, w.enqueue("a", "U8", nil, []byte("abc")))
 		require.True(t, w.enqueue("a", "U8", nil, []byte("abc")), "already on its way")
 		synctest.Wait() // a worker holds "a" in Put

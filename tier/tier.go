@@ -338,7 +338,7 @@ func Open(opts *Options) (*Cache, error) {
 		if n == 0 {
 			n = DefaultWriteBehindBytes
 		}
-		c.l3wb = newWriteBehind(nil, n, c.warn)
+		c.l3wb = newWriteBehind("l3", nil, n, c.warn)
 		c.background.Go(c.followEpochs)
 	}
 	if opts.Dir != "" {
@@ -368,7 +368,7 @@ func Open(opts *Options) (*Cache, error) {
 		if wbBytes == 0 {
 			wbBytes = DefaultWriteBehindBytes
 		}
-		c.wb = newWriteBehind(c.l2, wbBytes, c.warn)
+		c.wb = newWriteBehind("l2", c.l2, wbBytes, c.warn)
 	}
 	return c, nil
 }
@@ -393,12 +393,11 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (t *Tensor, err e
 			return nil, err
 		}
 		defer m.Close()
-		i, ok := m.byName[name]
-		if !ok {
-			return nil, fmt.Errorf("tier: %s: tensor %s: %w", m.path, errs.Quote(name), errs.ErrNotFound)
+		ti, pf, err := m.lookup(name)
+		if err != nil {
+			return nil, err
 		}
-		pf := m.files[m.tensors[i].file]
-		return c.read(ctx, &req, pf.f.Identity(), pf.f, pf.group.Key(name), name)
+		return c.read(ctx, &req, pf.f.Identity(), pf.f, ti.key, name)
 	}
 	if sharded(id) {
 		// Route the name to its shard; the shard's own identity keys it.
@@ -617,7 +616,12 @@ func (c *Cache) inRAM(key string) (v *l1Value, queued, ok bool) {
 
 // setL1 offers a tensor's bytes to L1, charged their length and the key's.
 func (c *Cache) setL1(key, dtype string, shape []uint64, data []byte) {
-	c.l1.Set(key, &l1Value{dtype: dtype, shape: shape, data: data}, int64(len(data)+len(key)))
+	c.keepL1(key, &l1Value{dtype: dtype, shape: shape, data: data})
+}
+
+// keepL1 offers v to L1, charged its bytes and its key's.
+func (c *Cache) keepL1(key string, v *l1Value) {
+	c.l1.Set(key, v, int64(len(v.data)+len(key)))
 }
 
 // l2Failed files an L2 read that did not succeed: a miss, or a failure
@@ -927,14 +931,14 @@ func (c *Cache) Stats() Stats {
 	s.L1.Hits = s.Tensors.Tiers[0].Hits + s.Values.Tiers[0].Hits
 	s.LifetimeMeasured = s.Measured
 	s.L3 = c.l3Stats()
-	s.Lifetime = c.session()
+	s.Lifetime = c.countersOf(t)
 	s.L2Unavailable = c.l2Unavailable
 	if c.l2 != nil {
 		s.L2 = c.l2.Stats()
 		s.WriteBehindDropped, s.WriteBehindErrors = c.wb.dropped.Load(), c.wb.failed.Load()
 		if stored, err := c.rec.Counts(); err == nil {
 			s.Lifetime = s.Lifetime.plus(countersFrom(stored))
-			s.LifetimeMeasured = c.lifetimeMeasured(stored)
+			s.LifetimeMeasured = lifetimeMeasured(t, v, byNS, stored)
 		}
 	}
 	return s
@@ -998,8 +1002,10 @@ func (c *Cache) Close() error {
 }
 
 // session is this process's read counts.
-func (c *Cache) session() Counters {
-	t := c.tensors.read()
+func (c *Cache) session() Counters { return c.countersOf(c.tensors.read()) }
+
+// countersOf is the read counts of t, the tensor meter read.
+func (c *Cache) countersOf(t counts) Counters {
 	n := Counters{
 		L1Hits: t.served[L1], L2Hits: t.served[L2],
 		L2Misses: t.l2Misses, SourceLoads: t.served[Source], SharedLoads: t.served[Shared],

@@ -232,7 +232,7 @@ func TestCache_MemoryOnlyRespectsBudget(t *testing.T) {
 func TestWriteBehind_DropsWhenFull(t *testing.T) {
 	block := make(chan struct{})
 	p := putterFunc(func(string, string, []uint64, []byte) error { <-block; return nil })
-	w := newWriteBehind(p, 100, newRateLimitedLog(nilLogger(), warnInterval))
+	w := newWriteBehind("l2", p, 100, newRateLimitedLog(nilLogger(), warnInterval))
 	w.enqueue("a", "", nil, make([]byte, 60))
 	w.enqueue("b", "", nil, make([]byte, 60)) // 120 > 100: dropped
 	require.Equal(t, uint64(1), w.dropped.Load())

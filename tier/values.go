@@ -321,18 +321,15 @@ func (v *l1Value) value(ns, k string, by Tier) *Value {
 func (c *Cache) loadValue(req *request, st *nsState, ek, k string, o *PutOptions, fill FillFunc) (*Value, error) {
 	if v, queued, ok := c.inRAM(ek); ok && !c.expired(v) {
 		if queued {
-			c.l1.Set(ek, v, int64(len(v.data)+len(ek)))
+			c.keepL1(ek, v)
 		}
 		return v.value(st.name, k, L1), nil
 	}
 	if c.l2 != nil {
 		v, err := c.l2.Get(ek)
 		if err == nil {
-			lv := &l1Value{dtype: v.DType, shape: v.Shape, data: v.Data, stored: v.Written.UnixNano()}
-			if !v.Expires.IsZero() {
-				lv.expires = v.Expires.UnixNano()
-			}
-			c.l1.Set(ek, lv, int64(len(v.Data)+len(ek)))
+			lv := storedValue(v.DType, v.Shape, v.Data, v.Written, v.Expires)
+			c.keepL1(ek, lv)
 			return lv.value(st.name, k, L2), nil
 		}
 		if err := c.l2Failed(req, err, "namespace "+st.name, k); err != nil {
@@ -352,20 +349,14 @@ func (c *Cache) loadValue(req *request, st *nsState, ek, k string, o *PutOptions
 		}
 	}
 	if v != nil {
-		lv := &l1Value{dtype: v.DType, shape: v.Shape, data: v.Data, stored: v.Written.UnixNano()}
-		if !v.Expires.IsZero() {
-			lv.expires = v.Expires.UnixNano()
+		lv := storedValue(v.DType, v.Shape, v.Data, v.Written, v.Expires)
+		c.keepL1(ek, lv)
+		// In L2 for what is left of its life in L3.
+		ttl := time.Duration(0)
+		if lv.expires != 0 {
+			ttl = max(time.Duration(lv.expires-c.now().UnixNano()), time.Millisecond)
 		}
-		c.l1.Set(ek, lv, int64(len(v.Data)+len(ek)))
-		if c.l2 != nil {
-			ttl := time.Duration(0)
-			if lv.expires != 0 {
-				ttl = max(time.Until(v.Expires), time.Millisecond)
-			}
-			c.wb.add(&wbJob{key: ek, dtype: lv.dtype, shape: lv.shape, data: lv.data, put: func() error {
-				return c.putValue(st, ek, lv, ttl)
-			}})
-		}
+		c.queueValue(st, ek, lv, ttl)
 		return lv.value(st.name, k, L3), nil
 	}
 	defer func() {
@@ -386,16 +377,33 @@ func (c *Cache) loadValue(req *request, st *nsState, ek, k string, o *PutOptions
 		return nil, err
 	}
 	lv := c.newValue(st, data, o)
-	c.l1.Set(ek, lv, int64(len(data)+len(ek)))
+	c.keepL1(ek, lv)
 	ttl := c.ttlOf(st, o)
-	if c.l2 != nil {
-		c.wb.add(&wbJob{key: ek, dtype: lv.dtype, shape: lv.shape, data: lv.data, put: func() error {
-			return c.putValue(st, ek, lv, ttl)
-		}})
-	}
+	c.queueValue(st, ek, lv, ttl)
 	c.toL3(ek, lv.dtype, lv.shape, lv.data, ttl, lease)
 	lease = nil
 	return lv.value(st.name, k, Fill), nil
+}
+
+// storedValue is what L1 holds of a value a lower tier had: stored at
+// written, expiring at expires (zero: never).
+func storedValue(dtype string, shape []uint64, data []byte, written, expires time.Time) *l1Value {
+	lv := &l1Value{dtype: dtype, shape: shape, data: data, stored: written.UnixNano()}
+	if !expires.IsZero() {
+		lv.expires = expires.UnixNano()
+	}
+	return lv
+}
+
+// queueValue has lv written to L2 in the background (if there is an L2),
+// to live for ttl, within its namespace's share.
+func (c *Cache) queueValue(st *nsState, ek string, lv *l1Value, ttl time.Duration) {
+	if c.l2 == nil {
+		return
+	}
+	c.wb.add(&wbJob{key: ek, dtype: lv.dtype, shape: lv.shape, data: lv.data, put: func() error {
+		return c.putValue(st, ek, lv, ttl)
+	}})
 }
 
 // newValue is what L1 holds of data stored now with o.
@@ -449,7 +457,7 @@ func (c *Cache) Put(ctx context.Context, ns, k string, b []byte, o *PutOptions) 
 			return err
 		}
 	}
-	c.l1.Set(ek, lv, int64(len(lv.data)+len(ek)))
+	c.keepL1(ek, lv)
 	if c.l3 != nil {
 		c.l3wb.settle(ek)
 		c.putL3Now(ek, lv.dtype, lv.shape, lv.data, c.ttlOf(st, o))

@@ -44,11 +44,10 @@ type wbJob struct {
 
 const writeBehindWorkers = 2
 
-func newWriteBehind(p putter, maxBytes int64, log *rateLimitedLog) *writeBehind {
-	w := &writeBehind{tier: "l2", store: p, log: log, maxBytes: maxBytes, byKey: map[string]*wbJob{}}
-	if p == nil {
-		w.tier = "l3" // its jobs carry their own writes
-	}
+// newWriteBehind writes to tier ("l2", "l3": for warnings) through p, or
+// through each job's own put when p is nil.
+func newWriteBehind(tier string, p putter, maxBytes int64, log *rateLimitedLog) *writeBehind {
+	w := &writeBehind{tier: tier, store: p, log: log, maxBytes: maxBytes, byKey: map[string]*wbJob{}}
 	w.cond = sync.NewCond(&w.mu)
 	for range writeBehindWorkers {
 		w.workers.Go(w.run)
