@@ -120,10 +120,13 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, hd
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e); err != nil {
 		return nil, fmt.Errorf("client: %s %s: %s", method, path, resp.Status)
 	}
-	if s := sentinel(e.Sentinel); s != nil {
-		return nil, &remoteError{msg: e.Error, sentinel: s}
-	}
-	return nil, fmt.Errorf("client: %s", e.Error)
+	return nil, remote(e.Error, e.Sentinel)
+}
+
+// remote is an error the daemon reported: its message, wrapping the
+// sentinel it named, if it named one this build knows.
+func remote(msg, sentinelName string) error {
+	return &remoteError{msg: msg, sentinel: sentinel(sentinelName)}
 }
 
 // sentinel is the error a sentinel name from the daemon stands for.
@@ -135,7 +138,7 @@ func sentinel(name string) error {
 }
 
 // remoteError is an error the daemon returned: its message, and the
-// sentinel it wrapped.
+// sentinel it wrapped (nil: none).
 type remoteError struct {
 	msg      string
 	sentinel error
@@ -438,10 +441,7 @@ func (c *Client) Warm(ctx context.Context, path string, progress func(tier.WarmP
 		}
 		switch {
 		case line.Error != "":
-			if s := sentinel(line.Sentinel); s != nil {
-				return nil, &remoteError{msg: line.Error, sentinel: s}
-			}
-			return nil, errors.New(line.Error)
+			return nil, remote(line.Error, line.Sentinel)
 		case line.Result != nil:
 			return line.Result, nil
 		case progress != nil:

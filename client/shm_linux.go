@@ -149,10 +149,7 @@ func (c *Client) shm(ctx context.Context, target string) (*server.ShmReply, []by
 		return nil, nil, fmt.Errorf("client: shared memory: %w", err)
 	}
 	if reply.Error != "" {
-		if s := sentinel(reply.Sentinel); s != nil {
-			return nil, nil, &remoteError{msg: reply.Error, sentinel: s}
-		}
-		return nil, nil, errors.New(reply.Error)
+		return nil, nil, remote(reply.Error, reply.Sentinel)
 	}
 	if reply.Size == 0 {
 		return &reply, []byte{}, nil
