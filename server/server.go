@@ -194,9 +194,8 @@ func modelPath(r *http.Request) string {
 }
 
 func (h *Handler) model(w http.ResponseWriter, r *http.Request) {
-	m, err := h.c.Model(r.Context(), modelPath(r))
-	if err != nil {
-		fail(w, err)
+	m := h.openModel(w, r, modelPath(r))
+	if m == nil {
 		return
 	}
 	defer m.Close()
@@ -205,6 +204,17 @@ func (h *Handler) model(w http.ResponseWriter, r *http.Request) {
 		out.Tensors = append(out.Tensors, TensorJSON{Name: t.Name, DType: t.DType, Shape: t.Shape, Bytes: t.Bytes, File: t.File})
 	}
 	writeJSON(w, out)
+}
+
+// openModel opens the model at path, or answers with the error and
+// returns nil.
+func (h *Handler) openModel(w http.ResponseWriter, r *http.Request, path string) *tier.Model {
+	m, err := h.c.Model(r.Context(), path)
+	if err != nil {
+		fail(w, err)
+		return nil
+	}
+	return m
 }
 
 func shapeHeader(shape []uint64) string {
@@ -248,9 +258,8 @@ func (h *Handler) tensor(w http.ResponseWriter, r *http.Request) {
 		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(t.Bytes()))
 		return
 	}
-	m, err := h.c.Model(r.Context(), path)
-	if err != nil {
-		fail(w, err)
+	m := h.openModel(w, r, path)
+	if m == nil {
 		return
 	}
 	defer m.Close()
@@ -290,9 +299,8 @@ func (h *Handler) warm(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, "want ?path=P")
 		return
 	}
-	m, err := h.c.Model(r.Context(), path)
-	if err != nil {
-		fail(w, err)
+	m := h.openModel(w, r, path)
+	if m == nil {
 		return
 	}
 	defer m.Close()
