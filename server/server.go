@@ -107,6 +107,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // mapped stays valid.
 func (h *Handler) Close() { h.shm.close() }
 
+// ErrShmUnsupported: shared memory needs Linux (memfd).
+var ErrShmUnsupported = fmt.Errorf("server: shared memory: %w", errs.ErrUnsupported)
+
 // Error is the JSON body of an error response.
 type Error struct {
 	Error    string `json:"error"`

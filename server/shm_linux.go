@@ -297,6 +297,3 @@ func (h *Handler) sendFd(w http.ResponseWriter, hj http.Hijacker, reply ShmReply
 	}
 	_, _, _ = uc.WriteMsgUnix(msg, oob, nil)
 }
-
-// ErrShmUnsupported: shared memory needs Linux.
-var ErrShmUnsupported = fmt.Errorf("server: shared memory: %w", errs.ErrUnsupported)

@@ -3,10 +3,7 @@
 package server
 
 import (
-	"fmt"
 	"net/http"
-
-	"github.com/modelcache/modelcache/errs"
 )
 
 // ShmReply is as on Linux; shared memory needs memfd and is not served here.
@@ -23,9 +20,6 @@ type shmCache struct{}
 
 func newShmCache(int64) *shmCache { return &shmCache{} }
 func (*shmCache) close()          {}
-
-// ErrShmUnsupported: shared memory needs Linux.
-var ErrShmUnsupported = fmt.Errorf("server: shared memory: %w", errs.ErrUnsupported)
 
 func (h *Handler) shmTensor(w http.ResponseWriter, r *http.Request) { fail(w, ErrShmUnsupported) }
 func (h *Handler) shmModel(w http.ResponseWriter, r *http.Request)  { fail(w, ErrShmUnsupported) }
