@@ -43,6 +43,9 @@ var (
 	// ErrInvalidArgument: a caller's argument cannot name what it should
 	// (an empty namespace, a key too long).
 	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrForbidden: the daemon may not read what was asked for (a path
+	// outside every root it serves).
+	ErrForbidden = errors.New("forbidden")
 )
 
 // maxQuoted is how many bytes of a name or key a message shows.
@@ -72,6 +75,7 @@ var sentinels = []struct {
 	{"ErrUnsupported", ErrUnsupported}, {"ErrClosed", ErrClosed}, {"ErrLocked", ErrLocked},
 	{"ErrInvalidModel", ErrInvalidModel}, {"ErrNoSpace", ErrNoSpace}, {"ErrWrongKey", ErrWrongKey},
 	{"ErrChanged", ErrChanged}, {"ErrTooLarge", ErrTooLarge}, {"ErrInvalidArgument", ErrInvalidArgument},
+	{"ErrForbidden", ErrForbidden},
 }
 
 // Name is the name of the sentinel err wraps ("ErrNotFound"), or "".

@@ -11,13 +11,16 @@ package resolve
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/modelcache/modelcache/errs"
 )
@@ -142,13 +145,19 @@ func (r hfRef) snapshot() (string, error) {
 	}
 	sha := r.rev
 	if !commit.MatchString(sha) {
-		b, err := readSmall(filepath.Join(repo, "refs", r.rev))
-		if err != nil {
-			return "", fmt.Errorf("resolve: %s: no revision %q in %s: %w", r, r.rev, filepath.Join(repo, "refs"), errs.ErrNotFound)
+		ref := filepath.Join(repo, "refs", r.rev)
+		b, err := readSmall(ref)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return "", fmt.Errorf("resolve: %s: no revision %s in %s: %w", r, errs.Quote(r.rev), filepath.Join(repo, "refs"), errs.ErrNotFound)
+		case err != nil:
+			return "", fmt.Errorf("resolve: %s: revision %s: %w", r, errs.Quote(r.rev), err)
 		}
+		// What the ref holds is never quoted: it may be any file (a
+		// symlink to /etc/shadow), and a message must not show it.
 		sha = strings.TrimSpace(string(b))
 		if !commit.MatchString(sha) {
-			return "", fmt.Errorf("resolve: %s: %s holds %.60q, not a commit hash: %w", r, filepath.Join(repo, "refs", r.rev), sha, errs.ErrInvalidModel)
+			return "", fmt.Errorf("resolve: %s: %s does not hold a commit hash (40 hex digits): %w", r, ref, errs.ErrInvalidModel)
 		}
 	}
 	dir := filepath.Join(repo, "snapshots", sha)
@@ -172,8 +181,14 @@ func hfPath(s string) (string, error) {
 	}
 	if r.file != "" {
 		p := filepath.Join(dir, r.file)
-		if _, err := os.Stat(p); err != nil {
+		fi, err := os.Stat(p)
+		if err != nil {
 			return "", fmt.Errorf("resolve: %s: no %s in the snapshot: %w", r, r.file, errs.ErrNotFound)
+		}
+		if !fi.IsDir() {
+			if err := regular(p, fi); err != nil {
+				return "", fmt.Errorf("resolve: %s: %w", r, err)
+			}
 		}
 		return p, nil
 	}
@@ -193,15 +208,37 @@ func hfPath(s string) (string, error) {
 		}
 		switch {
 		case slices.Contains(found, "model"+ext):
-			return filepath.Join(dir, "model"+ext), nil
+			return weightsFile(r, filepath.Join(dir, "model"+ext))
 		case len(found) == 1:
-			return filepath.Join(dir, found[0]), nil
+			return weightsFile(r, filepath.Join(dir, found[0]))
 		case len(found) > 1:
 			return "", fmt.Errorf("resolve: %s: %d %s files and no index (%s); name one: %s/%s", r, len(found), ext,
 				strings.Join(found, ", "), strings.TrimSuffix(r.String(), "@main"), found[0])
 		}
 	}
 	return "", fmt.Errorf("resolve: %s: no weights (%s) in %s: %w", r, strings.Join(weightExts, ", "), dir, errs.ErrNotFound)
+}
+
+// weightsFile is p, the one weights file of r's snapshot, if it is a
+// regular file (through its symlink into the blobs).
+func weightsFile(r hfRef, p string) (string, error) {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return "", fmt.Errorf("resolve: %s: %s: %w", r, p, errs.ErrNotFound)
+	}
+	if err := regular(p, fi); err != nil {
+		return "", fmt.Errorf("resolve: %s: %w", r, err)
+	}
+	return p, nil
+}
+
+// regular refuses what is not a regular file (a FIFO, a device): opening
+// one may block forever, or read without end.
+func regular(p string, fi os.FileInfo) error {
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file (%s): %w", p, fi.Mode().Type(), errs.ErrInvalidModel)
+	}
+	return nil
 }
 
 // ollamaManifest is the part of an Ollama manifest that locates the model.
@@ -239,43 +276,68 @@ func ollamaPath(s string) (string, error) {
 	root := OllamaModels()
 	mpath := filepath.Join(append([]string{root, "manifests"}, append(parts, tag)...)...)
 	b, err := readSmall(mpath)
-	if err != nil {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return "", fmt.Errorf("resolve: %s%s: not in Ollama's models (%s): %w", Ollama, s, mpath, errs.ErrNotFound)
+	case err != nil:
+		return "", fmt.Errorf("resolve: %s%s: manifest: %w", Ollama, s, err)
 	}
+	// Neither the manifest's bytes nor the JSON decoder's message (which
+	// quotes them) go into an error: the manifest may be any file.
 	var m ollamaManifest
 	if err := json.Unmarshal(b, &m); err != nil {
-		return "", fmt.Errorf("resolve: %s%s: manifest %s: %w: %w", Ollama, s, mpath, errs.ErrInvalidModel, err)
+		return "", fmt.Errorf("resolve: %s%s: manifest %s is not an Ollama manifest (JSON): %w", Ollama, s, mpath, errs.ErrInvalidModel)
 	}
 	for _, l := range m.Layers {
 		if l.MediaType != ollamaModelLayer {
 			continue
 		}
 		if !sha256s.MatchString(l.Digest) {
-			return "", fmt.Errorf("resolve: %s%s: manifest %s: model digest %.80q: %w", Ollama, s, mpath, l.Digest, errs.ErrInvalidModel)
+			return "", fmt.Errorf("resolve: %s%s: manifest %s: the model layer's digest is not sha256:(64 hex digits): %w", Ollama, s, mpath, errs.ErrInvalidModel)
 		}
 		blob := filepath.Join(root, "blobs", strings.Replace(l.Digest, ":", "-", 1))
-		if _, err := os.Stat(blob); err != nil {
+		fi, err := os.Stat(blob)
+		if err != nil {
 			return "", fmt.Errorf("resolve: %s%s: blob %s is missing: %w", Ollama, s, blob, errs.ErrNotFound)
+		}
+		if err := regular(blob, fi); err != nil {
+			return "", fmt.Errorf("resolve: %s%s: %w", Ollama, s, err)
 		}
 		return blob, nil
 	}
 	return "", fmt.Errorf("resolve: %s%s: manifest %s has no model layer: %w", Ollama, s, mpath, errs.ErrInvalidModel)
 }
 
-// readSmall reads a file of at most 1 MiB: refs and manifests are small,
-// and a name must not make us read a huge file.
+// maxSmall bounds what readSmall reads.
+const maxSmall = 1 << 20
+
+// readSmall reads a regular file of at most 1 MiB: refs and manifests are
+// small, and a name must not make us read a huge file. It is opened
+// non-blocking and checked before it is read: opening a FIFO for reading
+// waits for a writer, forever, and a device reads without end. Errors
+// name the file, never what it holds.
 func readSmall(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, 1<<20+1))
+	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > 1<<20 {
-		return nil, fmt.Errorf("%s: larger than 1 MiB", path)
+	if err := regular(path, fi); err != nil {
+		return nil, err
+	}
+	if fi.Size() > maxSmall {
+		return nil, fmt.Errorf("%s: larger than 1 MiB: %w", path, errs.ErrInvalidModel)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxSmall+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(b) > maxSmall {
+		return nil, fmt.Errorf("%s: larger than 1 MiB: %w", path, errs.ErrInvalidModel)
 	}
 	return b, nil
 }

@@ -4,7 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -127,7 +129,7 @@ func TestOllama(t *testing.T) {
 	}
 	for name, wantErr := range map[string]string{
 		"ollama:absent":    "not in Ollama's models",
-		"ollama:bad":       "model digest",
+		"ollama:bad":       "digest is not sha256:",
 		"ollama:nomodel":   "no model layer",
 		"ollama:../x":      "not a valid name part",
 		"ollama:a/b/c/d":   "want ollama:",
@@ -139,6 +141,92 @@ func TestOllama(t *testing.T) {
 	p, err := Name("/plain/path.gguf")
 	require.NoError(t, err)
 	require.Equal(t, "/plain/path.gguf", p)
+}
+
+// A ref or a manifest may be any file (a symlink to /etc/passwd): what it
+// holds is never in the error, only its name.
+func TestName_ErrorsNeverShowFileContents(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "passwd")
+	const content = "root:x:0:0:SECRET-LINE:/root:/bin/bash\n"
+	require.NoError(t, os.WriteFile(secret, []byte(content), 0o600))
+
+	hf := hfLayout(t, "models--org--tiny", map[string][]string{commitA: {"model.safetensors"}}, nil)
+	t.Setenv("HF_HUB_CACHE", hf)
+	ref := filepath.Join(hf, "models--org--tiny", "refs", "main")
+	require.NoError(t, os.Symlink(secret, ref))
+	_, err := Name("hf:org/tiny")
+	require.ErrorIs(t, err, errs.ErrInvalidModel)
+	require.ErrorContains(t, err, ref)
+	require.NotContains(t, err.Error(), "root:")
+	require.NotContains(t, err.Error(), "SECRET")
+
+	ol := t.TempDir()
+	t.Setenv("OLLAMA_MODELS", ol)
+	mp := filepath.Join(ol, "manifests", "registry.ollama.ai", "library", "tiny", "latest")
+	require.NoError(t, os.MkdirAll(filepath.Dir(mp), 0o755))
+	require.NoError(t, os.Symlink(secret, mp))
+	_, err = Name("ollama:tiny")
+	require.ErrorIs(t, err, errs.ErrInvalidModel)
+	require.ErrorContains(t, err, mp)
+	require.NotContains(t, err.Error(), "root")
+	require.NotContains(t, err.Error(), "SECRET")
+	// A manifest that is JSON, with a digest that is somebody's secret.
+	require.NoError(t, os.Remove(mp))
+	require.NoError(t, os.WriteFile(mp, []byte(`{"layers":[{"mediaType":"application/vnd.ollama.image.model","digest":"SECRET-DIGEST"}]}`), 0o644))
+	_, err = Name("ollama:tiny")
+	require.ErrorIs(t, err, errs.ErrInvalidModel)
+	require.NotContains(t, err.Error(), "SECRET")
+}
+
+// bounded runs f, failing the test (not hanging it) if f does not return
+// within a generous bound.
+func bounded(t *testing.T, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("resolving a name hangs on a FIFO in the cache")
+	}
+}
+
+// A FIFO in a cache (as a ref, a manifest, a weights blob) is refused
+// without being opened for a blocking read: opening one for reading waits
+// for a writer, forever.
+func TestName_FIFOsAreRefused(t *testing.T) {
+	fifo := func(p string) {
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		require.NoError(t, syscall.Mkfifo(p, 0o644))
+	}
+	hf := hfLayout(t, "models--org--tiny", map[string][]string{commitA: {"config.json"}, commitB: {"config.json"}}, map[string]string{"main": commitA})
+	t.Setenv("HF_HUB_CACHE", hf)
+	repo := filepath.Join(hf, "models--org--tiny")
+	fifo(filepath.Join(repo, "refs", "v2"))
+	// The weights of commitA: a snapshot symlink to a FIFO blob.
+	fifo(filepath.Join(repo, "blobs", "fifo"))
+	require.NoError(t, os.Symlink("../../blobs/fifo", filepath.Join(repo, "snapshots", commitA, "model.safetensors")))
+	// commitB: a FIFO as the weights file itself.
+	fifo(filepath.Join(repo, "snapshots", commitB, "model.gguf"))
+
+	ol := t.TempDir()
+	t.Setenv("OLLAMA_MODELS", ol)
+	h := strings.Repeat("ab", 32)
+	fifo(filepath.Join(ol, "manifests", "registry.ollama.ai", "library", "fifo", "latest"))
+	ollamaLayout(t, ol, []string{"registry.ollama.ai", "library", "tiny", "latest"},
+		`{"layers":[{"mediaType":"application/vnd.ollama.image.model","digest":"sha256:`+h+`"}]}`, "")
+	fifo(filepath.Join(ol, "blobs", "sha256-"+h))
+
+	for _, name := range []string{"hf:org/tiny@v2", "hf:org/tiny", "hf:org/tiny/model.safetensors", "hf:org/tiny@" + commitB, "ollama:fifo", "ollama:tiny"} {
+		bounded(t, func() {
+			_, err := Name(name)
+			require.ErrorIs(t, err, errs.ErrInvalidModel, name)
+			require.ErrorContains(t, err, "not a regular file", name)
+		})
+	}
 }
 
 // Whatever the name and whatever the files in the caches say (a manifest,
