@@ -13,9 +13,12 @@
 //	DELETE /v1/values/{ns}/{key...}      delete it
 //	DELETE /v1/values/{ns}               drop the namespace
 //
+// Paths are absolute (a relative one is 400) and must lie in one of the
+// roots the daemon serves (Options.Roots; 403 otherwise).
+//
 // Errors are JSON, {"error": "...", "sentinel": "ErrNotFound"}, with the
-// status the sentinel implies (404, 400, 409, 413, 422, 503; 500 for the
-// rest); package client turns them back into the errs sentinels.
+// status the sentinel implies (404, 400, 403, 409, 413, 422, 503; 500 for
+// the rest); package client turns them back into the errs sentinels.
 package server
 
 import (
@@ -35,6 +38,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/resolve"
 	"github.com/modelcache/modelcache/tier"
 )
 
@@ -52,6 +56,7 @@ type Handler struct {
 	mux   *http.ServeMux
 	shm   *shmCache
 	token string
+	roots []string // resolved
 }
 
 // Options configures a Handler.
@@ -62,6 +67,12 @@ type Options struct {
 	// ShmBytes bounds the shared memory kept for tensors handed out with
 	// file descriptors (GET /v1/shm/tensor); default DefaultShmBytes.
 	ShmBytes int64
+	// Roots are the directories whose files clients may read by path
+	// (warm serve --root). A path is resolved (symlinks, "..") before it
+	// is checked; one outside every root is refused with errs.ErrForbidden
+	// (403), and with no roots every path is. hf: and ollama: names may
+	// also read their own cache (resolve.HFCache, resolve.OllamaModels).
+	Roots []string
 }
 
 // DefaultShmBytes is the default of Options.ShmBytes.
@@ -76,7 +87,7 @@ func New(c *tier.Cache, o *Options) *Handler {
 	if shm <= 0 {
 		shm = DefaultShmBytes
 	}
-	h := &Handler{c: c, mux: http.NewServeMux(), shm: newShmCache(shm), token: o.Token}
+	h := &Handler{c: c, mux: http.NewServeMux(), shm: newShmCache(shm), token: o.Token, roots: resolveRoots(o.Roots)}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(tier.NewCollector(c))
 	h.mux.HandleFunc("GET /v1/models/{path...}", h.model)
@@ -123,6 +134,8 @@ func status(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, errs.ErrInvalidArgument):
 		return http.StatusBadRequest
+	case errors.Is(err, errs.ErrForbidden):
+		return http.StatusForbidden
 	case errors.Is(err, errs.ErrChanged):
 		return http.StatusConflict
 	case errors.Is(err, errs.ErrTooLarge):
@@ -187,17 +200,22 @@ type ModelJSON struct {
 
 // modelPath is the path of /v1/models/{path...}: absolute paths keep their
 // leading slash (the pattern takes it off), names (hf:, ollama:) do not
-// have one.
+// have one. Only those prefixes make a name: x:y.safetensors is the file
+// /x:y.safetensors.
 func modelPath(r *http.Request) string {
 	p := r.PathValue("path")
-	if strings.Contains(p, ":") {
+	if resolve.IsName(p) {
 		return p
 	}
 	return "/" + p
 }
 
 func (h *Handler) model(w http.ResponseWriter, r *http.Request) {
-	m := h.openModel(w, r, modelPath(r))
+	path, ok := h.checked(w, modelPath(r))
+	if !ok {
+		return
+	}
+	m := h.openModel(w, r, path)
 	if m == nil {
 		return
 	}
@@ -209,8 +227,19 @@ func (h *Handler) model(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, out)
 }
 
-// openModel opens the model at path, or answers with the error and
-// returns nil.
+// checked is the path to open for what the client named, checked against
+// the roots (Handler.allow), or false with the error answered.
+func (h *Handler) checked(w http.ResponseWriter, name string) (string, bool) {
+	p, err := h.allow(name)
+	if err != nil {
+		fail(w, err)
+		return "", false
+	}
+	return p, true
+}
+
+// openModel opens the model at path (checked), or answers with the error
+// and returns nil.
 func (h *Handler) openModel(w http.ResponseWriter, r *http.Request, path string) *tier.Model {
 	m, err := h.c.Model(r.Context(), path)
 	if err != nil {
@@ -250,6 +279,10 @@ func (h *Handler) tensor(w http.ResponseWriter, r *http.Request) {
 	path, name := q.Get("path"), q.Get("name")
 	if path == "" || !q.Has("name") {
 		badRequest(w, "want ?path=P&name=N")
+		return
+	}
+	path, ok := h.checked(w, path)
+	if !ok {
 		return
 	}
 	hdr := w.Header()
@@ -300,6 +333,10 @@ func (h *Handler) warm(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Query().Get("path")
 	if path == "" {
 		badRequest(w, "want ?path=P")
+		return
+	}
+	path, ok := h.checked(w, path)
+	if !ok {
 		return
 	}
 	m := h.openModel(w, r, path)

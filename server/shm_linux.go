@@ -177,14 +177,25 @@ func sealedMemfd(data []byte) (int, error) {
 	return fd, nil
 }
 
+// shmOnUnixOnly is the answer to a shared memory request over TCP: a
+// descriptor crosses only a unix socket.
+const shmOnUnixOnly = "shared memory (/v1/shm/*) is served on the unix socket only (warm serve --socket); over TCP, GET /v1/tensor"
+
+// onUnixSocket reports whether r came on a unix socket, before anything
+// is made for it.
+func onUnixSocket(r *http.Request) bool {
+	_, ok := r.Context().Value(http.LocalAddrContextKey).(*net.UnixAddr)
+	return ok
+}
+
 // shmTensor answers on the hijacked connection: one message, the reply
 // and the descriptor.
 func (h *Handler) shmTensor(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	path, name := q.Get("path"), q.Get("name")
 	hj, ok := w.(http.Hijacker)
-	if !ok {
-		badRequest(w, "shared memory needs the unix socket")
+	if !ok || !onUnixSocket(r) {
+		badRequest(w, shmOnUnixOnly)
 		return
 	}
 	var reply ShmReply
@@ -193,7 +204,7 @@ func (h *Handler) shmTensor(w http.ResponseWriter, r *http.Request) {
 	var err error
 	if path == "" || !q.Has("name") {
 		err = fmt.Errorf("%w: want ?path=P&name=N", errs.ErrInvalidArgument)
-	} else {
+	} else if path, err = h.allow(path); err == nil {
 		m, err = h.c.Model(r.Context(), path)
 	}
 	if err == nil {
@@ -220,8 +231,8 @@ func (h *Handler) shmTensor(w http.ResponseWriter, r *http.Request) {
 // and one mapping for a whole model.
 func (h *Handler) shmModel(w http.ResponseWriter, r *http.Request) {
 	hj, ok := w.(http.Hijacker)
-	if !ok {
-		badRequest(w, "shared memory needs the unix socket")
+	if !ok || !onUnixSocket(r) {
+		badRequest(w, shmOnUnixOnly)
 		return
 	}
 	path := r.URL.Query().Get("path")
@@ -230,7 +241,7 @@ func (h *Handler) shmModel(w http.ResponseWriter, r *http.Request) {
 	var err error
 	if path == "" {
 		err = fmt.Errorf("%w: want ?path=P", errs.ErrInvalidArgument)
-	} else {
+	} else if path, err = h.allow(path); err == nil {
 		m, err = h.c.Model(r.Context(), path)
 	}
 	if err == nil {
