@@ -139,7 +139,7 @@ func benchDaemon(b *testing.B, mem, shm int64) (*tier.Cache, *Client) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	h := server.New(cache, &server.Options{ShmBytes: shm})
+	h := server.New(cache, &server.Options{ShmBytes: shm, Roots: []string{"/"}})
 	srv := server.Server(h)
 	go srv.Serve(l)
 	b.Cleanup(func() {

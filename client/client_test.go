@@ -33,7 +33,7 @@ func daemon(t *testing.T, token string) (socket string, c *tier.Cache) {
 	socket = filepath.Join(t.TempDir(), "s.sock")
 	l, err := net.Listen("unix", socket)
 	require.NoError(t, err)
-	h := server.New(c, &server.Options{Token: token})
+	h := server.New(c, &server.Options{Token: token, Roots: []string{"/"}})
 	srv := server.Server(h)
 	go srv.Serve(l)
 	t.Cleanup(func() {

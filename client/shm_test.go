@@ -71,7 +71,7 @@ func TestClient_MappingOutlivesTheDaemon(t *testing.T) {
 	socket := filepath.Join(t.TempDir(), "s.sock")
 	l, err := net.Listen("unix", socket)
 	require.NoError(t, err)
-	h := server.New(cache, &server.Options{ShmBytes: 1}) // keeps one tensor at most
+	h := server.New(cache, &server.Options{ShmBytes: 1, Roots: []string{"/"}}) // keeps one tensor at most
 	srv := server.Server(h)
 	go srv.Serve(l)
 	c, err := Dial(socket)
