@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -34,6 +35,7 @@ func defaultSocket(dir string) string {
 
 func newServeCmd(g *globals) *cobra.Command {
 	var socket, httpAddr, tokenFile string
+	var roots []string
 	cmd := &cobra.Command{
 		Use:   "serve [flags]",
 		Short: "Own the cache directory and serve every process on this machine",
@@ -44,6 +46,11 @@ serve.sock in the cache directory) and, with --http, over TCP. --http binds
 to loopback addresses only, unless --http-token-file names a file holding a
 bearer token that every request must then carry.
 
+Clients read files by absolute path only inside the trees named by --root
+(repeatable; env MODELCACHE_ROOTS, colon-separated): a path is resolved
+(symlinks, .., /proc) and one outside every root is refused (403). hf: and
+ollama: names read their caches. With no --root, no file is read by path.
+
 The API is HTTP on both (docs/SERVE.md): GET /v1/models/{path},
 GET /v1/tensor?path=P&name=N (Range supported), POST /v1/warm?path=P,
 GET /v1/stats, GET /metrics, GET|PUT|DELETE /v1/values/{ns}/{key},
@@ -52,13 +59,17 @@ MODELCACHE_SERVER for warm get, load and stats.
 
 SIGTERM or SIGINT: stop accepting, finish requests in flight (up to 30 s),
 write what is queued for L2 and L3, exit 0.`,
-		Example: `  warm serve --dir /var/cache/modelcache
-  warm serve --socket /run/modelcache/modelcache.sock --http 127.0.0.1:7480
-  curl --unix-socket /run/user/1000/modelcache.sock 'http://x/v1/tensor?path=/m/model.safetensors&name=w' > w.bin`,
+		Example: `  warm serve --dir /var/cache/modelcache --root /models
+  warm serve --root /models --root /srv/checkpoints --socket /run/modelcache/modelcache.sock --http 127.0.0.1:7480
+  curl --unix-socket /run/user/1000/modelcache.sock 'http://x/v1/tensor?path=/models/m/model.safetensors&name=w' > w.bin`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if socket == "" {
 				socket = defaultSocket(g.dir)
+			}
+			roots, err := checkRoots(roots)
+			if err != nil {
+				return err
 			}
 			token := ""
 			if tokenFile != "" {
@@ -100,20 +111,57 @@ write what is queued for L2 and L3, exit 0.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			return serve(ctx, g, c, unix, tcp, token)
+			return serve(ctx, g, c, unix, tcp, token, roots)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&socket, "socket", envOr("MODELCACHE_SOCKET", ""), "unix socket to serve on (env MODELCACHE_SOCKET)")
 	f.StringVar(&httpAddr, "http", "", "also serve HTTP on this TCP address (loopback, unless --http-token-file)")
 	f.StringVar(&tokenFile, "http-token-file", "", "file holding the bearer token that TCP requests must carry")
+	f.StringArrayVar(&roots, "root", splitRoots(os.Getenv("MODELCACHE_ROOTS")), "a directory whose files clients may read by path (repeatable; env MODELCACHE_ROOTS, colon-separated); none: paths are refused")
 	return cmd
 }
 
+// splitRoots splits MODELCACHE_ROOTS.
+func splitRoots(s string) []string {
+	var out []string
+	for _, r := range strings.Split(s, ":") {
+		if r != "" {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// checkRoots makes the roots absolute and checks that each is a directory:
+// a mistyped root would refuse every path under the one meant.
+func checkRoots(roots []string) ([]string, error) {
+	out := make([]string, 0, len(roots))
+	for _, r := range roots {
+		abs, err := filepath.Abs(r)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--root %s: %w", r, err)}
+		}
+		fi, err := os.Stat(abs)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--root %s: %w", r, err)}
+		}
+		if !fi.IsDir() {
+			return nil, usageError{fmt.Errorf("--root %s: not a directory", r)}
+		}
+		out = append(out, abs)
+	}
+	return out, nil
+}
+
 // listenUnix listens on a unix socket with mode 0660, replacing a stale
-// socket file but not a daemon that answers on it.
+// socket but not a daemon that answers on it, and nothing that is not a
+// socket (a file given by mistake is not deleted).
 func listenUnix(path string) (net.Listener, error) {
-	if _, err := os.Stat(path); err == nil {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("--socket %s: it exists and is not a socket (%s); not removed", path, fileType(fi.Mode()))
+		}
 		if conn, err := net.DialTimeout("unix", path, time.Second); err == nil {
 			conn.Close()
 			return nil, fmt.Errorf("%s: a warm serve is already running there", path)
@@ -136,11 +184,24 @@ func listenUnix(path string) (net.Listener, error) {
 	return l, nil
 }
 
+// fileType names what is at a path, for messages.
+func fileType(m fs.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return "a regular file"
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeSymlink != 0:
+		return "a symlink"
+	}
+	return m.Type().String()
+}
+
 // serve serves until ctx ends, then shuts down in order: no new requests,
 // those in flight finished (bounded), the cache closed (its queued writes
 // done).
-func serve(ctx context.Context, g *globals, c *tier.Cache, unix, tcp net.Listener, token string) error {
-	localH, remoteH := server.New(c, nil), server.New(c, &server.Options{Token: token})
+func serve(ctx context.Context, g *globals, c *tier.Cache, unix, tcp net.Listener, token string, roots []string) error {
+	localH, remoteH := server.New(c, &server.Options{Roots: roots}), server.New(c, &server.Options{Token: token, Roots: roots})
 	defer localH.Close()
 	defer remoteH.Close()
 	local := server.Server(localH)
@@ -156,6 +217,11 @@ func serve(ctx context.Context, g *globals, c *tier.Cache, unix, tcp net.Listene
 		fmt.Fprintf(g.stderr, " and http://%s", tcp.Addr())
 	}
 	fmt.Fprintln(g.stderr)
+	if len(roots) == 0 {
+		fmt.Fprintln(g.stderr, "warm serve: no --root: clients read no file by path, only hf: and ollama: names")
+	} else {
+		fmt.Fprintf(g.stderr, "warm serve: clients may read files in %s\n", strings.Join(roots, ", "))
+	}
 	var serveErr error
 	select {
 	case <-ctx.Done():

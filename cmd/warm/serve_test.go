@@ -18,10 +18,14 @@ import (
 )
 
 // startServe starts warm serve as a process and waits (bounded) for its
-// socket; the test stops it.
-func startServe(t testing.TB, dir, socket string) *exec.Cmd {
+// socket; the test stops it. args are more flags of warm serve; without
+// any, it serves every file (--root /), for tests not about roots.
+func startServe(t testing.TB, dir, socket string, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(warmBin, "--dir", dir, "serve", "--socket", socket)
+	if len(args) == 0 {
+		args = []string{"--root", "/"}
+	}
+	cmd := exec.Command(warmBin, append([]string{"--dir", dir, "serve", "--socket", socket}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {
@@ -175,4 +179,148 @@ func TestServe_ClientKilledMidRead(t *testing.T) {
 	require.NoError(t, err)
 	_, err = c.Tensor(context.Background(), model, m.Tensors[len(m.Tensors)-1].Name)
 	require.NoError(t, err)
+}
+
+// secretContent is what files no client may read hold.
+const secretContent = "TOP-SECRET root:$6$hash:19000:0:99999:7:::\n"
+
+// rootTree is a root holding the test model, and outside it a secret file
+// only root may read, with a symlink to it in the root.
+func rootTree(t *testing.T) (root, model, secret string) {
+	t.Helper()
+	base, err := os.MkdirTemp("", "warm-roots")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(base) })
+	require.NoError(t, os.Chmod(base, 0o755))
+	root = filepath.Join(base, "models")
+	require.NoError(t, os.Mkdir(root, 0o755))
+	private := filepath.Join(base, "private")
+	require.NoError(t, os.Mkdir(private, 0o700))
+	secret = filepath.Join(private, "shadow")
+	require.NoError(t, os.WriteFile(secret, []byte(secretContent), 0o600))
+	b, err := os.ReadFile(testModel)
+	require.NoError(t, err)
+	model = filepath.Join(root, "model.safetensors")
+	require.NoError(t, os.WriteFile(model, b, 0o644))
+	require.NoError(t, os.Symlink(secret, filepath.Join(root, "shadow")))
+	return root, model, secret
+}
+
+// warm serve --root: a client reads files in the roots, and nothing
+// outside them however named; the roots come from the flag or from
+// MODELCACHE_ROOTS; with none, paths are refused, naming --root.
+func TestServe_Roots(t *testing.T) {
+	root, model, secret := rootTree(t)
+	other := t.TempDir()
+	b, err := os.ReadFile(model)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(other, "m.safetensors"), b, 0o644))
+
+	socket := filepath.Join(t.TempDir(), "mc.sock")
+	daemon := startServe(t, t.TempDir(), socket, "--root", root, "--root", other)
+	for _, p := range []string{model, filepath.Join(other, "m.safetensors")} {
+		r := warm(t, "--server", socket, "get", p, "Const_61")
+		require.Equal(t, 0, r.code, string(r.stderr))
+		require.Len(t, r.stdout, 24576)
+	}
+	for _, p := range []string{secret, filepath.Join(root, "shadow"), filepath.Join(root, "..", "private", "shadow"), "/proc/self/root" + secret} {
+		r := warm(t, "--server", socket, "get", p, "-")
+		require.NotEqual(t, 0, r.code, p)
+		require.Contains(t, string(r.stderr), "outside every root", p)
+		require.NotContains(t, string(r.stdout)+string(r.stderr), "TOP-SECRET", p)
+	}
+	require.NoError(t, daemon.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, daemon.Wait())
+
+	// From the environment, colon-separated.
+	t.Setenv("MODELCACHE_ROOTS", other+":"+root)
+	daemon = startServe(t, t.TempDir(), socket, "--http", "127.0.0.1:0")
+	r := warm(t, "--server", socket, "get", model, "Const_61")
+	require.Equal(t, 0, r.code, string(r.stderr))
+	r = warm(t, "--server", socket, "get", secret, "-")
+	require.Contains(t, string(r.stderr), "outside every root")
+	require.NoError(t, daemon.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, daemon.Wait())
+
+	// None: paths are refused, and the message says how to allow them.
+	t.Setenv("MODELCACHE_ROOTS", "")
+	startServe(t, t.TempDir(), socket, "--http", "127.0.0.1:0")
+	r = warm(t, "--server", socket, "get", model, "Const_61")
+	require.NotEqual(t, 0, r.code)
+	require.Contains(t, string(r.stderr), "--root")
+
+	// A root that is not a directory is a usage error.
+	r = warm(t, "--dir", t.TempDir(), "serve", "--socket", filepath.Join(t.TempDir(), "s"), "--root", filepath.Join(root, "absent"))
+	require.Equal(t, 2, r.code, string(r.stderr))
+	require.Contains(t, string(r.stderr), "--root")
+}
+
+// An unprivileged user (nobody, by setpriv) asking the daemon, which runs
+// as root, for a file only root may read: refused, however it is named,
+// by a symlink the user made included. In the roots, the daemon serves
+// what its operator put there to everyone on the socket.
+func TestServe_UnprivilegedClientReadsNoSecret(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the daemon runs as root and the client as nobody (setpriv)")
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("setpriv (util-linux) not found")
+	}
+	root, model, secret := rootTree(t)
+	base := filepath.Dir(root)
+	// The client's binary, socket and home, all reachable by nobody.
+	bin := filepath.Join(base, "warm")
+	b, err := os.ReadFile(warmBin)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(bin, b, 0o755))
+	home := filepath.Join(base, "home")
+	require.NoError(t, os.Mkdir(home, 0o777))
+	require.NoError(t, os.Chmod(home, 0o777))
+	socket := filepath.Join(base, "mc.sock")
+	startServe(t, t.TempDir(), socket, "--root", root)
+	require.NoError(t, os.Chmod(socket, 0o666))
+	// nobody's own symlink to the secret, where nobody may write.
+	link := filepath.Join(home, "mine.safetensors")
+	require.NoError(t, os.Symlink(secret, link))
+
+	asNobody := func(args ...string) (int, string) {
+		cmd := exec.Command(setpriv, append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "--", bin, "--server", socket}, args...)...)
+		cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH")}
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else {
+			require.NoError(t, err, string(out))
+		}
+		return code, string(out)
+	}
+	code, out := asNobody("get", model, "Const_61")
+	require.Equal(t, 0, code, out)
+	for _, p := range []string{secret, link, filepath.Join(root, "shadow"), "/proc/self/root" + secret} {
+		code, out = asNobody("get", p, "-")
+		require.NotEqual(t, 0, code, p)
+		require.Contains(t, out, "outside every root", p)
+		require.NotContains(t, out, "TOP-SECRET", p)
+	}
+}
+
+// --socket naming something that is not a socket: an error naming it,
+// and it is left as it was (a stale socket is still replaced:
+// TestServe_ClientsDaemonDeathAndRestart).
+func TestServe_SocketPathThatIsNotASocket(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "notes.txt")
+	require.NoError(t, os.WriteFile(file, []byte("keep me"), 0o644))
+	require.NoError(t, os.Mkdir(filepath.Join(dir, "d"), 0o755))
+	for _, p := range []string{file, filepath.Join(dir, "d")} {
+		r := warm(t, "--dir", t.TempDir(), "serve", "--socket", p, "--root", dir)
+		require.NotEqual(t, 0, r.code, p)
+		require.Contains(t, string(r.stderr), p)
+		require.Contains(t, string(r.stderr), "not a socket")
+	}
+	b, err := os.ReadFile(file)
+	require.NoError(t, err)
+	require.Equal(t, "keep me", string(b))
 }
