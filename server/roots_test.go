@@ -106,7 +106,7 @@ func q(s string) string { return url.QueryEscape(s) }
 
 // tree lays out a root holding a model, and beside it (outside the root)
 // a secret file, with the ways a client may try to reach it from inside.
-func tree(t *testing.T) (root, model, secret string) {
+func tree(t testing.TB) (root, model, secret string) {
 	t.Helper()
 	base := t.TempDir()
 	root = filepath.Join(base, "models")
@@ -351,4 +351,33 @@ func TestServer_ForbiddenIs403(t *testing.T) {
 	require.Equal(t, http.StatusForbidden, status(fmt.Errorf("x: %w", errs.ErrForbidden)))
 	require.Equal(t, "ErrForbidden", errs.Name(forbidden("/x", "why")))
 	require.Equal(t, errs.ErrForbidden, errs.ByName("ErrForbidden"))
+}
+
+// Whatever a client names, what allow lets the cache open resolves into a
+// root (or the name's cache), and what it refuses is ErrForbidden or
+// ErrInvalidArgument, never a panic.
+func FuzzAllow(f *testing.F) {
+	for _, s := range []string{"ROOT/model.safetensors", "ROOT/link-to-secret", "ROOT/sub/dir-link/shadow", "ROOT/../private/shadow",
+		"/proc/self/root/ROOT/link-to-secret", "rel.safetensors", "x:y", "hf:org/tiny", "hf:org/tiny/../../x", "ollama:x", "/", "ROOT", "ROOT/sub/..//./model.safetensors"} {
+		f.Add(s)
+	}
+	root, _, _ := tree(f)
+	f.Setenv("HF_HUB_CACHE", f.TempDir())
+	f.Setenv("OLLAMA_MODELS", f.TempDir())
+	h := &Handler{roots: resolveRoots([]string{root})}
+	f.Fuzz(func(t *testing.T, s string) {
+		name := strings.ReplaceAll(s, "ROOT", root)
+		p, err := h.allow(name)
+		if err != nil {
+			return
+		}
+		real, err := realPath(filepath.Clean(p))
+		if err != nil {
+			return // a component vanished: nothing to open
+		}
+		caches := resolveRoots([]string{root, os.Getenv("HF_HUB_CACHE"), os.Getenv("OLLAMA_MODELS")})
+		if !inside(real, caches) {
+			t.Fatalf("%q: allowed %q, which resolves to %q, outside the roots", name, p, real)
+		}
+	})
 }
