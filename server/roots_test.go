@@ -277,6 +277,30 @@ func TestServer_HFSnapshotSymlinkEscape(t *testing.T) {
 	require.Equal(t, http.StatusForbidden, a.code, a.body)
 	require.Equal(t, "ErrForbidden", a.err.Sentinel)
 	require.Zero(t, d.c.Stats().Requests)
+
+	// A ref that is a symlink to the secret: an error, without its bytes.
+	repo := filepath.Join(hf, "models--org--sharded")
+	require.NoError(t, os.Remove(filepath.Join(repo, "refs", "main")))
+	require.NoError(t, os.Symlink(secret, filepath.Join(repo, "refs", "main")))
+	a = d.do(t, "GET", "/v1/models/hf:org/sharded")
+	require.Equal(t, http.StatusUnprocessableEntity, a.code, a.body)
+	require.NotContains(t, a.body, "TOP-SECRET")
+
+	// An Ollama blob that links out of Ollama's models.
+	ol := t.TempDir()
+	t.Setenv("OLLAMA_MODELS", ol)
+	h := strings.Repeat("ab", 32)
+	mp := filepath.Join(ol, "manifests", "registry.ollama.ai", "library", "evil", "latest")
+	require.NoError(t, os.MkdirAll(filepath.Dir(mp), 0o755))
+	require.NoError(t, os.WriteFile(mp, []byte(`{"layers":[{"mediaType":"application/vnd.ollama.image.model","digest":"sha256:`+h+`"}]}`), 0o644))
+	require.NoError(t, os.MkdirAll(filepath.Join(ol, "blobs"), 0o755))
+	require.NoError(t, os.Symlink(secret, filepath.Join(ol, "blobs", "sha256-"+h)))
+	for _, target := range []string{"/v1/models/ollama:evil", "/v1/tensor?name=-&path=ollama:evil"} {
+		a = d.do(t, "GET", target)
+		require.Equal(t, http.StatusForbidden, a.code, a.body)
+		require.NotContains(t, a.body, "TOP-SECRET")
+	}
+	require.Zero(t, d.c.Stats().Requests)
 }
 
 // Only hf: and ollama: are names: x:y.safetensors is a file, and a
