@@ -232,7 +232,8 @@ func TestServe_Roots(t *testing.T) {
 	require.NoError(t, daemon.Process.Signal(syscall.SIGTERM))
 	require.NoError(t, daemon.Wait())
 
-	// From the environment, colon-separated.
+	// From the environment, colon-separated. (Some flag, --http, so that
+	// startServe adds no --root.)
 	t.Setenv("MODELCACHE_ROOTS", other+":"+root)
 	daemon = startServe(t, t.TempDir(), socket, "--http", "127.0.0.1:0")
 	r := warm(t, "--server", socket, "get", model, "Const_61")
