@@ -34,6 +34,7 @@ func defaultSocket(dir string) string {
 
 func newServeCmd(g *globals) *cobra.Command {
 	var socket, httpAddr, tokenFile string
+	var maxConns int
 	cmd := &cobra.Command{
 		Use:   "serve [flags]",
 		Short: "Own the cache directory and serve every process on this machine",
@@ -100,13 +101,17 @@ write what is queued for L2 and L3, exit 0.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			return serve(ctx, g, c, unix, tcp, token)
+			if maxConns <= 0 {
+				return usageError{fmt.Errorf("--max-connections %d: want at least 1", maxConns)}
+			}
+			return serve(ctx, g, c, unix, tcp, token, maxConns)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&socket, "socket", envOr("MODELCACHE_SOCKET", ""), "unix socket to serve on (env MODELCACHE_SOCKET)")
 	f.StringVar(&httpAddr, "http", "", "also serve HTTP on this TCP address (loopback, unless --http-token-file)")
 	f.StringVar(&tokenFile, "http-token-file", "", "file holding the bearer token that TCP requests must carry")
+	f.IntVar(&maxConns, "max-connections", server.DefaultMaxConnections, "connections each listener keeps at most (the longest idle are closed for new ones)")
 	return cmd
 }
 
@@ -139,8 +144,13 @@ func listenUnix(path string) (net.Listener, error) {
 // serve serves until ctx ends, then shuts down in order: no new requests,
 // those in flight finished (bounded), the cache closed (its queued writes
 // done).
-func serve(ctx context.Context, g *globals, c *tier.Cache, unix, tcp net.Listener, token string) error {
-	localH, remoteH := server.New(c, nil), server.New(c, &server.Options{Token: token})
+func serve(ctx context.Context, g *globals, c *tier.Cache, unix, tcp net.Listener, token string, maxConns int) error {
+	// Chunked PUTs spool in the cache directory: on disk, not in a /tmp
+	// that may be RAM.
+	o := server.Options{MaxConnections: maxConns, SpoolDir: g.dir}
+	localH := server.New(c, &o)
+	o.Token = token
+	remoteH := server.New(c, &o)
 	defer localH.Close()
 	defer remoteH.Close()
 	local := server.Server(localH)
