@@ -167,7 +167,7 @@ func (c *Client) Model(ctx context.Context, path string) (*Model, error) {
 	defer resp.Body.Close()
 	var m Model
 	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
-		return nil, fmt.Errorf("client: model listing: %w", err)
+		return nil, c.readErr(ctx, "model listing", err)
 	}
 	return &m, nil
 }
@@ -198,7 +198,7 @@ func (c *Client) Tensor(ctx context.Context, path, name string) (*Tensor, error)
 	defer s.Close()
 	t := &Tensor{Name: name, DType: s.DType, Shape: s.Shape, ServedBy: s.ServedBy}
 	if t.Data, err = readBody(s.resp); err != nil {
-		return nil, fmt.Errorf("client: tensor %s: %w", errs.Quote(name), err)
+		return nil, c.readErr(ctx, "tensor "+errs.Quote(name), err)
 	}
 	return t, nil
 }
@@ -210,9 +210,19 @@ type TensorStream struct {
 	Shape                 []uint64
 	Size                  int64
 	resp                  *http.Response
+	c                     *Client
+	ctx                   context.Context
 }
 
-func (s *TensorStream) Read(p []byte) (int, error) { return s.resp.Body.Read(p) }
+// Read reads the bytes as they arrive; a daemon that went away meanwhile
+// is ErrNoServer.
+func (s *TensorStream) Read(p []byte) (int, error) {
+	n, err := s.resp.Body.Read(p)
+	if err != nil && err != io.EOF {
+		err = s.c.readErr(s.ctx, "reading "+errs.Quote(s.Name), err)
+	}
+	return n, err
+}
 
 // Close releases the stream.
 func (s *TensorStream) Close() error { return s.resp.Body.Close() }
@@ -225,7 +235,7 @@ func (c *Client) OpenTensor(ctx context.Context, path, name string) (*TensorStre
 	if err != nil {
 		return nil, err
 	}
-	s := &TensorStream{Name: name, DType: resp.Header.Get("X-Dtype"), ServedBy: resp.Header.Get("X-Served-By"), Size: resp.ContentLength, resp: resp}
+	s := &TensorStream{Name: name, DType: resp.Header.Get("X-Dtype"), ServedBy: resp.Header.Get("X-Served-By"), Size: resp.ContentLength, resp: resp, c: c, ctx: ctx}
 	if s.Shape, err = parseShape(resp.Header.Get("X-Shape")); err != nil {
 		resp.Body.Close()
 		return nil, err
@@ -356,8 +366,29 @@ func (c *Client) Get(ctx context.Context, ns, key string) (*Value, error) {
 	if v.Shape, err = parseShape(resp.Header.Get("X-Shape")); err != nil {
 		return nil, err
 	}
-	v.Data, err = readBody(resp)
-	return v, err
+	if v.Data, err = readBody(resp); err != nil {
+		return nil, c.readErr(ctx, "value "+errs.Quote(key), err)
+	}
+	return v, nil
+}
+
+// ValueStream is a value's bytes as they arrive from the daemon, for
+// values too large to hold whole (Name is the key).
+type ValueStream = TensorStream
+
+// OpenValue opens the value under key in namespace ns for reading as it
+// arrives: errs.ErrNotFound when it is not cached. Close it.
+func (c *Client) OpenValue(ctx context.Context, ns, key string) (*ValueStream, error) {
+	resp, err := c.do(ctx, http.MethodGet, valuePath(ns, key), nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	s := &ValueStream{Name: key, DType: resp.Header.Get("X-Dtype"), ServedBy: resp.Header.Get("X-Served-By"), Size: resp.ContentLength, resp: resp, c: c, ctx: ctx}
+	if s.Shape, err = parseShape(resp.Header.Get("X-Shape")); err != nil {
+		resp.Body.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 // Put stores b under key in namespace ns.
@@ -415,7 +446,7 @@ func (c *Client) Stats(ctx context.Context) (*tier.Stats, error) {
 	defer resp.Body.Close()
 	var s tier.Stats
 	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		return nil, fmt.Errorf("client: stats: %w", err)
+		return nil, c.readErr(ctx, "stats", err)
 	}
 	return &s, nil
 }
@@ -437,7 +468,7 @@ func (c *Client) Warm(ctx context.Context, path string, progress func(tier.WarmP
 			Sentinel string           `json:"sentinel"`
 		}
 		if err := dec.Decode(&line); err != nil {
-			return nil, fmt.Errorf("client: warm: %w", err)
+			return nil, c.readErr(ctx, "warm", err)
 		}
 		switch {
 		case line.Error != "":

@@ -24,6 +24,7 @@ type Mapped struct {
 	Name, DType, ServedBy string
 	Shape                 []uint64
 	data                  []byte
+	heap                  bool // read over HTTP, not mapped
 }
 
 // Bytes returns the tensor's bytes, read-only: writing to them faults.
@@ -31,7 +32,8 @@ func (m *Mapped) Bytes() []byte { return m.data }
 
 // Close unmaps the bytes; Bytes must not be used after.
 func (m *Mapped) Close() error {
-	if len(m.data) == 0 {
+	if len(m.data) == 0 || m.heap {
+		m.data = nil
 		return nil
 	}
 	err := unix.Munmap(m.data)
@@ -42,8 +44,19 @@ func (m *Mapped) Close() error {
 // MapTensor maps one tensor of the model at path from the daemon's shared
 // memory: the bytes do not go through the socket (a file descriptor does,
 // with SCM_RIGHTS). It needs a unix socket to the daemon.
+//
+// When the daemon refuses this process's user more shared memory
+// (server.Options.ShmPeerBytes), the bytes come over HTTP into this
+// process's memory instead: the same answer, with a copy.
 func (c *Client) MapTensor(ctx context.Context, path, name string) (*Mapped, error) {
 	reply, data, err := c.shm(ctx, "/v1/shm/tensor?"+url.Values{"path": {path}, "name": {name}}.Encode())
+	if errors.Is(err, errOverHTTP) {
+		t, err := c.Tensor(ctx, path, name)
+		if err != nil {
+			return nil, err
+		}
+		return &Mapped{Name: name, DType: t.DType, Shape: t.Shape, ServedBy: t.ServedBy, data: t.Data, heap: true}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -55,6 +68,7 @@ func (c *Client) MapTensor(ctx context.Context, path, name string) (*Mapped, err
 type MappedModel struct {
 	Tensors []server.ShmTensor // in storage order, with their places
 	data    []byte
+	heap    bool // read over HTTP, not mapped
 }
 
 // Tensor returns the named tensor's bytes, read-only.
@@ -72,7 +86,8 @@ func (m *MappedModel) Bytes() []byte { return m.data }
 
 // Close unmaps the model; its bytes must not be used after.
 func (m *MappedModel) Close() error {
-	if len(m.data) == 0 {
+	if len(m.data) == 0 || m.heap {
+		m.data = nil
 		return nil
 	}
 	err := unix.Munmap(m.data)
@@ -85,11 +100,36 @@ func (m *MappedModel) Close() error {
 // the same memory to every process that asks.
 func (c *Client) MapModel(ctx context.Context, path string) (*MappedModel, error) {
 	reply, data, err := c.shm(ctx, "/v1/shm/model?"+url.Values{"path": {path}}.Encode())
+	if errors.Is(err, errOverHTTP) {
+		return c.modelOverHTTP(ctx, path)
+	}
 	if err != nil {
 		return nil, err
 	}
 	return &MappedModel{Tensors: reply.Tensors, data: data}, nil
 }
+
+// modelOverHTTP reads a whole model as MapModel lays it out, over HTTP.
+func (c *Client) modelOverHTTP(ctx context.Context, path string) (*MappedModel, error) {
+	m, err := c.Model(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	mm := &MappedModel{data: make([]byte, 0, m.Bytes), heap: true}
+	err = c.Load(ctx, path, 0, func(t *Tensor) error {
+		mm.Tensors = append(mm.Tensors, server.ShmTensor{Name: t.Name, DType: t.DType, Shape: t.Shape, Offset: int64(len(mm.data)), Size: int64(len(t.Data))})
+		mm.data = append(mm.data, t.Data...)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return mm, nil
+}
+
+// errOverHTTP: the daemon wants the bytes read over HTTP
+// (server.ShmReply.HTTP).
+var errOverHTTP = errors.New("client: shared memory refused: read over HTTP")
 
 // shm asks the daemon for a descriptor and maps it read-only.
 func (c *Client) shm(ctx context.Context, target string) (*server.ShmReply, []byte, error) {
@@ -111,15 +151,18 @@ func (c *Client) shm(ctx context.Context, target string) (*server.ShmReply, []by
 		req += "Authorization: Bearer " + c.token + "\r\n"
 	}
 	if _, err := io.WriteString(uc, req+"\r\n"); err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrNoServer, err)
+		return nil, nil, c.readErr(ctx, "shared memory", err)
 	}
 	// One message: a length, the reply, and the descriptor with the first
 	// bytes; what is left of a long reply follows.
 	buf := make([]byte, 64<<10)
 	oob := make([]byte, unix.CmsgSpace(4))
 	n, oobn, _, _, err := uc.ReadMsgUnix(buf, oob)
+	if err == nil && n == 0 {
+		err = io.EOF // the daemon closed the connection without a word
+	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("client: shared memory: %w", err)
+		return nil, nil, c.readErr(ctx, "shared memory", err)
 	}
 	fd := -1
 	if oobn > 0 {
@@ -142,13 +185,16 @@ func (c *Client) shm(ctx context.Context, target string) (*server.ShmReply, []by
 	body := make([]byte, size)
 	got := copy(body, buf[4:n])
 	if _, err := io.ReadFull(uc, body[got:]); err != nil {
-		return nil, nil, fmt.Errorf("client: shared memory: %w", err)
+		return nil, nil, c.readErr(ctx, "shared memory", err)
 	}
 	var reply server.ShmReply
 	if err := json.Unmarshal(body, &reply); err != nil {
 		return nil, nil, fmt.Errorf("client: shared memory: %w", err)
 	}
 	if reply.Error != "" {
+		if reply.HTTP {
+			return nil, nil, errOverHTTP
+		}
 		return nil, nil, remote(reply.Error, reply.Sentinel)
 	}
 	if reply.Size == 0 {

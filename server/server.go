@@ -30,12 +30,14 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/resolve"
@@ -52,11 +54,14 @@ const (
 
 // Handler serves the API for c.
 type Handler struct {
-	c     *tier.Cache
-	mux   *http.ServeMux
-	shm   *shmCache
-	token string
-	roots []string // resolved
+	c        *tier.Cache
+	mux      *http.ServeMux
+	shm      *shmCache
+	token    string
+	limits   limits
+	spoolDir string
+	pinned   *semaphore.Weighted // bytes of values read whole before answering
+	roots    []string            // resolved
 }
 
 // Options configures a Handler.
@@ -73,6 +78,27 @@ type Options struct {
 	// (403), and with no roots every path is. hf: and ollama: names may
 	// also read their own cache (resolve.HFCache, resolve.OllamaModels).
 	Roots []string
+
+	// ShmPeerBytes bounds the shared memory the live processes of one
+	// user (the socket peer's uid) may make the daemon create: past it,
+	// its shared-memory requests are refused (ErrTooLarge, with
+	// ShmReply.HTTP) and package client reads the bytes over HTTP. A
+	// process's share ends when it exits. Default DefaultShmPeerBytes.
+	ShmPeerBytes int64
+
+	// MaxConnections bounds the connections of each server made by
+	// Server(handler); default DefaultMaxConnections.
+	MaxConnections int
+	// IdleTimeout closes keep-alive connections idle this long; default
+	// DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// WriteStallTimeout ends a connection whose client takes in none of a
+	// response write for this long; default DefaultWriteStallTimeout.
+	WriteStallTimeout time.Duration
+	// SpoolDir holds, deleted while open, the bodies of PUTs that come
+	// without a Content-Length (chunked) until their length is known;
+	// default os.TempDir(). warm serve uses the cache directory.
+	SpoolDir string
 }
 
 // DefaultShmBytes is the default of Options.ShmBytes.
@@ -87,7 +113,11 @@ func New(c *tier.Cache, o *Options) *Handler {
 	if shm <= 0 {
 		shm = DefaultShmBytes
 	}
-	h := &Handler{c: c, mux: http.NewServeMux(), shm: newShmCache(shm), token: o.Token, roots: resolveRoots(o.Roots)}
+	h := &Handler{c: c, mux: http.NewServeMux(), shm: newShmCache(shm, o.ShmPeerBytes), token: o.Token, roots: resolveRoots(o.Roots),
+		limits: limitsOf(o), spoolDir: o.SpoolDir, pinned: semaphore.NewWeighted(PinnedBytes)}
+	if h.spoolDir == "" {
+		h.spoolDir = os.TempDir()
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(tier.NewCollector(c))
 	h.mux.HandleFunc("GET /v1/models/{path...}", h.model)
@@ -106,6 +136,7 @@ func New(c *tier.Cache, o *Options) *Handler {
 
 // ServeHTTP serves the API, checking the bearer token if there is one.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w = newStallWriter(w, h.limits.stall)
 	if h.token != "" && r.Header.Get("Authorization") != "Bearer "+h.token {
 		w.Header().Set("WWW-Authenticate", "Bearer")
 		writeError(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token"))
@@ -291,7 +322,7 @@ func (h *Handler) tensor(w http.ResponseWriter, r *http.Request) {
 		hdr.Set("X-Dtype", t.DType)
 		hdr.Set("X-Shape", shapeHeader(t.Shape))
 		hdr.Set("X-Served-By", t.ServedBy.String())
-		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(t.Bytes()))
+		serveContent(w, r, bytes.NewReader(t.Bytes()))
 		return
 	}
 	m := h.openModel(w, r, path)
@@ -315,7 +346,7 @@ func (h *Handler) tensor(w http.ResponseWriter, r *http.Request) {
 		}
 		defer tr.Close()
 		hdr.Set("X-Served-By", tr.ServedBy.String())
-		http.ServeContent(w, r, "", time.Time{}, io.NewSectionReader(tr, 0, tr.Size()))
+		serveContent(w, r, io.NewSectionReader(abortOnError{tr}, 0, tr.Size()))
 		return
 	}
 	t, err := m.Tensor(r.Context(), name)
@@ -324,7 +355,7 @@ func (h *Handler) tensor(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	hdr.Set("X-Served-By", t.ServedBy.String())
-	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(t.Bytes()))
+	serveContent(w, r, bytes.NewReader(t.Bytes()))
 }
 
 // warm warms a model, writing a JSON line per tensor (and one with the
@@ -385,7 +416,20 @@ func (h *Handler) getValue(w http.ResponseWriter, r *http.Request) {
 		hdr.Set("X-Dtype", v.DType)
 		hdr.Set("X-Shape", shapeHeader(v.Shape))
 	}
-	http.ServeContent(w, r, "", time.Time{}, io.NewSectionReader(v, 0, v.Size()))
+	// An entry of L2 can be replaced while it is read (its chunks go):
+	// the bytes are read before the status line where that is cheap, and
+	// otherwise a read that fails after it aborts the connection, so that
+	// no client takes a short body for a value.
+	b, ok, err := h.pin(r, v)
+	switch {
+	case err != nil:
+		fail(w, err)
+	case ok:
+		defer h.pinned.Release(int64(len(b)))
+		serveContent(w, r, bytes.NewReader(b))
+	default:
+		serveContent(w, r, io.NewSectionReader(abortOnError{v}, 0, v.Size()))
+	}
 }
 
 func (h *Handler) putValue(w http.ResponseWriter, r *http.Request) {
@@ -409,6 +453,9 @@ func (h *Handler) putValue(w http.ResponseWriter, r *http.Request) {
 	case r.ContentLength > tier.StreamAbove:
 		// Streamed into L2 a chunk at a time (not kept in L1 or L3).
 		err = h.c.PutReader(r.Context(), ns, key, r.Body, r.ContentLength, o)
+	case r.ContentLength < 0:
+		// Chunked: the length is known at the end (spooled past a MiB).
+		err = h.putChunked(w, r, ns, key, o)
 	default:
 		// Read whole, bounded, and stored as Put stores (L1, L2, L3).
 		b, rerr := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxValueBytes))
@@ -439,9 +486,4 @@ func (h *Handler) dropNamespace(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// Server is an http.Server with the API's limits.
-func Server(h http.Handler) *http.Server {
-	return &http.Server{Handler: h, MaxHeaderBytes: MaxHeaderBytes, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: ReadTimeout}
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"container/list"
 	"encoding/binary"
 	"encoding/json"
@@ -8,7 +9,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -35,6 +41,9 @@ type ShmReply struct {
 	Tensors  []ShmTensor `json:"tensors,omitempty"`
 	Error    string      `json:"error,omitempty"`
 	Sentinel string      `json:"sentinel,omitempty"`
+	// HTTP, with an error: read the bytes over HTTP instead (the peer's
+	// ShmPeerBytes is used up).
+	HTTP bool `json:"http,omitempty"`
 }
 
 // ShmTensor is one tensor's place in a model's descriptor.
@@ -59,21 +68,57 @@ type shmEntry struct {
 }
 
 // shmCache keeps memfds by tensor, least recently asked for first out.
+//
+// The budget bounds the memfds the daemon holds, not those its clients
+// hold: a memfd evicted here lives on in every process that keeps it, and
+// the next request for it makes a new one. So the memfds a peer makes the
+// daemon create are charged to the peer's user, and a user whose live
+// processes were charged peerMax is refused (ShmReply.HTTP: the client
+// reads over HTTP) until they exit. A process's charges end with it,
+// since the kernel then frees what it held.
 type shmCache struct {
-	mu    sync.Mutex
-	max   int64
-	bytes int64
-	byKey map[string]*shmEntry
-	lru   *list.List // front: newest
+	mu      sync.Mutex
+	max     int64
+	bytes   int64
+	byKey   map[string]*shmEntry
+	lru     *list.List // front: newest
+	peerMax int64
+	charges map[uint32][]shmCharge // by uid
+	created atomic.Int64           // bytes of memfds made, ever
 }
 
-func newShmCache(max int64) *shmCache {
-	return &shmCache{max: max, byKey: map[string]*shmEntry{}, lru: list.New()}
+// shmCharge is a memfd made for one process, identified by pid and start
+// time (pids are reused).
+type shmCharge struct {
+	pid   int32
+	start string
+	bytes int64
+}
+
+// DefaultShmPeerBytes is the default of Options.ShmPeerBytes.
+const DefaultShmPeerBytes = DefaultShmBytes
+
+// ErrShmPeerLimit: the peer's user made the daemon create its share of
+// shared memory; the bytes come over HTTP.
+var ErrShmPeerLimit = fmt.Errorf("server: shared memory: this user's processes hold their share (Options.ShmPeerBytes); read over HTTP: %w", errs.ErrTooLarge)
+
+func newShmCache(max, peerMax int64) *shmCache {
+	if peerMax <= 0 {
+		peerMax = DefaultShmPeerBytes
+	}
+	return &shmCache{max: max, byKey: map[string]*shmEntry{}, lru: list.New(), peerMax: peerMax, charges: map[uint32][]shmCharge{}}
+}
+
+// peer is who asks: the socket peer's credentials.
+type peer struct {
+	uid uint32
+	pid int32
 }
 
 // acquire returns the entry for key, with a reference the caller
-// releases; fill makes its sealed memfd if the cache has none.
-func (c *shmCache) acquire(key string, fill func() (fd int, size int64, reply ShmReply, err error)) (*shmEntry, error) {
+// releases; fill makes its sealed memfd if the cache has none, charged to
+// p.
+func (c *shmCache) acquire(key string, p peer, fill func() (fd int, size int64, reply ShmReply, err error)) (*shmEntry, error) {
 	c.mu.Lock()
 	if e, ok := c.byKey[key]; ok {
 		e.refs++
@@ -81,14 +126,24 @@ func (c *shmCache) acquire(key string, fill func() (fd int, size int64, reply Sh
 		c.mu.Unlock()
 		return e, nil
 	}
+	// The check is before fill (the size is not known yet): a user may
+	// pass peerMax by the one memfd that crosses it.
+	if c.chargedLocked(p.uid) >= c.peerMax {
+		c.mu.Unlock()
+		return nil, ErrShmPeerLimit
+	}
 	c.mu.Unlock()
 	fd, size, reply, err := fill()
 	if err != nil {
 		return nil, err
 	}
+	c.created.Add(size)
 	e := &shmEntry{key: key, fd: fd, size: size, refs: 1, reply: reply}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// At least a page: an empty memfd costs an inode, and its charge a
+	// slot here.
+	c.charges[p.uid] = append(c.charges[p.uid], shmCharge{pid: p.pid, start: procStart(p.pid), bytes: max(size, 4096)})
 	if old, ok := c.byKey[key]; ok { // made meanwhile by another request
 		unix.Close(fd)
 		old.refs++
@@ -108,6 +163,73 @@ func (c *shmCache) acquire(key string, fill func() (fd int, size int64, reply Sh
 		}
 	}
 	return e, nil
+}
+
+// chargedLocked is what uid's live processes were charged; the charges
+// of processes that exited are dropped. mu is held.
+func (c *shmCache) chargedLocked(uid uint32) int64 {
+	var sum int64
+	live := c.charges[uid][:0]
+	starts := map[int32]string{}
+	for _, ch := range c.charges[uid] {
+		s, ok := starts[ch.pid]
+		if !ok {
+			s = procStart(ch.pid)
+			starts[ch.pid] = s
+		}
+		if s != "" && s == ch.start {
+			live = append(live, ch)
+			sum += ch.bytes
+		}
+	}
+	if len(live) == 0 {
+		delete(c.charges, uid)
+	} else {
+		c.charges[uid] = live
+	}
+	return sum
+}
+
+// procStart is the start time of process pid (field 22 of
+// /proc/PID/stat), "" when it is gone. pid 0 (credentials unknown) is
+// never gone.
+func procStart(pid int32) string {
+	if pid == 0 {
+		return "0"
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/stat")
+	if err != nil {
+		return ""
+	}
+	// The command name (field 2) is in parentheses and may hold spaces.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return ""
+	}
+	return f[19]
+}
+
+// peerOf is the credentials of the peer of the request's connection
+// (SO_PEERCRED); uid and pid 0 when unknown.
+func peerOf(r *http.Request) peer {
+	uc, ok := r.Context().Value(connKey{}).(*net.UnixConn)
+	if !ok {
+		return peer{}
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return peer{}
+	}
+	var cred *unix.Ucred
+	_ = raw.Control(func(fd uintptr) { cred, _ = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
+	if cred == nil {
+		return peer{}
+	}
+	return peer{uid: cred.Uid, pid: cred.Pid}
 }
 
 func (c *shmCache) release(e *shmEntry) {
@@ -193,8 +315,8 @@ func onUnixSocket(r *http.Request) bool {
 func (h *Handler) shmTensor(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	path, name := q.Get("path"), q.Get("name")
-	hj, ok := w.(http.Hijacker)
-	if !ok || !onUnixSocket(r) {
+	hj := http.NewResponseController(w)
+	if !onUnixSocket(r) {
 		badRequest(w, shmOnUnixOnly)
 		return
 	}
@@ -202,6 +324,7 @@ func (h *Handler) shmTensor(w http.ResponseWriter, r *http.Request) {
 	var e *shmEntry
 	var m *tier.Model
 	var err error
+	p := peerOf(r)
 	if path == "" || !q.Has("name") {
 		err = fmt.Errorf("%w: want ?path=P&name=N", errs.ErrInvalidArgument)
 	} else if path, err = h.allow(path); err == nil {
@@ -210,7 +333,7 @@ func (h *Handler) shmTensor(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		defer m.Close()
 		key := "t\x00" + m.Path() + "\x00" + m.Version() + "\x00" + name
-		e, err = h.shm.acquire(key, func() (int, int64, ShmReply, error) {
+		e, err = h.shm.acquire(key, p, func() (int, int64, ShmReply, error) {
 			t, err := m.Tensor(r.Context(), name)
 			if err != nil {
 				return -1, 0, ShmReply{}, err
@@ -230,8 +353,8 @@ func (h *Handler) shmTensor(w http.ResponseWriter, r *http.Request) {
 // in storage order (ShmReply.Tensors gives each one's place): one request
 // and one mapping for a whole model.
 func (h *Handler) shmModel(w http.ResponseWriter, r *http.Request) {
-	hj, ok := w.(http.Hijacker)
-	if !ok || !onUnixSocket(r) {
+	hj := http.NewResponseController(w)
+	if !onUnixSocket(r) {
 		badRequest(w, shmOnUnixOnly)
 		return
 	}
@@ -239,6 +362,7 @@ func (h *Handler) shmModel(w http.ResponseWriter, r *http.Request) {
 	var e *shmEntry
 	var m *tier.Model
 	var err error
+	p := peerOf(r)
 	if path == "" {
 		err = fmt.Errorf("%w: want ?path=P", errs.ErrInvalidArgument)
 	} else if path, err = h.allow(path); err == nil {
@@ -247,7 +371,7 @@ func (h *Handler) shmModel(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		defer m.Close()
 		key := "m\x00" + m.Path() + "\x00" + m.Version()
-		e, err = h.shm.acquire(key, func() (int, int64, ShmReply, error) {
+		e, err = h.shm.acquire(key, p, func() (int, int64, ShmReply, error) {
 			reply := ShmReply{Size: int64(m.Bytes())}
 			var off int64
 			for _, t := range m.Tensors() {
@@ -286,9 +410,9 @@ func (h *Handler) shmModel(w http.ResponseWriter, r *http.Request) {
 
 // sendFd hijacks the connection and sends the reply (or err) with e's
 // descriptor, in one message.
-func (h *Handler) sendFd(w http.ResponseWriter, hj http.Hijacker, reply ShmReply, err error, e *shmEntry) {
+func (h *Handler) sendFd(w http.ResponseWriter, hj *http.ResponseController, reply ShmReply, err error, e *shmEntry) {
 	if err != nil {
-		reply, e = ShmReply{Error: err.Error(), Sentinel: sentinelOf(err)}, nil
+		reply, e = ShmReply{Error: err.Error(), Sentinel: sentinelOf(err), HTTP: errors.Is(err, ErrShmPeerLimit)}, nil
 	}
 	conn, _, err := hj.Hijack()
 	if err != nil {
@@ -299,6 +423,8 @@ func (h *Handler) sendFd(w http.ResponseWriter, hj http.Hijacker, reply ShmReply
 	if !ok {
 		return
 	}
+	// A client that does not read its answer loses it.
+	_ = uc.SetWriteDeadline(time.Now().Add(h.limits.stall))
 	body, _ := json.Marshal(reply)
 	msg := binary.LittleEndian.AppendUint32(nil, uint32(len(body)))
 	msg = append(msg, body...)

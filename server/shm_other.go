@@ -18,8 +18,8 @@ type ShmReply struct {
 
 type shmCache struct{}
 
-func newShmCache(int64) *shmCache { return &shmCache{} }
-func (*shmCache) close()          {}
+func newShmCache(int64, int64) *shmCache { return &shmCache{} }
+func (*shmCache) close()                 {}
 
 func (h *Handler) shmTensor(w http.ResponseWriter, r *http.Request) { fail(w, ErrShmUnsupported) }
 func (h *Handler) shmModel(w http.ResponseWriter, r *http.Request)  { fail(w, ErrShmUnsupported) }

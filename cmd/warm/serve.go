@@ -36,6 +36,7 @@ func defaultSocket(dir string) string {
 func newServeCmd(g *globals) *cobra.Command {
 	var socket, httpAddr, tokenFile string
 	var roots []string
+	var maxConns int
 	cmd := &cobra.Command{
 		Use:   "serve [flags]",
 		Short: "Own the cache directory and serve every process on this machine",
@@ -64,6 +65,9 @@ write what is queued for L2 and L3, exit 0.`,
   curl --unix-socket /run/user/1000/modelcache.sock 'http://x/v1/tensor?path=/models/m/model.safetensors&name=w' > w.bin`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if maxConns <= 0 {
+				return usageError{fmt.Errorf("--max-connections %d: want at least 1", maxConns)}
+			}
 			if socket == "" {
 				socket = defaultSocket(g.dir)
 			}
@@ -111,7 +115,7 @@ write what is queued for L2 and L3, exit 0.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			return serve(ctx, g, c, unix, tcp, token, roots)
+			return serve(ctx, g, c, unix, tcp, token, roots, maxConns)
 		},
 	}
 	f := cmd.Flags()
@@ -119,6 +123,7 @@ write what is queued for L2 and L3, exit 0.`,
 	f.StringVar(&httpAddr, "http", "", "also serve HTTP on this TCP address (loopback, unless --http-token-file)")
 	f.StringVar(&tokenFile, "http-token-file", "", "file holding the bearer token that TCP requests must carry")
 	f.StringArrayVar(&roots, "root", splitRoots(os.Getenv("MODELCACHE_ROOTS")), "a directory whose files clients may read by path (repeatable; env MODELCACHE_ROOTS, colon-separated); none: paths are refused")
+	f.IntVar(&maxConns, "max-connections", server.DefaultMaxConnections, "connections each listener keeps at most (the longest idle are closed for new ones)")
 	return cmd
 }
 
@@ -200,8 +205,13 @@ func fileType(m fs.FileMode) string {
 // serve serves until ctx ends, then shuts down in order: no new requests,
 // those in flight finished (bounded), the cache closed (its queued writes
 // done).
-func serve(ctx context.Context, g *globals, c *tier.Cache, unix, tcp net.Listener, token string, roots []string) error {
-	localH, remoteH := server.New(c, &server.Options{Roots: roots}), server.New(c, &server.Options{Token: token, Roots: roots})
+func serve(ctx context.Context, g *globals, c *tier.Cache, unix, tcp net.Listener, token string, roots []string, maxConns int) error {
+	// Chunked PUTs spool in the cache directory: on disk, not in a /tmp
+	// that may be RAM.
+	o := server.Options{MaxConnections: maxConns, SpoolDir: g.dir, Roots: roots}
+	localH := server.New(c, &o)
+	o.Token = token
+	remoteH := server.New(c, &o)
 	defer localH.Close()
 	defer remoteH.Close()
 	local := server.Server(localH)
