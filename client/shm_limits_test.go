@@ -34,7 +34,7 @@ func TestShm_ClientKeepingMemfdsIsBounded(t *testing.T) {
 	require.NoError(t, err)
 	defer cache.Close()
 	peerMax := int64(4 * max(len(a), len(b)))
-	h := server.New(cache, &server.Options{ShmBytes: int64(max(len(a), len(b))), ShmPeerBytes: peerMax})
+	h := server.New(cache, &server.Options{ShmBytes: int64(max(len(a), len(b))), ShmPeerBytes: peerMax, Roots: []string{"/"}})
 	defer h.Close()
 	socket := filepath.Join(t.TempDir(), "s.sock")
 	l, err := net.Listen("unix", socket)
