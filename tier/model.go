@@ -403,7 +403,7 @@ func (c *Cache) warmOne(pf *pinnedFile, t *TensorInfo) (bool, error) {
 		// and Warm stops between tensors.
 		var req request // warming is not a request
 		var v *l3.Value
-		if v, lease, _ = c.fromL3Or(context.Background(), &req, key, nil, true); v != nil {
+		if v, lease, _ = c.fromL3Or(context.Background(), &req, key, tensorExpect(t.DType, t.Shape, t.Bytes), nil, true); v != nil {
 			data = v.Data
 		}
 	}
