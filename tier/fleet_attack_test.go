@@ -192,6 +192,13 @@ func TestFleet_LoadWaitEndsWithItsContext(t *testing.T) {
 	// The lease had most of its period left: the load did not wait for it.
 	require.Less(t, time.Since(start), period/4)
 	require.Less(t, delivered, len(m.tensors))
+	// Warm too.
+	ctx, cancel = context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start = time.Now()
+	_, err = m.Warm(ctx, nil)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Less(t, time.Since(start), period/4)
 	// The lease is still another machine's.
 	ttl, err := rdb.PTTL(context.Background(), redisName("l", held.key)).Result()
 	require.NoError(t, err)

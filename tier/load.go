@@ -510,7 +510,7 @@ func (l *loading) promoteLater() {
 		// leaves the model in L2.
 		for _, i := range todo {
 			ti := &l.m.tensors[i]
-			if _, err := c.warmOne(pins[ti.file], ti); err != nil {
+			if _, err := c.warmOne(context.Background(), pins[ti.file], ti); err != nil {
 				if !errors.Is(err, errs.ErrClosed) {
 					c.warn.Warn("tier: writing a loaded tensor to L2 failed", "path", ti.File, "tensor", ti.Name, "err", err)
 				}
