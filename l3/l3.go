@@ -25,13 +25,19 @@
 // With a fleet key (Options.FleetKey) the meta and every chunk are sealed with
 // AES-GCM, the Redis key name as associated data: a value forged, read, or
 // moved to another key by a client without the key is detected and dropped,
-// never served. Without one, Redis is trusted not to be written by others.
+// never served; leases and epochs are sealed too. Without one, Redis is
+// trusted not to be written by others: still, no record it holds is
+// trusted to say how much to allocate (a meta is checked against what the
+// reader expects, Expect, and every record is read with GETRANGE, no
+// longer than it can be), nor to keep an entry past its writer's expiry,
+// nor to make a reader wait past one lease period without renewal, nor to
+// open the breaker (a malformed record is errs.ErrCorrupt).
 //
 // # Fleet-wide singleflight
 //
 // Lease (SET NX PX, renewed while held) elects one machine to read the
 // origin for an entry; the others Await the entry (or the lease's end, and
-// then take over).
+// then take over). A lease no holder can have set is not waited for.
 //
 // # Faults
 //
