@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -191,6 +192,13 @@ func TestStore_MalformedEpochs(t *testing.T) {
 	e, err = s.Epoch(ctx, "ns")
 	require.NoError(t, err)
 	require.Equal(t, uint64(4), e)
+	// Too long to be read, and still replaced.
+	require.NoError(t, s.Client().Set(ctx, "mc:e:ns", strings.Repeat("9", 1<<16), 0).Err())
+	_, err = s.Epoch(ctx, "ns")
+	require.ErrorIs(t, err, errs.ErrCorrupt)
+	e, err = s.RaiseEpoch(ctx, "ns", 5)
+	require.NoError(t, err)
+	require.Equal(t, uint64(5), e)
 
 	sealed := open(t, &Options{Addrs: []string{srv.Addr}, FleetKey: bytes.Repeat([]byte{3}, 16), Prefix: "f:"})
 	e, err = sealed.RaiseEpoch(ctx, "ns", 2)
@@ -242,4 +250,37 @@ func TestStore_ExpiryCheckedAtEveryHit(t *testing.T) {
 	has, err := s.Has(ctx, "k")
 	require.NoError(t, err)
 	require.False(t, has, "the expired meta is dropped")
+}
+
+// A holder's sealed lease, renewed, is trusted for as long as it is
+// renewed: its waiter neither takes over nor drops it.
+func TestStore_SealedLeaseRenewed(t *testing.T) {
+	srv := testredis.Start(t)
+	period := 600 * time.Millisecond
+	o := &Options{Addrs: []string{srv.Addr}, FleetKey: bytes.Repeat([]byte{7}, 32), LeasePeriod: period}
+	holder, waiter := open(t, o), open(t, o)
+	ctx := context.Background()
+	l, ok, err := holder.Lease(ctx, "k")
+	require.NoError(t, err)
+	require.True(t, ok)
+	done := make(chan error, 1)
+	go func() {
+		got, err := waiter.Await(ctx, "k")
+		if err == nil && !got {
+			err = errs.ErrNotFound
+		}
+		done <- err
+	}()
+	time.Sleep(5 * period / 2) // renewed about 7 times
+	select {
+	case err := <-done:
+		t.Fatalf("the waiter stopped waiting for a renewed lease: %v", err)
+	default:
+	}
+	require.NoError(t, holder.Put(ctx, "k", "", nil, []byte("v"), 0))
+	l.Release()
+	require.NoError(t, <-done)
+	n, err := holder.Client().Exists(ctx, holder.leaseKey(holder.hash("k"))).Result()
+	require.NoError(t, err)
+	require.Zero(t, n, "released")
 }

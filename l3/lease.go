@@ -23,7 +23,12 @@ import (
 const LeaseTTL = 10 * time.Second
 
 var (
-	renewScript   = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("set", KEYS[1], ARGV[2], "PX", ARGV[3]) else return 0 end`)
+	// A renewal whose reply was lost may have replaced the value: the
+	// holder's value is either of two (ARGV[1], ARGV[2]).
+	renewScript = redis.NewScript(`local v = redis.call("get", KEYS[1])
+if v == ARGV[1] or v == ARGV[2] then return redis.call("set", KEYS[1], ARGV[2], "PX", ARGV[3]) else return 0 end`)
+	releaseLeaseScript = redis.NewScript(`local v = redis.call("get", KEYS[1])
+if v == ARGV[1] or v == ARGV[2] then return redis.call("del", KEYS[1]) else return 0 end`)
 	releaseScript = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end`)
 )
 
@@ -33,7 +38,10 @@ type Lease struct {
 	s     *Store
 	name  string
 	token []byte
-	value string // as stored now: only renew changes it, and Release once renew is done
+	// value is the lease's value as stored, tried the value of a renewal
+	// that may or may not have been made; only renew changes them, and
+	// Release reads them once renew is done.
+	value, tried string
 	stop  chan struct{}
 	once  sync.Once
 	done  sync.WaitGroup
@@ -72,7 +80,9 @@ func (s *Store) checkLease(name string, v []byte, pttl time.Duration) error {
 		return bad("does not authenticate with the fleet key")
 	}
 	deadline := time.Unix(0, int64(binary.LittleEndian.Uint64(plain[leaseTokenLen:])))
-	if now := s.now(); now.After(deadline) || deadline.Sub(now) > s.period {
+	// A holder's clock may be ahead of this one: a deadline up to a period
+	// further is the holder's; past it, the value was not renewed.
+	if now := s.now(); now.After(deadline) || deadline.Sub(now) > 2*s.period {
 		return bad(fmt.Sprintf("was not renewed in a lease period (vouched for until %s)", deadline.UTC().Format(time.RFC3339)))
 	}
 	return nil
@@ -108,12 +118,14 @@ func (l *Lease) renew() {
 		case <-l.stop:
 			return
 		case <-t.C:
-			next := l.s.leaseValue(l.name, l.token)
+			if l.tried == "" {
+				l.tried = l.s.leaseValue(l.name, l.token)
+			}
 			err := l.s.op(context.Background(), func(ctx context.Context) error {
-				return renewScript.Run(ctx, l.s.rdb, []string{l.name}, l.value, next, strconv.FormatInt(l.s.period.Milliseconds(), 10)).Err()
+				return renewScript.Run(ctx, l.s.rdb, []string{l.name}, l.value, l.tried, strconv.FormatInt(l.s.period.Milliseconds(), 10)).Err()
 			})
 			if err == nil {
-				l.value = next
+				l.value, l.tried = l.tried, ""
 			}
 		}
 	}
@@ -126,7 +138,7 @@ func (l *Lease) Release() {
 		close(l.stop)
 		l.done.Wait()
 		_ = l.s.op(context.Background(), func(ctx context.Context) error {
-			return releaseScript.Run(ctx, l.s.rdb, []string{l.name}, l.value).Err()
+			return releaseLeaseScript.Run(ctx, l.s.rdb, []string{l.name}, l.value, l.tried).Err()
 		})
 	})
 }
@@ -244,14 +256,18 @@ func (s *Store) RaiseEpoch(ctx context.Context, ns string, e uint64) (uint64, er
 		if err == nil && cur >= e {
 			return cur, nil
 		}
-		absent := "0"
-		if !found {
-			absent = "1"
+		mode, was := "0", string(raw) // replace the record if it is still raw
+		switch {
+		case !found:
+			mode = "1" // if there is still none
+		case raw == nil:
+			// Too long to have been read: if it is still too long.
+			mode, was = "2", strconv.Itoa(s.sealedLen(maxEpochLen))
 		}
 		var swapped int64
 		err = s.op(ctx, func(ctx context.Context) error {
 			var err error
-			swapped, err = raiseScript.Run(ctx, s.rdb, []string{name}, absent, raw, s.encodeEpoch(name, e)).Int64()
+			swapped, err = raiseScript.Run(ctx, s.rdb, []string{name}, mode, was, s.encodeEpoch(name, e)).Int64()
 			return err
 		})
 		if err != nil {
@@ -269,8 +285,11 @@ func (s *Store) RaiseEpoch(ctx context.Context, ns string, e uint64) (uint64, er
 }
 
 // raiseScript replaces the record under KEYS[1] with ARGV[3] if it is
-// still ARGV[2] (or still absent, with ARGV[1] "1"): the comparison of
-// epochs is the client's, which alone can unseal them.
+// still ARGV[2] (ARGV[1] "0"), still absent ("1"), or still longer than
+// ARGV[2] bytes ("2"): the comparison of epochs is the client's, which
+// alone can unseal them.
 var raiseScript = redis.NewScript(`local v = redis.call("get", KEYS[1])
-if (ARGV[1] == "1" and not v) or (ARGV[1] == "0" and v == ARGV[2]) then redis.call("set", KEYS[1], ARGV[3]); return 1 end
+if (ARGV[1] == "1" and not v) or (ARGV[1] == "0" and v == ARGV[2]) or (ARGV[1] == "2" and v and string.len(v) > tonumber(ARGV[2])) then
+	redis.call("set", KEYS[1], ARGV[3]); return 1
+end
 return 0`)
