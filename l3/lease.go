@@ -42,9 +42,9 @@ type Lease struct {
 	// that may or may not have been made; only renew changes them, and
 	// Release reads them once renew is done.
 	value, tried string
-	stop  chan struct{}
-	once  sync.Once
-	done  sync.WaitGroup
+	stop         chan struct{}
+	once         sync.Once
+	done         sync.WaitGroup
 }
 
 // A lease's value is its holder's random token; with a fleet key, the token
