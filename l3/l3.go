@@ -540,7 +540,7 @@ func (s *Store) GetInto(ctx context.Context, key string, want *Expect, alloc fun
 	}
 	if m.expires != 0 && s.now().UnixNano() >= m.expires {
 		// Its keys outlived it (PERSIST by another client, or a clock
-		// behind the writer's): drop this meta, unless rewritten since.
+		// ahead of the writer's): drop this meta, unless rewritten since.
 		name := s.metaKey(s.hash(key))
 		_ = s.op(context.WithoutCancel(ctx), func(ctx context.Context) error {
 			return releaseScript.Run(ctx, s.rdb, []string{name}, raw).Err()
