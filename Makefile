@@ -94,6 +94,7 @@ fuzz:
 	$(GO) test ./sim/ -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/key/ -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./l3/ -run '^$$' -fuzz FuzzDecodeMeta -fuzztime $(FUZZTIME)
+	$(GO) test ./l3/ -run '^$$' -fuzz FuzzDecodeRecords -fuzztime $(FUZZTIME)
 	$(GO) test ./l2/ -run '^$$' -fuzz FuzzOpenDamagedTable -fuzztime $(FUZZTIME)
 
 # Hit ratios and throughput against rival caches (bench/ is its own module).

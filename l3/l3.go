@@ -25,13 +25,19 @@
 // With a fleet key (Options.FleetKey) the meta and every chunk are sealed with
 // AES-GCM, the Redis key name as associated data: a value forged, read, or
 // moved to another key by a client without the key is detected and dropped,
-// never served. Without one, Redis is trusted not to be written by others.
+// never served; leases and epochs are sealed too. Without one, Redis is
+// trusted not to be written by others: still, no record it holds is
+// trusted to say how much to allocate (a meta is checked against what the
+// reader expects, Expect, and every record is read with GETRANGE, no
+// longer than it can be), nor to keep an entry past its writer's expiry,
+// nor to make a reader wait past one lease period without renewal, nor to
+// open the breaker (a malformed record is errs.ErrCorrupt).
 //
 // # Fleet-wide singleflight
 //
 // Lease (SET NX PX, renewed while held) elects one machine to read the
 // origin for an entry; the others Await the entry (or the lease's end, and
-// then take over).
+// then take over). A lease no holder can have set is not waited for.
 //
 // # Faults
 //
@@ -56,9 +62,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,6 +74,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/loader"
 	"github.com/modelcache/modelcache/serialize"
 )
 
@@ -105,6 +114,43 @@ type Options struct {
 	// (default 1 s).
 	BreakerFailures int
 	BreakerCooldown time.Duration
+	// LeasePeriod is how long a lease lives unless its holder renews it
+	// (every third of it); default LeaseTTL (10 s). A waiter trusts no
+	// lease with a longer TTL, or none, so no lease makes a read wait
+	// longer than one period past its holder's last renewal.
+	LeasePeriod time.Duration
+	// Clock tells the time of the expiry written into each meta and
+	// checked at every read, and of sealed leases; default time.Now.
+	Clock func() time.Time
+}
+
+// DefaultMaxLength bounds the entries Get reads: a meta that announces a
+// longer one is corrupt, and nothing is allocated for it.
+const DefaultMaxLength = 4 << 30
+
+// Expect is what a reader knows of an entry before it reads it. A meta
+// that says otherwise is corrupt: the entry is a miss, dropped, and nothing
+// is allocated for it.
+type Expect struct {
+	// MaxLength bounds the entry's length; 0 is DefaultMaxLength.
+	MaxLength uint64
+	// Exact: the entry is DType, Shape and Length exactly (a tensor whose
+	// file says so).
+	Exact  bool
+	DType  string
+	Shape  []uint64
+	Length uint64
+}
+
+// maxLength is the longest entry want admits.
+func (want *Expect) maxLength() uint64 {
+	switch {
+	case want == nil || (!want.Exact && want.MaxLength == 0):
+		return DefaultMaxLength
+	case want.Exact:
+		return want.Length
+	}
+	return want.MaxLength
 }
 
 // MaxChunk is the largest chunk l3 writes: bigger keys stall a cluster's
@@ -120,6 +166,8 @@ type Store struct {
 	timeout  time.Duration
 	parallel int
 	br       breaker
+	period   time.Duration // of leases
+	now      func() time.Time
 }
 
 // Value is an entry read from L3.
@@ -157,6 +205,13 @@ func Open(o *Options) (*Store, error) {
 	}
 	if s.parallel <= 0 {
 		s.parallel = 16
+	}
+	s.period, s.now = o.LeasePeriod, o.Clock
+	if s.period <= 0 {
+		s.period = LeaseTTL
+	}
+	if s.now == nil {
+		s.now = time.Now
 	}
 	s.br = breaker{limit: o.BreakerFailures, cooldown: o.BreakerCooldown}
 	if s.br.limit <= 0 {
@@ -240,6 +295,11 @@ func (s *Store) op(ctx context.Context, fn func(ctx context.Context) error) erro
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	err := fn(ctx)
+	if wrongType(err) {
+		// Another client wrote a list or a hash under one of our names:
+		// a damaged record, not a sick Redis.
+		err = fmt.Errorf("l3: %w: %w", errs.ErrCorrupt, err)
+	}
 	switch {
 	case err == nil || errors.Is(err, redis.Nil) || errors.Is(err, errs.ErrNotFound) || errors.Is(err, errs.ErrCorrupt):
 		s.br.success()
@@ -259,6 +319,13 @@ func (s *Store) op(ctx context.Context, fn func(ctx context.Context) error) erro
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return err
+}
+
+// wrongType says whether err is Redis's answer to a command on a key that
+// holds another type.
+func wrongType(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && strings.Contains(re.Error(), "WRONGTYPE")
 }
 
 const (
@@ -312,8 +379,88 @@ func decodeMeta(b []byte) (*meta, error) {
 	if used != len(b)-p-n {
 		return bad("trailing bytes")
 	}
+	if h.ChunkSize > MaxChunk {
+		return bad(fmt.Sprintf("chunk size %d above %d", h.ChunkSize, MaxChunk))
+	}
+	if err := checkShape(h); err != nil {
+		return bad(err.Error())
+	}
 	m.header = h
 	return m, nil
+}
+
+// checkShape requires a dtype of whole-byte elements and a shape to say
+// the length.
+func checkShape(h *serialize.Header) error {
+	size := loader.DType(h.DType).Size()
+	if size == 0 || len(h.Shape) == 0 {
+		return nil
+	}
+	n := uint64(size)
+	for _, d := range h.Shape {
+		hi, lo := bits.Mul64(n, d)
+		if hi != 0 {
+			return errors.New("shape overflows")
+		}
+		n = lo
+	}
+	if n != h.Length {
+		return fmt.Errorf("shape %v of %.16q says %d bytes, length %d", h.Shape, h.DType, n, h.Length)
+	}
+	return nil
+}
+
+// check says whether m is an entry want admits.
+func (m *meta) check(want *Expect) error {
+	h := m.header
+	if max := want.maxLength(); h.Length > max {
+		return fmt.Errorf("l3: %w: meta of an entry of %d bytes, at most %d expected", errs.ErrCorrupt, h.Length, max)
+	}
+	if want != nil && want.Exact && (h.DType != want.DType || !slices.Equal(h.Shape, want.Shape)) {
+		return fmt.Errorf("l3: %w: meta of a %.16q %v entry, %.16q %v expected", errs.ErrCorrupt, h.DType, h.Shape, want.DType, want.Shape)
+	}
+	return nil
+}
+
+// maxMetaLen bounds the stored meta of an entry of at most length bytes
+// under a key of keyLen bytes: what is read of a meta before it is parsed.
+func (s *Store) maxMetaLen(keyLen int, length uint64) int64 {
+	const header = 4 + 2 + 1 + serialize.MaxDTypeLen + 1 + 8*serialize.MaxDims + 8 + 4 + 4 + 4
+	chunks := uint64(serialize.NumChunks(length, serialize.MinChunkSize))
+	n := uint64(len(metaMagic)+1+idLen+16+4+keyLen+header) + 9*chunks
+	if s.aead != nil {
+		n += uint64(s.aead.NonceSize() + s.aead.Overhead())
+	}
+	return int64(n)
+}
+
+// sealedLen is the stored length of n bytes sealed.
+func (s *Store) sealedLen(n int) int {
+	if s.aead == nil {
+		return n
+	}
+	return n + s.aead.NonceSize() + s.aead.Overhead()
+}
+
+// getBounded reads the string under name, at most limit bytes of it: a
+// missing key (or an empty string) is redis.Nil, a longer one errs.ErrCorrupt,
+// and no more than limit+1 bytes are ever received.
+func (s *Store) getBounded(ctx context.Context, name string, limit int64) ([]byte, error) {
+	var raw []byte
+	err := s.op(ctx, func(ctx context.Context) error {
+		var err error
+		raw, err = s.rdb.GetRange(ctx, name, 0, limit).Bytes()
+		return err
+	})
+	switch {
+	case err != nil:
+		return nil, err
+	case len(raw) == 0:
+		return nil, redis.Nil
+	case int64(len(raw)) > limit:
+		return nil, fmt.Errorf("l3: %w: %s: more than the %d bytes expected", errs.ErrCorrupt, name, limit)
+	}
+	return raw, nil
 }
 
 // seal and unseal apply the fleet key, if any, with the Redis key name as
@@ -344,50 +491,61 @@ func (s *Store) unseal(name string, b []byte) ([]byte, error) {
 	return out, nil
 }
 
-// readMeta reads the meta of key; errs.ErrNotFound if there is none.
-func (s *Store) readMeta(ctx context.Context, key string) (*meta, error) {
+// readMeta reads the meta of key, of an entry want admits; errs.ErrNotFound
+// if there is none (or it expired). raw is the meta as stored.
+func (s *Store) readMeta(ctx context.Context, key string, want *Expect) (m *meta, raw []byte, err error) {
 	h := s.hash(key)
 	name := s.metaKey(h)
-	var raw []byte
-	err := s.op(ctx, func(ctx context.Context) error {
-		var err error
-		raw, err = s.rdb.Get(ctx, name).Bytes()
-		return err
-	})
+	raw, err = s.getBounded(ctx, name, s.maxMetaLen(len(key), want.maxLength()))
 	if errors.Is(err, redis.Nil) {
-		return nil, errs.ErrNotFound
+		return nil, nil, errs.ErrNotFound
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	plain, err := s.unseal(name, raw)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	m, err := decodeMeta(plain)
-	if err != nil {
-		return nil, err
+	if m, err = decodeMeta(plain); err != nil {
+		return nil, nil, fmt.Errorf("%w (%s)", err, name)
 	}
 	if m.key != key {
-		return nil, fmt.Errorf("l3: %w: meta of another key under %s", errs.ErrCorrupt, name)
+		return nil, nil, fmt.Errorf("l3: %w: meta of another key under %s", errs.ErrCorrupt, name)
 	}
-	return m, nil
+	if err := m.check(want); err != nil {
+		return nil, nil, fmt.Errorf("%w (%s)", err, name)
+	}
+	return m, raw, nil
 }
 
 // Get reads the entry under key: errs.ErrNotFound if it is not there whole
 // (never written, expired, a chunk evicted), ErrUnavailable if Redis does
 // not answer, errs.ErrCorrupt if a chunk does not match its meta (the
 // entry is then deleted).
+//
+// An entry past the expiry its writer sealed into the meta is a miss, even
+// if its keys lost their TTL.
 func (s *Store) Get(ctx context.Context, key string) (*Value, error) {
-	return s.GetInto(ctx, key, nil)
+	return s.GetInto(ctx, key, nil, nil)
 }
 
-// GetInto is Get that decodes into the buffer alloc returns (nil: a new
-// one), called once the meta is read.
-func (s *Store) GetInto(ctx context.Context, key string, alloc func(dtype string, shape []uint64, n uint64) ([]byte, error)) (*Value, error) {
-	m, err := s.readMeta(ctx, key)
+// GetInto is Get of an entry want admits (nil: any of at most
+// DefaultMaxLength bytes), decoded into the buffer alloc returns (nil: a
+// new one), called once the meta is read and checked.
+func (s *Store) GetInto(ctx context.Context, key string, want *Expect, alloc func(dtype string, shape []uint64, n uint64) ([]byte, error)) (*Value, error) {
+	m, raw, err := s.readMeta(ctx, key, want)
 	if err != nil {
 		return nil, s.dropIfCorrupt(ctx, key, err)
+	}
+	if m.expires != 0 && s.now().UnixNano() >= m.expires {
+		// Its keys outlived it (PERSIST by another client, or a clock
+		// ahead of the writer's): drop this meta, unless rewritten since.
+		name := s.metaKey(s.hash(key))
+		_ = s.op(context.WithoutCancel(ctx), func(ctx context.Context) error {
+			return releaseScript.Run(ctx, s.rdb, []string{name}, raw).Err()
+		})
+		return nil, fmt.Errorf("l3: %s expired: %w", name, errs.ErrNotFound)
 	}
 	h := m.header
 	var out []byte
@@ -407,12 +565,7 @@ func (s *Store) GetInto(ctx context.Context, key string, alloc func(dtype string
 	for i := range h.Chunks {
 		g.Go(func() error {
 			name := s.chunkKey(hk, m.id, i)
-			var raw []byte
-			err := s.op(gctx, func(ctx context.Context) error {
-				var err error
-				raw, err = s.rdb.Get(ctx, name).Bytes()
-				return err
-			})
+			raw, err := s.getBounded(gctx, name, int64(s.sealedLen(int(h.Chunks[i].StoredLen))))
 			if errors.Is(err, redis.Nil) {
 				return fmt.Errorf("l3: chunk %d of %d: %w", i, len(h.Chunks), errs.ErrNotFound)
 			}
@@ -484,6 +637,10 @@ func (s *Store) PutStream(ctx context.Context, key, dtype string, shape []uint64
 	if err := h.CheckLength(); err != nil {
 		return err
 	}
+	if err := checkShape(h); err != nil {
+		// Every reader would drop it.
+		return fmt.Errorf("l3: %w: %s", errs.ErrInvalidArgument, err)
+	}
 	n := serialize.NumChunks(length, h.ChunkSize)
 	h.Chunks = make([]serialize.ChunkInfo, n)
 	id := make([]byte, idLen)
@@ -520,7 +677,7 @@ func (s *Store) PutStream(ctx context.Context, key, dtype string, shape []uint64
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	now := time.Now()
+	now := s.now()
 	m := &meta{id: id, written: now.UnixNano(), key: key, header: h}
 	if ttl > 0 {
 		m.expires = now.Add(ttl).UnixNano()

@@ -46,12 +46,12 @@ func TestStore_RoundTripSingleNode(t *testing.T) {
 	for _, n := range []int{0, 1, 1 << 20, 5<<20 + 3} {
 		key := fmt.Sprintf("/m/model.safetensors\x001:2:3:4:5\x00t%d", n)
 		data := noise(n, uint64(n))
-		require.NoError(t, s.Put(ctx, key, "BF16", []uint64{uint64(n / 2)}, data, time.Hour))
+		require.NoError(t, s.Put(ctx, key, "U8", []uint64{uint64(n)}, data, time.Hour))
 		v, err := s.Get(ctx, key)
 		require.NoError(t, err)
 		require.True(t, bytes.Equal(data, v.Data), "n=%d", n)
-		require.Equal(t, "BF16", v.DType)
-		require.Equal(t, []uint64{uint64(n / 2)}, v.Shape)
+		require.Equal(t, "U8", v.DType)
+		require.Equal(t, []uint64{uint64(n)}, v.Shape)
 	}
 	// Every key has the entry's TTL; chunks are at most 1 MiB here.
 	keys, err := s.Client().Keys(ctx, "mc:*").Result()

@@ -19,44 +19,52 @@ import (
 // (down, slow, damaged entries) is a miss, never an error: its breaker
 // turns it off until it answers again.
 
-// fleetWait bounds how long a reader waits for another machine's read of
-// an entry before reading the origin itself.
+// fleetWait bounds how long a reader waits for other machines' reads of
+// an entry (each lease it waits on lasts at most one lease period past its
+// holder's last renewal) before reading the origin itself.
 const fleetWait = 5 * time.Minute
+
+// DefaultMaxValueBytes is Options.MaxValueBytes by default.
+const DefaultMaxValueBytes = l3.DefaultMaxLength
 
 // fleetStats counts what L3 did for this process.
 type fleetStats struct {
-	errors, writes, writeErrors, waits, leases atomic.Uint64
+	errors, corrupt, writes, writeErrors, waits, leases atomic.Uint64
 }
 
-// fromL3 looks for key in L3. It returns the value (read into alloc's
-// buffer, if alloc is not nil), or a lease when this process should read
-// the origin and write L3, or neither when L3 cannot help (then read the
-// origin without writing L3 first).
-func (c *Cache) fromL3(req *request, key string, alloc func(string, []uint64, uint64) ([]byte, error)) (*l3.Value, *l3.Lease) {
-	v, lease, _ := c.fromL3Or(c.ctx, req, key, alloc, true)
+// fromL3 looks for key in L3, an entry want admits. It returns the value
+// (read into alloc's buffer, if alloc is not nil), or a lease when this
+// process should read the origin and write L3, or neither when L3 cannot
+// help (then read the origin without writing L3 first).
+func (c *Cache) fromL3(req *request, key string, want *l3.Expect, alloc func(string, []uint64, uint64) ([]byte, error)) (*l3.Value, *l3.Lease) {
+	v, lease, _ := c.fromL3Or(c.ctx, req, key, want, alloc, true)
 	return v, lease
 }
 
 // fromL3Or is fromL3 that, with wait false, does not wait for another
 // machine's read: it says busy instead, for a caller with other work. ctx
-// is c.ctx for reads (Close cancels them), or one that Close does not
-// cancel for the writes Close waits for.
-func (c *Cache) fromL3Or(ctx context.Context, req *request, key string, alloc func(string, []uint64, uint64) ([]byte, error), wait bool) (v *l3.Value, lease *l3.Lease, busy bool) {
+// ends every wait: the caller's (with Close's cancellation), c.ctx for
+// reads that callers share (Close cancels them), or one that Close does
+// not cancel for the writes Close waits for.
+func (c *Cache) fromL3Or(ctx context.Context, req *request, key string, want *l3.Expect, alloc func(string, []uint64, uint64) ([]byte, error), wait bool) (v *l3.Value, lease *l3.Lease, busy bool) {
 	if c.l3 == nil {
 		return nil, nil, false
 	}
 	ctx, cancel := context.WithTimeout(ctx, fleetWait)
 	defer cancel()
 	for range 4 {
-		v, err := c.l3.GetInto(ctx, key, alloc)
+		v, err := c.l3.GetInto(ctx, key, want, alloc)
 		switch {
 		case err == nil:
 			return v, nil, false
 		case !errors.Is(err, errs.ErrNotFound):
 			if ctx.Err() != nil {
-				return nil, nil, false // closing
+				return nil, nil, false // closing, or the caller gave up
 			}
 			c.fleet.errors.Add(1)
+			if errors.Is(err, errs.ErrCorrupt) {
+				c.fleet.corrupt.Add(1)
+			}
 			c.warn.Warn("tier: L3 read failed, reading the source", "entry", DescribeKey(key), "err", err)
 			return nil, nil, false
 		}
@@ -83,11 +91,51 @@ func (c *Cache) fromL3Or(ctx context.Context, req *request, key string, alloc fu
 		// Another machine reads it: wait for its write.
 		c.fleet.waits.Add(1)
 		if _, err := c.l3.Await(ctx, key); err != nil {
+			if errors.Is(err, errs.ErrCorrupt) && ctx.Err() == nil {
+				// A lease no machine of the fleet holds (set by hand, or
+				// forged): l3 deleted it; take it.
+				c.fleet.corrupt.Add(1)
+				c.warn.Warn("tier: ignoring an L3 lease no holder can have set", "entry", DescribeKey(key), "err", err)
+				continue
+			}
 			c.fleet.errors.Add(1)
 			return nil, nil, false
 		}
 	}
 	return nil, nil, false
+}
+
+// tensorExpect is what L3 must hold for a tensor: what its file says.
+func tensorExpect(dtype string, shape []uint64, n uint64) *l3.Expect {
+	return &l3.Expect{Exact: true, DType: dtype, Shape: shape, Length: n}
+}
+
+// valueExpect is what L3 may hold for a value: at most MaxValueBytes.
+func (c *Cache) valueExpect() *l3.Expect { return &l3.Expect{MaxLength: c.maxValue} }
+
+// lookupL3 is a value's lookup in L3 without a fill: no lease, no wait.
+func (c *Cache) lookupL3(ek string) *l3.Value {
+	v, err := c.l3.GetInto(c.ctx, ek, c.valueExpect(), nil)
+	if err != nil && !errors.Is(err, errs.ErrNotFound) {
+		c.fleet.errors.Add(1)
+		if errors.Is(err, errs.ErrCorrupt) {
+			c.fleet.corrupt.Add(1)
+			c.warn.Warn("tier: L3 read failed, reading the source", "entry", DescribeKey(ek), "err", err)
+		}
+	}
+	return v
+}
+
+// fleetEpoch is the fleet's epoch of ns. A malformed record (written by
+// another client) is a warning, and an error wrapping errs.ErrCorrupt: the
+// local epoch stands.
+func (c *Cache) fleetEpoch(ns string) (uint64, error) {
+	e, err := c.l3.Epoch(c.ctx, ns)
+	if errors.Is(err, errs.ErrCorrupt) {
+		c.fleet.corrupt.Add(1)
+		c.warn.Warn("tier: ignoring a malformed epoch in L3", "namespace", errs.Quote(ns), "err", err)
+	}
+	return e, err
 }
 
 // toL3 writes an entry read from the source to L3 in the background and
@@ -140,6 +188,10 @@ type L3Stats struct {
 	Enabled bool
 	Down    bool   // the breaker is open: L3 is not answering
 	Errors  uint64 // reads, leases or waits that failed (served from the source)
+	// Corrupt counts the records among them that were malformed or
+	// forged (a meta that does not match what was read, a lease no holder
+	// set, one that does not authenticate): each was ignored and dropped.
+	Corrupt uint64
 	Leases  uint64 // entries this process read from the origin for the fleet
 	Waits   uint64 // times it waited for another machine's read
 	Writes  uint64 // entries written
@@ -152,6 +204,6 @@ func (c *Cache) l3Stats() L3Stats {
 		return L3Stats{}
 	}
 	f := &c.fleet
-	return L3Stats{Enabled: true, Down: c.l3.Down(), Errors: f.errors.Load(), Leases: f.leases.Load(), Waits: f.waits.Load(),
+	return L3Stats{Enabled: true, Down: c.l3.Down(), Errors: f.errors.Load(), Corrupt: f.corrupt.Load(), Leases: f.leases.Load(), Waits: f.waits.Load(),
 		Writes: f.writes.Load(), WriteErrors: f.writeErrors.Load(), WriteDropped: c.l3wb.dropped.Load()}
 }

@@ -35,8 +35,10 @@ type LoadOptions struct {
 	// t.Bytes long, the caller's own memory (pinned host memory, a staging
 	// area). L2 decodes and the source reads straight into it; an L1 hit
 	// is copied into it. The Tensor delivered then holds that buffer, and
-	// the cache keeps no reference to it. Into is called from several
-	// goroutines at once, in storage order of the tensors.
+	// the cache keeps no reference to it. Into is called once per tensor
+	// per load (a tier that fails to fill the buffer leaves it to the
+	// next), from several goroutines at once, in storage order of the
+	// tensors.
 	Into func(t *TensorInfo) ([]byte, error)
 	// MaxInFlight bounds the bytes of tensors read ahead or being
 	// delivered (until each returns); default DefaultMaxInFlight. A tensor
@@ -324,15 +326,25 @@ func (l *loading) fetch(ctx context.Context, i int, wait bool) (t *Tensor, err e
 	pf := l.m.files[ti.file]
 	key := ti.key
 	keep := i < l.keep
+	// The buffer is the caller's, asked for once: a tier that fails to
+	// fill it (a damaged L2 or L3 entry) leaves it to the next one.
+	var buf []byte
+	var bufErr error
+	asked := false
 	into := func() ([]byte, error) {
+		if asked {
+			return buf, bufErr
+		}
+		asked = true
 		if l.opts.Into == nil {
-			return make([]byte, ti.Bytes), nil
+			buf = make([]byte, ti.Bytes)
+			return buf, nil
 		}
-		b, err := l.opts.Into(ti)
-		if err == nil && uint64(len(b)) != ti.Bytes {
-			err = fmt.Errorf("tier: LoadOptions.Into gave %d bytes for tensor %s of %d", len(b), errs.Quote(ti.Name), ti.Bytes)
+		buf, bufErr = l.opts.Into(ti)
+		if bufErr == nil && uint64(len(buf)) != ti.Bytes {
+			bufErr = fmt.Errorf("tier: LoadOptions.Into gave %d bytes for tensor %s of %d", len(buf), errs.Quote(ti.Name), ti.Bytes)
 		}
-		return b, err
+		return buf, bufErr
 	}
 	tensor := func(data []byte, by Tier) *Tensor {
 		return &Tensor{Name: ti.Name, DType: ti.DType, Shape: ti.Shape, ServedBy: by, data: data}
@@ -369,7 +381,9 @@ func (l *loading) fetch(ctx context.Context, i int, wait bool) (t *Tensor, err e
 		}
 	}
 	var intoErr error
-	v, lease, busy := c.fromL3Or(c.ctx, &req, key, func(string, []uint64, uint64) ([]byte, error) {
+	// ctx, not c.ctx: the caller's deadline ends the wait for another
+	// machine's read too.
+	v, lease, busy := c.fromL3Or(ctx, &req, key, tensorExpect(ti.DType, ti.Shape, ti.Bytes), func(string, []uint64, uint64) ([]byte, error) {
 		b, err := into()
 		intoErr = err
 		return b, err
@@ -388,6 +402,9 @@ func (l *loading) fetch(ctx context.Context, i int, wait bool) (t *Tensor, err e
 	}()
 	if intoErr != nil {
 		return nil, intoErr
+	}
+	if ctx.Err() != nil {
+		return nil, context.Cause(ctx)
 	}
 	b, err := into()
 	if err != nil {
@@ -493,7 +510,7 @@ func (l *loading) promoteLater() {
 		// leaves the model in L2.
 		for _, i := range todo {
 			ti := &l.m.tensors[i]
-			if _, err := c.warmOne(pins[ti.file], ti); err != nil {
+			if _, err := c.warmOne(context.Background(), pins[ti.file], ti); err != nil {
 				if !errors.Is(err, errs.ErrClosed) {
 					c.warn.Warn("tier: writing a loaded tensor to L2 failed", "path", ti.File, "tensor", ti.Name, "err", err)
 				}

@@ -324,7 +324,7 @@ func (m *Model) Warm(ctx context.Context, opts *WarmOptions) (*WarmResult, error
 	var mu sync.Mutex // guards res's counters
 	err := m.each(ctx, opts.Parallel, func(t *TensorInfo) error {
 		pf := m.files[t.file]
-		stored, err := c.warmOne(pf, t)
+		stored, err := c.warmOne(ctx, pf, t)
 		if err != nil {
 			return err
 		}
@@ -378,7 +378,11 @@ func (m *Model) each(ctx context.Context, parallel int, fn func(*TensorInfo) err
 // whether it wrote it. With L3 it is read from L3 if the fleet has it, and
 // written to L3 when it was read from the file; tensors past StreamAbove,
 // streamed into L2, do not go through L3.
-func (c *Cache) warmOne(pf *pinnedFile, t *TensorInfo) (bool, error) {
+//
+// ctx ends a wait for another machine's read of the tensor: Warm's, or
+// for the writes a load left (promoteLater), one that Close does not
+// cancel, since Close waits for them.
+func (c *Cache) warmOne(ctx context.Context, pf *pinnedFile, t *TensorInfo) (bool, error) {
 	key := t.key
 	if _, err := c.l2.Stat(key); err == nil {
 		return false, nil
@@ -399,12 +403,16 @@ func (c *Cache) warmOne(pf *pinnedFile, t *TensorInfo) (bool, error) {
 	var data []byte
 	var lease *l3.Lease
 	if c.l3 != nil {
-		// Not c.ctx: Close waits for the writes a load left (promoteLater),
-		// and Warm stops between tensors.
 		var req request // warming is not a request
 		var v *l3.Value
-		if v, lease, _ = c.fromL3Or(context.Background(), &req, key, nil, true); v != nil {
+		if v, lease, _ = c.fromL3Or(ctx, &req, key, tensorExpect(t.DType, t.Shape, t.Bytes), nil, true); v != nil {
 			data = v.Data
+		}
+		if err := ctx.Err(); err != nil && v == nil {
+			if lease != nil {
+				lease.Release()
+			}
+			return false, err
 		}
 	}
 	if data == nil {

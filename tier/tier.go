@@ -81,6 +81,11 @@ type Options struct {
 	// L3WriteBytes bounds the bytes queued for L3 writes; default
 	// DefaultWriteBehindBytes.
 	L3WriteBytes int64
+	// MaxValueBytes bounds the values read from L3 (default
+	// DefaultMaxValueBytes, 4 GiB): a meta in Redis that announces a longer
+	// one is a damaged entry, a miss, and nothing is allocated for it.
+	// (Tensors are bounded by what their file says.)
+	MaxValueBytes uint64
 	// Origin is where model files are read from on a miss; default
 	// LocalFiles, the local file system.
 	Origin Origin
@@ -289,6 +294,7 @@ type Cache struct {
 	namespaces                                sync.Map
 	unmeasured                                bool          // no meter counts or times (benchmarks of their cost)
 	ttl                                       time.Duration // Options.TTL
+	maxValue                                  uint64        // Options.MaxValueBytes
 	now                                       func() time.Time
 	wbHits, warmLoads, l2Errors, staleRemoved atomic.Uint64
 }
@@ -330,8 +336,16 @@ func Open(opts *Options) (*Cache, error) {
 		Group: key.Owner, GroupLimit: c.namespaceShare}); err != nil {
 		return nil, err
 	}
+	c.maxValue = opts.MaxValueBytes
+	if c.maxValue == 0 {
+		c.maxValue = DefaultMaxValueBytes
+	}
 	if opts.L3 != nil {
-		if c.l3, err = l3.Open(opts.L3); err != nil {
+		lo := *opts.L3
+		if lo.Clock == nil {
+			lo.Clock = opts.Clock // expiries are checked on the cache's clock
+		}
+		if c.l3, err = l3.Open(&lo); err != nil {
 			return nil, err
 		}
 		n := opts.L3WriteBytes
@@ -549,7 +563,21 @@ func (c *Cache) load(req *request, id loader.Identity, f ModelFile, key, name st
 			return nil, err
 		}
 	}
-	v, lease := c.fromL3(req, key, nil)
+	if f == nil {
+		// Before L3: the file says what L3 must hold (a forged meta is
+		// a miss, not an allocation of whatever it announces).
+		var release func()
+		var err error
+		if f, release, err = c.acquire(id); err != nil {
+			return nil, err
+		}
+		defer release()
+	}
+	ti, ok := f.Tensor(name)
+	if !ok {
+		return nil, fmt.Errorf("tier: %s: tensor %s: %w", id.Path, errs.Quote(name), errs.ErrNotFound)
+	}
+	v, lease := c.fromL3(req, key, tensorExpect(string(ti.DType), ti.Shape, ti.Length), nil)
 	if v != nil {
 		c.setL1(key, v.DType, v.Shape, v.Data)
 		if c.wb != nil {
@@ -567,18 +595,6 @@ func (c *Cache) load(req *request, id loader.Identity, f ModelFile, key, name st
 	}
 	start := time.Now()
 	defer func() { req.missTook(time.Since(start)) }()
-	if f == nil {
-		var release func()
-		var err error
-		if f, release, err = c.acquire(id); err != nil {
-			return nil, err
-		}
-		defer release()
-	}
-	ti, ok := f.Tensor(name)
-	if !ok {
-		return nil, fmt.Errorf("tier: %s: tensor %s: %w", id.Path, errs.Quote(name), errs.ErrNotFound)
-	}
 	data := make([]byte, ti.Length)
 	if err := f.ReadTensorInto(name, data); err != nil {
 		return nil, err

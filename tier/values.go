@@ -155,7 +155,7 @@ func (c *Cache) namespace(ns, k string) (*nsState, error) {
 		}
 	}
 	if c.l3 != nil {
-		if e, err := c.l3.Epoch(c.ctx, ns); err == nil {
+		if e, err := c.fleetEpoch(ns); err == nil {
 			epoch = max(epoch, e)
 		}
 	}
@@ -184,9 +184,10 @@ func (c *Cache) followEpochs() {
 		}
 		c.namespaces.Range(func(_, v any) bool {
 			st := v.(*nsState)
-			e, err := c.l3.Epoch(c.ctx, st.name)
+			e, err := c.fleetEpoch(st.name)
 			if err != nil {
-				return false // L3 is not answering: next round
+				// Not answering: next round. Malformed: the next one.
+				return errors.Is(err, errs.ErrCorrupt)
 			}
 			st.shareMu.Lock()
 			if e > st.epoch.Load() {
@@ -340,13 +341,9 @@ func (c *Cache) loadValue(req *request, st *nsState, ek, k string, o *PutOptions
 	var v *l3.Value
 	var lease *l3.Lease
 	if fill != nil {
-		v, lease = c.fromL3(req, ek, nil)
+		v, lease = c.fromL3(req, ek, c.valueExpect(), nil)
 	} else if c.l3 != nil {
-		if got, err := c.l3.Get(c.ctx, ek); err == nil {
-			v = got
-		} else if !errors.Is(err, errs.ErrNotFound) {
-			c.fleet.errors.Add(1)
-		}
+		v = c.lookupL3(ek)
 	}
 	if v != nil {
 		lv := storedValue(v.DType, v.Shape, v.Data, v.Written, v.Expires)
