@@ -448,13 +448,22 @@ func (m *nsMeters) assign(st *nsState) {
 	}
 }
 
-// meterOf is the meter of a request in namespace st.
+// meterOf is the meter of a request in namespace st: small enough to be
+// inlined on the way to an L1 hit.
 func (c *Cache) meterOf(st *nsState) *meter {
 	m := st.meter.Load()
-	if m == &c.nsm.other && !st.transient && st.unmetered.Add(1)%promoteEvery == 0 {
-		c.nsm.promote(st)
+	if m == &c.nsm.other {
+		c.nsm.unmetered(st)
 	}
 	return m
+}
+
+// unmetered counts a request of st in the shared meter, and every
+// promoteEvery of them asks for a meter of its own.
+func (m *nsMeters) unmetered(st *nsState) {
+	if !st.transient && st.unmetered.Add(1)%promoteEvery == 0 {
+		m.promote(st)
+	}
 }
 
 // promote gives st the meter of the least busy namespace with one, if st
