@@ -429,6 +429,32 @@ type nsMeters struct {
 	// from then on. A request that began before the change and ends after
 	// its meter was read goes uncounted.
 	folded counts
+	// known are the namespaces L2's lifetime counters measure by name (at
+	// most max): namespaces of earlier processes, whose state a lookup
+	// keeps, so that a process's misses in them (every warm command is
+	// one) count under their name.
+	knownOnce sync.Once
+	known     map[string]bool
+}
+
+// knownNamespace says whether L2's lifetime counters measure ns by name.
+func (c *Cache) knownNamespace(ns string) bool {
+	c.nsm.knownOnce.Do(func() {
+		if c.l2 == nil {
+			return
+		}
+		stored, err := c.rec.Counts()
+		if err != nil {
+			return
+		}
+		_, fields := keptMeters(stored)
+		byNS := make(map[string]counts, len(fields))
+		for ns, f := range fields {
+			byNS[ns] = countsFrom(f)
+		}
+		c.nsm.known = namedMeters(c.nsm.max, nil, byNS)
+	})
+	return c.nsm.known[ns]
 }
 
 func (m *nsMeters) init(n int) {

@@ -240,3 +240,28 @@ func TestCollector_InvalidNamesStillScrape(t *testing.T) {
 	code, _ = scrape(t, NewCollector(c))
 	require.Equal(t, http.StatusOK, code)
 }
+
+// A namespace measured by name in an earlier process stays so: a later
+// process's misses in it count under its name (each warm command is a
+// process), while a made-up one's still keep nothing.
+func TestNamespaces_KnownFromEarlierProcesses(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	c, err := Open(&Options{Dir: dir, Logger: nilLogger()})
+	require.NoError(t, err)
+	require.NoError(t, c.Put(ctx, "outputs", "k", []byte("v"), nil))
+	_, err = c.Get(ctx, "outputs", "k", nil)
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+
+	c = openCache(t, &Options{Dir: dir, Logger: nilLogger()})
+	for _, ns := range []string{"outputs", "made-up"} {
+		_, err = c.Get(ctx, ns, "absent", nil)
+		require.ErrorIs(t, err, errs.ErrNotFound)
+	}
+	require.Equal(t, 1, keptNamespaces(c))
+	s := c.Stats()
+	require.Equal(t, uint64(1), s.Namespaces["outputs"].Absent)
+	require.Equal(t, uint64(1), s.OtherNamespaces.Absent)
+	require.NotContains(t, s.Namespaces, "made-up")
+}

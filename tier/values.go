@@ -152,7 +152,8 @@ func (c *Cache) namespace(ns, k string) (*nsState, error) {
 // lookupNamespace returns the kept state of namespace ns or, if none is
 // kept, a transient one (its epoch read anew), after checking that ns and k
 // can name a value: a lookup in a namespace that holds nothing leaves
-// nothing behind, however many namespaces a client makes up.
+// nothing behind, however many namespaces a client makes up. (One that L2's
+// lifetime counters measure by name, at most MaxNamespaceMeters, is kept.)
 func (c *Cache) lookupNamespace(ns, k string) (*nsState, error) {
 	if st, ok := c.namespaces.Load(ns); ok {
 		if len(k) > key.MaxValueKey {
@@ -163,7 +164,11 @@ func (c *Cache) lookupNamespace(ns, k string) (*nsState, error) {
 	if err := key.CheckValue(ns, k); err != nil {
 		return nil, err
 	}
-	return c.loadNamespace(ns)
+	st, err := c.loadNamespace(ns)
+	if err == nil && c.knownNamespace(ns) {
+		st = c.keep(st)
+	}
+	return st, err
 }
 
 // storedNamespace is the state of a namespace that L2 holds values of:
