@@ -1,7 +1,10 @@
 package key
 
 import (
+	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
@@ -87,6 +90,12 @@ func FuzzParse(f *testing.F) {
 		}
 		if Owner(s) != OwnerOf(g.Kind, g.Head) {
 			t.Fatalf("Owner(%q) = %q, want %q", s, Owner(s), OwnerOf(g.Kind, g.Head))
+		}
+		// A namespace CheckNamespace accepts is text: a label value no
+		// scrape refuses.
+		if g.Kind == Value && CheckNamespace(g.Head) == nil &&
+			(!utf8.ValidString(g.Head) || strings.ContainsFunc(g.Head, unicode.IsControl) || len(g.Head) > MaxNamespace) {
+			t.Fatalf("CheckNamespace accepted %q", g.Head)
 		}
 	})
 }
