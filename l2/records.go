@@ -33,7 +33,9 @@ func (r *Records) write(fn func(txn *badger.Txn) error) error {
 	return s.update(fn)
 }
 
-// Add adds deltas to named counters, in one transaction.
+// Add adds deltas to named counters, in one transaction. Additions wrap
+// around: a counter that comes to 0 is removed, so adding the two's
+// complement of its value (-v) removes it.
 func (r *Records) Add(deltas map[string]uint64) error {
 	s := r.s
 	err := r.write(func(txn *badger.Txn) error {
@@ -51,6 +53,12 @@ func (r *Records) Add(deltas map[string]uint64) error {
 				})
 			case !errors.Is(err, badger.ErrKeyNotFound):
 				return err
+			}
+			if v+d == 0 {
+				if err := txn.Delete(k); err != nil {
+					return err
+				}
+				continue
 			}
 			if err := txn.Set(k, binary.LittleEndian.AppendUint64(nil, v+d)); err != nil {
 				return err

@@ -1,6 +1,8 @@
 package tier
 
 import (
+	"strings"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -27,6 +29,11 @@ type Collector struct {
 //	modelcache_access_time_seconds{kind,estimate}    mean access time, estimate "formula" (HR·Tc + (1−HR)(Tc+Tr)) or "measured"
 //	modelcache_namespace_requests_total{namespace,tier}  value requests by namespace
 //	modelcache_namespace_hit_ratio{namespace}
+//
+// Namespaces are labels for the MaxNamespaceMeters busiest (Options), the
+// rest together under namespace="_other" (OtherLabel): a scrape stays
+// small whatever names clients make up.
+//
 //	modelcache_bytes{tier}                           bytes held: l1 (charged), l2 (stored), write_behind (queued)
 //	modelcache_entries{tier}                         entries held in l1 and l2
 //	modelcache_evictions_total{tier}                 entries evicted to make room
@@ -94,12 +101,7 @@ func (p *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descAccess, prometheus.GaugeValue, k.m.Formula.Seconds(), k.kind, "formula")
 		ch <- prometheus.MustNewConstMetric(descAccess, prometheus.GaugeValue, k.m.Measured.Seconds(), k.kind, "measured")
 	}
-	for ns, m := range s.Namespaces {
-		for _, t := range m.Tiers {
-			ch <- prometheus.MustNewConstMetric(descNSRequests, prometheus.CounterValue, float64(t.Hits), ns, t.Tier)
-		}
-		ch <- prometheus.MustNewConstMetric(descNSHitRatio, prometheus.GaugeValue, m.HitRate, ns)
-	}
+	collectNamespaces(ch, s.Measured)
 	ch <- prometheus.MustNewConstMetric(descBytes, prometheus.GaugeValue, float64(s.L1.Bytes), "l1")
 	ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(s.L1.Entries), "l1")
 	ch <- prometheus.MustNewConstMetric(descEvictions, prometheus.CounterValue, float64(s.L1.Evictions), "l1")
@@ -122,6 +124,60 @@ func (p *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descL2Errors, prometheus.CounterValue, float64(s.L2Errors))
 	ch <- prometheus.MustNewConstMetric(descWBDropped, prometheus.CounterValue, float64(s.WriteBehindDropped))
+}
+
+// OtherLabel is the namespace label of the namespaces measured together
+// (Stats' OtherNamespaces): all but the MaxNamespaceMeters busiest.
+const OtherLabel = "_other"
+
+// collectNamespaces sends the metrics by namespace. A label value is valid
+// UTF-8 whatever a name holds (a name no entry point accepts may come from
+// an older build's L2): one that is not is spelled with U+FFFD, and names
+// that come to one label (such a spelling, a namespace called "_other")
+// share its series, so that no scrape fails on a duplicate.
+func collectNamespaces(ch chan<- prometheus.Metric, s Measured) {
+	type series struct {
+		tiers        []string
+		hits         map[string]uint64
+		cached, seen uint64 // requests served by a cache tier; served
+	}
+	byLabel := map[string]*series{}
+	add := func(label string, m Measures) {
+		label = strings.ToValidUTF8(label, "\uFFFD")
+		sr := byLabel[label]
+		if sr == nil {
+			sr = &series{hits: map[string]uint64{}}
+			byLabel[label] = sr
+		}
+		for _, t := range m.Tiers {
+			if _, ok := sr.hits[t.Tier]; !ok {
+				sr.tiers = append(sr.tiers, t.Tier)
+			}
+			sr.hits[t.Tier] += t.Hits
+		}
+		sr.cached += m.Hits
+		sr.seen += m.Hits + m.Misses
+	}
+	for ns, m := range s.Namespaces {
+		add(ns, m)
+	}
+	if s.OtherNamespaces != nil {
+		add(OtherLabel, *s.OtherNamespaces)
+	}
+	for label, sr := range byLabel {
+		for _, t := range sr.tiers {
+			if m, err := prometheus.NewConstMetric(descNSRequests, prometheus.CounterValue, float64(sr.hits[t]), label, t); err == nil {
+				ch <- m
+			}
+		}
+		ratio := 0.0
+		if sr.seen > 0 {
+			ratio = float64(sr.cached) / float64(sr.seen)
+		}
+		if m, err := prometheus.NewConstMetric(descNSHitRatio, prometheus.GaugeValue, ratio, label); err == nil {
+			ch <- m
+		}
+	}
 }
 
 // constHistogram converts a Latency to a Prometheus histogram in seconds.

@@ -1,14 +1,18 @@
 package tier
 
 import (
+	"cmp"
 	"errors"
 	"math"
 	"math/bits"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/modelcache/modelcache/internal/key"
 	"github.com/modelcache/modelcache/internal/stripe"
 )
 
@@ -389,14 +393,154 @@ func (n counts) measures(missTier Tier) Measures {
 // Measured are the measures of tensor requests and of value requests, in
 // all and by namespace.
 type Measured struct {
-	Tensors    Measures            `json:"tensors"`
-	Values     Measures            `json:"values"`
-	Namespaces map[string]Measures `json:"namespaces,omitempty"`
+	Tensors Measures `json:"tensors"`
+	Values  Measures `json:"values"`
+	// Namespaces are by name, for at most Options.MaxNamespaceMeters
+	// namespaces (the busiest); OtherNamespaces are those of every other
+	// namespace together, and of lookups in namespaces that hold nothing
+	// (nil if there were none). Values adds up all of them.
+	Namespaces      map[string]Measures `json:"namespaces,omitempty"`
+	OtherNamespaces *Measures           `json:"other_namespaces,omitempty"`
+}
+
+// DefaultMaxNamespaceMeters is Options.MaxNamespaceMeters' default.
+const DefaultMaxNamespaceMeters = 64
+
+// otherNamespaces stands, in maps of counts by namespace, for the
+// namespaces measured together; no namespace can be called so (NUL).
+const otherNamespaces = "\x00other"
+
+// promoteEvery: a namespace counted in the shared meter asks for one of
+// its own every promoteEvery requests.
+const promoteEvery = 256
+
+// nsMeters bounds what measuring namespaces holds, whatever names clients
+// make up: max namespaces (Options.MaxNamespaceMeters) have a meter of
+// their own, chosen among those kept (configured, or holding values): the
+// first ones, then any whose requests outnumber those of the least busy
+// one, which gives up its meter; the others, and lookups that keep no
+// state, count in other.
+type nsMeters struct {
+	max   int
+	other meter
+	mu    sync.Mutex
+	own   []*nsState // with a meter of their own, at most max
+	// folded is what the meters namespaces gave up had counted: other's
+	// from then on. A request that began before the change and ends after
+	// its meter was read goes uncounted.
+	folded counts
+	// known are the namespaces L2's lifetime counters measure by name (at
+	// most max): namespaces of earlier processes, whose state a lookup
+	// keeps, so that a process's misses in them (every warm command is
+	// one) count under their name.
+	knownOnce sync.Once
+	known     map[string]bool
+}
+
+// knownNamespace says whether L2's lifetime counters measure ns by name.
+func (c *Cache) knownNamespace(ns string) bool {
+	c.nsm.knownOnce.Do(func() {
+		if c.l2 == nil {
+			return
+		}
+		stored, err := c.rec.Counts()
+		if err != nil {
+			return
+		}
+		_, fields := keptMeters(stored)
+		byNS := make(map[string]counts, len(fields))
+		for ns, f := range fields {
+			byNS[ns] = countsFrom(f)
+		}
+		c.nsm.known = namedMeters(c.nsm.max, nil, byNS)
+	})
+	return c.nsm.known[ns]
+}
+
+func (m *nsMeters) init(n int) {
+	if n == 0 {
+		n = DefaultMaxNamespaceMeters
+	}
+	m.max = n
+}
+
+// assign gives st, just kept, a meter of its own if there is room.
+func (m *nsMeters) assign(st *nsState) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.own) < m.max {
+		st.meter.Store(new(meter))
+		m.own = append(m.own, st)
+	}
+}
+
+// meterOf is the meter of a request in namespace st: small enough to be
+// inlined on the way to an L1 hit.
+func (c *Cache) meterOf(st *nsState) *meter {
+	m := st.meter.Load()
+	if m == &c.nsm.other {
+		c.nsm.unmetered(st)
+	}
+	return m
+}
+
+// unmetered counts a request of st in the shared meter, and every
+// promoteEvery of them asks for a meter of its own.
+func (m *nsMeters) unmetered(st *nsState) {
+	if !st.transient && st.unmetered.Add(1)%promoteEvery == 0 {
+		m.promote(st)
+	}
+}
+
+// promote gives st the meter of the least busy namespace with one, if st
+// has been asked more since it counts in other than that one since it got
+// its meter.
+func (m *nsMeters) promote(st *nsState) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if st.meter.Load() != &m.other || len(m.own) == 0 {
+		return
+	}
+	least, fewest := -1, st.unmetered.Load()
+	for i, o := range m.own {
+		if n := o.meter.Load().requests(); n < fewest {
+			least, fewest = i, n
+		}
+	}
+	if least < 0 {
+		return
+	}
+	victim := m.own[least]
+	m.folded = m.folded.plus(victim.meter.Load().read())
+	victim.unmetered.Store(0)
+	victim.meter.Store(&m.other)
+	st.meter.Store(new(meter))
+	m.own[least] = st
+}
+
+// requests is how many requests m counted.
+func (m *meter) requests() uint64 {
+	n := m.l1.load() + m.failed.Load() + m.absent.Load()
+	for t := range m.served {
+		n += m.served[t].Load()
+	}
+	return n
+}
+
+// requests is how many requests n counts.
+func (n counts) requests() uint64 {
+	r := n.failed + n.absent
+	for _, s := range n.served {
+		r += s
+	}
+	return r
 }
 
 // The meters of every process that used a directory are kept in L2's
 // counters, added at each Close as the read counters are: under
-// meterRecord, "t\x00" for tensors or "v\x00<namespace>\x00", then a field.
+// meterRecord, "t\x00" for tensors, "v\x00<namespace>\x00" (values of no
+// namespace: "v\x00\x00") or "o\x00" for the other namespaces, then a
+// field.
 const meterRecord = "meter\x00"
 
 // add adds n's non-zero fields to deltas under prefix.
@@ -494,17 +638,22 @@ func countsFrom(fields map[string]uint64) counts {
 }
 
 // sessionCounts is this process's counts: tensors, all values, and by
-// namespace.
+// namespace (the other namespaces under otherNamespaces).
 func (c *Cache) sessionCounts() (tensors, values counts, byNS map[string]counts) {
 	tensors, values, byNS = c.tensors.read(), c.values.read(), map[string]counts{}
-	c.namespaces.Range(func(k, v any) bool {
-		n := v.(*nsState).meter.read()
-		if n.any() {
-			byNS[k.(string)] = n
+	m := &c.nsm
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, st := range m.own {
+		if n := st.meter.Load().read(); n.any() {
+			byNS[st.name] = n
 			values = values.plus(n)
 		}
-		return true
-	})
+	}
+	if n := m.other.read().plus(m.folded); n.any() {
+		byNS[otherNamespaces] = n
+		values = values.plus(n)
+	}
 	return tensors, values, byNS
 }
 
@@ -517,22 +666,167 @@ func (n counts) any() bool {
 	return n.failed != 0 || n.absent != 0
 }
 
-// meterDeltas is what Close adds to the kept meters.
-func (c *Cache) meterDeltas(deltas map[string]uint64) {
-	t, _, byNS := c.sessionCounts()
-	t.add(meterRecord+"t\x00", deltas)
-	// Failures without a namespace (an invalid name) count under "".
-	c.values.read().add(meterRecord+"v\x00\x00", deltas)
-	for ns, n := range byNS {
-		n.add(meterRecord+"v\x00"+ns+"\x00", deltas)
+// recordOf is the prefix of the kept fields of namespace ns (or of
+// otherNamespaces) in L2's counters.
+func recordOf(ns string) string {
+	if ns == otherNamespaces {
+		return meterRecord + "o\x00"
 	}
+	return meterRecord + "v\x00" + ns + "\x00"
+}
+
+// keptMeters are the kept meters read back from L2's counters: fields by
+// owner ("t", a namespace, otherNamespaces; values of no namespace under
+// "").
+func keptMeters(stored map[string]uint64) (tensors map[string]uint64, byNS map[string]map[string]uint64) {
+	tensors, byNS = map[string]uint64{}, map[string]map[string]uint64{}
+	for name, val := range stored {
+		rest, ok := strings.CutPrefix(name, meterRecord)
+		if !ok {
+			continue
+		}
+		var ns, field string
+		switch {
+		case strings.HasPrefix(rest, "t\x00"):
+			tensors[rest[2:]] = val
+			continue
+		case strings.HasPrefix(rest, "o\x00"):
+			ns, field = otherNamespaces, rest[2:]
+		case strings.HasPrefix(rest, "v\x00"):
+			if ns, field, ok = strings.Cut(rest[2:], "\x00"); !ok {
+				continue
+			}
+		default:
+			continue
+		}
+		if byNS[ns] == nil {
+			byNS[ns] = map[string]uint64{}
+		}
+		byNS[ns][field] = val
+	}
+	return tensors, byNS
+}
+
+// namedMeters is which namespaces keep their measures by name, at most max
+// of those in session (this process's) and stored (kept in L2): first
+// those asked most in this process, then those asked most in all; a name
+// no entry point accepts now (an older build's) never. The others are
+// measured together.
+func namedMeters(limit int, session, stored map[string]counts) map[string]bool {
+	type cand struct {
+		ns            string
+		session, life uint64
+	}
+	var cs []cand
+	seen := map[string]bool{}
+	for _, m := range []map[string]counts{session, stored} {
+		for ns := range m {
+			if seen[ns] || ns == "" || ns == otherNamespaces || key.CheckNamespace(ns) != nil {
+				continue
+			}
+			seen[ns] = true
+			s := session[ns].requests()
+			cs = append(cs, cand{ns, s, s + stored[ns].requests()})
+		}
+	}
+	slices.SortFunc(cs, func(a, b cand) int {
+		return cmp.Or(cmp.Compare(b.session, a.session), cmp.Compare(b.life, a.life), strings.Compare(a.ns, b.ns))
+	})
+	keep := map[string]bool{}
+	for _, c := range cs[:min(max(limit, 0), len(cs))] {
+		keep[c.ns] = true
+	}
+	return keep
+}
+
+// foldNamed adds the counts of every namespace of byNS not in keep to
+// those of otherNamespaces.
+func foldNamed(byNS map[string]counts, keep map[string]bool) {
+	for ns, n := range byNS {
+		if ns != "" && ns != otherNamespaces && !keep[ns] {
+			byNS[otherNamespaces] = byNS[otherNamespaces].plus(n)
+			delete(byNS, ns)
+		}
+	}
+}
+
+// counterBatch bounds the counters Close adds in one L2 transaction: one
+// namespace moved to the other ones is 2 × 274 at most, and Badger takes
+// thousands in one transaction even with its smallest memtable (4 MiB).
+const counterBatch = 1024
+
+// saveCounters adds this process's read counters and meters to those kept
+// in L2, at Close. What is kept stays bounded: at most MaxNamespaceMeters
+// namespaces by name (namedMeters), the others' counts moved to the other
+// namespaces' (a namespace's move in one transaction, so that a crash
+// loses or doubles none of it), in transactions of at most counterBatch
+// counters.
+func (c *Cache) saveCounters() error {
+	stored, err := c.rec.Counts()
+	if err != nil {
+		stored = nil // add this process's alone
+	}
+	t, _, session := c.sessionCounts()
+	_, storedFields := keptMeters(stored)
+	storedNS := make(map[string]counts, len(storedFields))
+	for ns, f := range storedFields {
+		storedNS[ns] = countsFrom(f)
+	}
+	keep := namedMeters(c.nsm.max, session, storedNS)
+
+	first := c.session().asMap()
+	t.add(meterRecord+"t\x00", first)
+	// Failures without a namespace (an invalid name) count under "".
+	c.values.read().add(meterRecord+"v\x00\x00", first)
+	foldNamed(session, keep)
+	var batches []map[string]uint64
+	for ns, n := range session {
+		if ns == otherNamespaces {
+			n.add(recordOf(ns), first)
+			continue
+		}
+		d := map[string]uint64{}
+		n.add(recordOf(ns), d)
+		batches = append(batches, d)
+	}
+	for ns, f := range storedFields {
+		if ns == "" || ns == otherNamespaces || keep[ns] {
+			continue
+		}
+		// Moved: added to the other namespaces', and removed (a counter
+		// that comes to 0 is removed: -v is added).
+		d := map[string]uint64{}
+		for field, v := range f {
+			d[recordOf(ns)+field] -= v
+			d[recordOf(otherNamespaces)+field] += v
+		}
+		batches = append(batches, d)
+	}
+	batch := first
+	var errs []error
+	for _, d := range batches {
+		if len(batch)+len(d) > counterBatch {
+			errs = append(errs, c.rec.Add(batch))
+			batch = map[string]uint64{}
+		}
+		for k, v := range d {
+			batch[k] += v
+		}
+	}
+	errs = append(errs, c.rec.Add(batch))
+	return errors.Join(errs...)
 }
 
 // measured turns counts into Measures.
 func measured(tensors, values counts, byNS map[string]counts) Measured {
 	m := Measured{Tensors: tensors.measures(Source), Values: values.measures(Fill)}
 	for ns, n := range byNS {
-		if ns == "" {
+		switch {
+		case ns == "":
+			continue
+		case ns == otherNamespaces:
+			o := n.measures(Fill)
+			m.OtherNamespaces = &o
 			continue
 		}
 		if m.Namespaces == nil {
@@ -544,41 +838,20 @@ func measured(tensors, values counts, byNS map[string]counts) Measured {
 }
 
 // lifetimeMeasured adds the kept meters (stored, L2's counters) to this
-// process's counts (sessionCounts; byNS is changed).
-func lifetimeMeasured(t, v counts, byNS map[string]counts, stored map[string]uint64) Measured {
-	fields := map[string]map[string]uint64{}
-	for name, val := range stored {
-		rest, ok := strings.CutPrefix(name, meterRecord)
-		if !ok {
-			continue
-		}
-		var owner, field string
-		switch {
-		case strings.HasPrefix(rest, "t\x00"):
-			owner, field = "t", rest[2:]
-		case strings.HasPrefix(rest, "v\x00"):
-			ns, f, ok := strings.Cut(rest[2:], "\x00")
-			if !ok {
-				continue
-			}
-			owner, field = "v\x00"+ns, f
-		default:
-			continue
-		}
-		if fields[owner] == nil {
-			fields[owner] = map[string]uint64{}
-		}
-		fields[owner][field] = val
+// process's counts (sessionCounts; byNS is changed), by name for the
+// namespaces the next Close will keep by name.
+func (c *Cache) lifetimeMeasured(t, v counts, byNS map[string]counts, stored map[string]uint64) Measured {
+	tf, fields := keptMeters(stored)
+	t = t.plus(countsFrom(tf))
+	storedNS := make(map[string]counts, len(fields))
+	for ns, f := range fields {
+		storedNS[ns] = countsFrom(f)
 	}
-	for owner, f := range fields {
-		n := countsFrom(f)
-		if owner == "t" {
-			t = t.plus(n)
-			continue
-		}
-		ns := strings.TrimPrefix(owner, "v\x00")
+	keep := namedMeters(c.nsm.max, byNS, storedNS)
+	for ns, n := range storedNS {
 		v = v.plus(n)
 		byNS[ns] = byNS[ns].plus(n)
 	}
+	foldNamed(byNS, keep)
 	return measured(t, v, byNS)
 }

@@ -95,6 +95,11 @@ type Options struct {
 	// Logger receives warnings (corrupt entries, failed writes); default
 	// slog.Default().
 	Logger *slog.Logger
+	// MaxNamespaceMeters is how many namespaces are measured by name (in
+	// Stats, the Prometheus labels and the lifetime counters): the
+	// busiest; the others are measured together. Default
+	// DefaultMaxNamespaceMeters (64); negative: none.
+	MaxNamespaceMeters int
 }
 
 func (o *Options) validate() error {
@@ -290,8 +295,10 @@ type Cache struct {
 
 	// tensors and values count and time their requests.
 	tensors, values meter
-	// namespaces holds every namespace of values used: string -> *nsState.
+	// namespaces holds every namespace of values kept (configured, or
+	// holding values): string -> *nsState; nsm their meters.
 	namespaces                                sync.Map
+	nsm                                       nsMeters
 	unmeasured                                bool          // no meter counts or times (benchmarks of their cost)
 	ttl                                       time.Duration // Options.TTL
 	maxValue                                  uint64        // Options.MaxValueBytes
@@ -319,6 +326,7 @@ func Open(opts *Options) (*Cache, error) {
 		c.origin = LocalFiles{}
 	}
 	c.files = newFileTable(c.origin)
+	c.nsm.init(opts.MaxNamespaceMeters)
 	c.warn = newRateLimitedLog(c.log, warnInterval)
 	if opts.Clock != nil {
 		c.warn.now = opts.Clock
@@ -954,7 +962,7 @@ func (c *Cache) Stats() Stats {
 		s.WriteBehindDropped, s.WriteBehindErrors = c.wb.dropped.Load(), c.wb.failed.Load()
 		if stored, err := c.rec.Counts(); err == nil {
 			s.Lifetime = s.Lifetime.plus(countersFrom(stored))
-			s.LifetimeMeasured = lifetimeMeasured(t, v, byNS, stored)
+			s.LifetimeMeasured = c.lifetimeMeasured(t, v, byNS, stored)
 		}
 	}
 	return s
@@ -1007,9 +1015,7 @@ func (c *Cache) Close() error {
 		err = c.l3.Close()
 	}
 	if c.l2 != nil {
-		deltas := c.session().asMap()
-		c.meterDeltas(deltas)
-		if cerr := c.rec.Add(deltas); cerr != nil {
+		if cerr := c.saveCounters(); cerr != nil {
 			c.log.Warn("tier: saving read counters failed", "err", cerr)
 		}
 		err = errors.Join(err, c.l2.Close())

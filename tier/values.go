@@ -97,17 +97,27 @@ type FillFunc func(ctx context.Context) ([]byte, error)
 // of model m: name, "@", and m.Version() (the file's identity, its content
 // digest with Options.ContentDigest, or a digest of a checkpoint's shards).
 // When the model's files change, so does the namespace, and the values
-// computed by the old version are never served for the new one.
+// computed by the old version are never served for the new one. The
+// version is ASCII: the name is checked, as every namespace is, where it is
+// used (errs.ErrInvalidArgument unless valid UTF-8 without control
+// characters, of at most 256 bytes in all).
 func NamespaceFor(m *Model, name string) string { return name + "@" + m.Version() }
 
-// nsState is one namespace's epoch, options and meters.
+// nsState is one namespace's epoch, options and meter.
 type nsState struct {
 	name   string
 	owner  string // key.OwnerOf: its L1 group
 	prefix atomic.Pointer[string]
 	epoch  atomic.Uint64
 	opts   atomic.Pointer[NamespaceOptions]
-	meter  meter
+	// meter is its own (Options.MaxNamespaceMeters namespaces have one) or
+	// the one the others share; unmetered counts its requests while it is
+	// the shared one (nsMeters.promote).
+	meter     atomic.Pointer[meter]
+	unmetered atomic.Uint64
+	// transient: made for one lookup of a namespace no state is kept for;
+	// it is in no map and holds nothing (Cache.keep).
+	transient bool
 
 	// shareMu serializes dropping, and the enforcement of DiskBytes;
 	// disk is what its entries took in L2 when last counted plus what was
@@ -127,9 +137,24 @@ func (st *nsState) setEpoch(e uint64) {
 // epochRecord names the record of a namespace's epoch in L2.
 const epochRecord = "nsepoch\x00"
 
-// namespace returns the state of namespace ns, loading its epoch from L2
-// the first time, after checking that ns and k can name a value.
+// namespace returns the state of namespace ns, kept from then on, after
+// checking that ns and k can name a value. Only what configures or stores
+// a namespace keeps its state; a lookup calls lookupNamespace, and keeps
+// the state only once it finds a value.
 func (c *Cache) namespace(ns, k string) (*nsState, error) {
+	st, err := c.lookupNamespace(ns, k)
+	if err != nil {
+		return nil, err
+	}
+	return c.keep(st), nil
+}
+
+// lookupNamespace returns the kept state of namespace ns or, if none is
+// kept, a transient one (its epoch read anew), after checking that ns and k
+// can name a value: a lookup in a namespace that holds nothing leaves
+// nothing behind, however many namespaces a client makes up. (One that L2's
+// lifetime counters measure by name, at most MaxNamespaceMeters, is kept.)
+func (c *Cache) lookupNamespace(ns, k string) (*nsState, error) {
 	if st, ok := c.namespaces.Load(ns); ok {
 		if len(k) > key.MaxValueKey {
 			return nil, key.CheckValue(ns, k)
@@ -139,8 +164,67 @@ func (c *Cache) namespace(ns, k string) (*nsState, error) {
 	if err := key.CheckValue(ns, k); err != nil {
 		return nil, err
 	}
-	st := &nsState{name: ns, owner: key.OwnerOf(key.Value, ns), disk: -1}
+	st, err := c.loadNamespace(ns)
+	if err == nil && c.knownNamespace(ns) {
+		st = c.keep(st)
+	}
+	return st, err
+}
+
+// storedNamespace is the state of a namespace that L2 holds values of:
+// kept, unless its name is one no entry point accepts now (an older
+// build's), whose values must still be listed and collected but which no
+// request may find kept.
+func (c *Cache) storedNamespace(ns string) (*nsState, error) {
+	if st, ok := c.namespaces.Load(ns); ok {
+		return st.(*nsState), nil
+	}
+	st, err := c.loadNamespace(ns)
+	if err != nil || key.CheckNamespace(ns) != nil {
+		return st, err
+	}
+	return c.keep(st), nil
+}
+
+// keep keeps st, if transient, as its namespace's state and returns the
+// state kept (another caller's, should one have kept it first). A kept
+// state gets a meter of its own while fewer than MaxNamespaceMeters have
+// one.
+func (c *Cache) keep(st *nsState) *nsState {
+	if !st.transient {
+		return st
+	}
+	k := newNSState(st.name, st.epoch.Load(), false)
+	k.meter.Store(&c.nsm.other)
+	actual, loaded := c.namespaces.LoadOrStore(st.name, k)
+	if !loaded {
+		c.nsm.assign(k)
+	}
+	return actual.(*nsState)
+}
+
+// found keeps st, a namespace a request found a value in (or stored one),
+// and counts the request in the meter of the state kept.
+func (c *Cache) found(req *request, st *nsState) {
+	if !st.transient {
+		return
+	}
+	k := c.keep(st)
+	if req.m != nil {
+		req.m = c.meterOf(k)
+	}
+}
+
+func newNSState(ns string, epoch uint64, transient bool) *nsState {
+	st := &nsState{name: ns, owner: key.OwnerOf(key.Value, ns), disk: -1, transient: transient}
 	st.opts.Store(&NamespaceOptions{})
+	st.setEpoch(epoch)
+	return st
+}
+
+// loadNamespace is a transient state of namespace ns at its epoch, as L2
+// and L3 keep it, counted in the shared meter.
+func (c *Cache) loadNamespace(ns string) (*nsState, error) {
 	var epoch uint64
 	if c.l2 != nil {
 		name := epochRecord + ns
@@ -159,9 +243,9 @@ func (c *Cache) namespace(ns, k string) (*nsState, error) {
 			epoch = max(epoch, e)
 		}
 	}
-	st.setEpoch(epoch)
-	actual, _ := c.namespaces.LoadOrStore(ns, st)
-	return actual.(*nsState), nil
+	st := newNSState(ns, epoch, true)
+	st.meter.Store(&c.nsm.other)
+	return st, nil
 }
 
 // epochRefresh bounds how long a namespace dropped on another machine is
@@ -271,14 +355,18 @@ func (c *Cache) GetWith(ctx context.Context, ns, k string, o *PutOptions, fill F
 		if err := c.enter(); err != nil {
 			return nil, err
 		}
-		st, err = c.namespace(ns, k)
+		if fill != nil {
+			st, err = c.namespace(ns, k) // it will hold what fill returns
+		} else {
+			st, err = c.lookupNamespace(ns, k)
+		}
 		c.exit()
 		if err != nil {
 			c.values.failed.Add(1)
 			return nil, err
 		}
 	}
-	req := c.begin(&st.meter)
+	req := c.begin(c.meterOf(st))
 	ek := st.key(k)
 	if lv, ok := c.l1.Get(ek); ok && !c.expired(lv) {
 		req.hit() // not deferred: a defer costs a hit 2%
@@ -302,6 +390,7 @@ func (c *Cache) getMiss(ctx context.Context, req *request, st *nsState, ek, k st
 		return nil, err
 	}
 	v = r.(*Value)
+	c.found(req, st)
 	if !leader {
 		shared := *v
 		shared.ServedBy = Shared
@@ -468,7 +557,7 @@ func (c *Cache) putTarget(ctx context.Context, ns, k string, n int64, o *PutOpti
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	st, err := c.namespace(ns, k)
+	st, err := c.lookupNamespace(ns, k)
 	if err != nil {
 		return nil, err
 	}
@@ -477,7 +566,7 @@ func (c *Cache) putTarget(ctx context.Context, ns, k string, n int64, o *PutOpti
 			return nil, fmt.Errorf("tier: namespace %s: value %s: %w", errs.Quote(ns), errs.Quote(k), err)
 		}
 	}
-	return st, nil
+	return c.keep(st), nil
 }
 
 // checkArray checks that an array's shape, if given, covers n bytes of
@@ -525,7 +614,7 @@ func (c *Cache) Delete(ctx context.Context, ns, k string) error {
 		return err
 	}
 	defer c.exit()
-	st, err := c.namespace(ns, k)
+	st, err := c.lookupNamespace(ns, k)
 	if err != nil {
 		return err
 	}
@@ -676,7 +765,7 @@ func (c *Cache) Values(ns string, fn func(*CachedValue) bool) error {
 	}
 	prefix := key.AllValues
 	if ns != "" {
-		st, err := c.namespace(ns, "")
+		st, err := c.lookupNamespace(ns, "")
 		if err != nil {
 			return err
 		}
@@ -688,7 +777,7 @@ func (c *Cache) Values(ns string, fn func(*CachedValue) bool) error {
 		if !ok || g.Kind != key.Value {
 			return true
 		}
-		st, err := c.namespace(g.Head, "")
+		st, err := c.storedNamespace(g.Head)
 		if err != nil {
 			rangeErr = err
 			return false
@@ -714,7 +803,7 @@ func (c *Cache) gcValues() error {
 		return err
 	}
 	for ns := range seen {
-		st, err := c.namespace(ns, "")
+		st, err := c.storedNamespace(ns)
 		if err != nil {
 			return err
 		}
@@ -737,12 +826,12 @@ func (c *Cache) OpenValue(ctx context.Context, ns, k string) (r *ValueReader, er
 		return nil, err
 	}
 	defer c.exit()
-	st, err := c.namespace(ns, k)
+	st, err := c.lookupNamespace(ns, k)
 	if err != nil {
 		c.values.failed.Add(1)
 		return nil, err
 	}
-	req := c.begin(&st.meter)
+	req := c.begin(c.meterOf(st))
 	defer func() {
 		by := L2
 		if r != nil {
@@ -769,6 +858,7 @@ func (c *Cache) OpenValue(ctx context.Context, ns, k string) (r *ValueReader, er
 		}
 		return nil, absent
 	}
+	c.found(&req, st)
 	h := e.Header()
 	return &ValueReader{Name: k, DType: h.DType, Shape: h.Shape, ServedBy: L2, c: c, key: ek, size: int64(h.Length), entry: e, chunk: -1}, nil
 }
@@ -780,6 +870,9 @@ func (c *Cache) OpenValue(ctx context.Context, ns, k string) (r *ValueReader, er
 func (c *Cache) PutReader(ctx context.Context, ns, k string, r io.Reader, size int64, o *PutOptions) error {
 	if size < 0 {
 		return fmt.Errorf("tier: %w: negative size", errs.ErrInvalidArgument)
+	}
+	if err := key.CheckValue(ns, k); err != nil {
+		return err // before anything is read or allocated
 	}
 	if c.l2 == nil {
 		b := make([]byte, size)

@@ -20,6 +20,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/loader"
@@ -175,10 +177,25 @@ const (
 	MaxValueKey  = 4096
 )
 
-// CheckValue says whether ns and k can name a value: a namespace of 1 to
-// MaxNamespace bytes without NUL, a key of at most MaxValueKey bytes (any
-// bytes, empty included). The error wraps errs.ErrInvalidArgument.
+// CheckValue says whether ns and k can name a value: a namespace that
+// CheckNamespace accepts and a key of at most MaxValueKey bytes (any bytes,
+// empty included). The error wraps errs.ErrInvalidArgument.
 func CheckValue(ns, k string) error {
+	if err := CheckNamespace(ns); err != nil {
+		return err
+	}
+	if len(k) > MaxValueKey {
+		return fmt.Errorf("key: %w: key of %d bytes (at most %d)", errs.ErrInvalidArgument, len(k), MaxValueKey)
+	}
+	return nil
+}
+
+// CheckNamespace says whether ns can name a namespace: 1 to MaxNamespace
+// bytes of valid UTF-8 without control characters (NUL, C0, DEL, C1). A
+// namespace is a label value of the Prometheus metrics and a name in logs
+// and JSON, where bytes that are not text make a scrape fail or a line lie.
+// The error wraps errs.ErrInvalidArgument.
+func CheckNamespace(ns string) error {
 	switch {
 	case ns == "":
 		return fmt.Errorf("key: %w: empty namespace", errs.ErrInvalidArgument)
@@ -186,8 +203,10 @@ func CheckValue(ns, k string) error {
 		return fmt.Errorf("key: %w: namespace of %d bytes (at most %d)", errs.ErrInvalidArgument, len(ns), MaxNamespace)
 	case strings.IndexByte(ns, 0) >= 0:
 		return fmt.Errorf("key: %w: namespace %s holds a NUL byte", errs.ErrInvalidArgument, errs.Quote(ns))
-	case len(k) > MaxValueKey:
-		return fmt.Errorf("key: %w: key of %d bytes (at most %d)", errs.ErrInvalidArgument, len(k), MaxValueKey)
+	case !utf8.ValidString(ns):
+		return fmt.Errorf("key: %w: namespace %s is not valid UTF-8", errs.ErrInvalidArgument, errs.Quote(ns))
+	case strings.IndexFunc(ns, unicode.IsControl) >= 0:
+		return fmt.Errorf("key: %w: namespace %s holds a control character", errs.ErrInvalidArgument, errs.Quote(ns))
 	}
 	return nil
 }

@@ -1,10 +1,14 @@
 package key
 
 import (
+	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/loader"
 )
 
@@ -59,12 +63,22 @@ func TestCheckValue(t *testing.T) {
 	require.Error(t, CheckValue("a\x00b", "k"))
 	require.Error(t, CheckValue(string(make([]byte, MaxNamespace+1)), "k"))
 	require.Error(t, CheckValue("ns", string(make([]byte, MaxValueKey+1))))
+	// A namespace is text: a Prometheus label value, a name in JSON.
+	require.NoError(t, CheckValue("outputs@1:2:3:4:5", "\xff\x00any key"))
+	require.NoError(t, CheckValue("résumé/é", "k"))
+	for _, bad := range []string{"\xff", "a\xc3", "tab\there", "new\nline", "del\x7f", "c1\u0085", "\xed\xa0\x80"} {
+		err := CheckValue(bad, "k")
+		require.ErrorIs(t, err, errs.ErrInvalidArgument, "%q", bad)
+		require.ErrorIs(t, CheckNamespace(bad), errs.ErrInvalidArgument, "%q", bad)
+	}
 }
 
 func FuzzParse(f *testing.F) {
 	f.Add("/m/a\x001:2:3:4:5\x00w")
 	f.Add("blake3:ab\x00content\x00w")
 	f.Add("\x00v\x00ns\x003\x00k\x00")
+	f.Add("\x00v\x00\xff\x000\x00k")           // a namespace no entry point accepts (older builds did)
+	f.Add("\x00v\x00r\xc3\xa9s\x0012\x00\xff") // UTF-8 namespace, any key
 	f.Fuzz(func(t *testing.T, s string) {
 		g, name, ok := Parse(s)
 		if !ok {
@@ -76,6 +90,12 @@ func FuzzParse(f *testing.F) {
 		}
 		if Owner(s) != OwnerOf(g.Kind, g.Head) {
 			t.Fatalf("Owner(%q) = %q, want %q", s, Owner(s), OwnerOf(g.Kind, g.Head))
+		}
+		// A namespace CheckNamespace accepts is text: a label value no
+		// scrape refuses.
+		if g.Kind == Value && CheckNamespace(g.Head) == nil &&
+			(!utf8.ValidString(g.Head) || strings.ContainsFunc(g.Head, unicode.IsControl) || len(g.Head) > MaxNamespace) {
+			t.Fatalf("CheckNamespace accepted %q", g.Head)
 		}
 	})
 }
