@@ -43,6 +43,10 @@ func (m *Mapped) Close() error {
 // memory: the bytes do not go through the socket (a file descriptor does,
 // with SCM_RIGHTS). It needs a unix socket to the daemon.
 func (c *Client) MapTensor(ctx context.Context, path, name string) (*Mapped, error) {
+	path, err := absPath(path)
+	if err != nil {
+		return nil, err
+	}
 	reply, data, err := c.shm(ctx, "/v1/shm/tensor?"+url.Values{"path": {path}, "name": {name}}.Encode())
 	if err != nil {
 		return nil, err
@@ -84,6 +88,10 @@ func (m *MappedModel) Close() error {
 // mapping: the daemon copies the model into shared memory once and hands
 // the same memory to every process that asks.
 func (c *Client) MapModel(ctx context.Context, path string) (*MappedModel, error) {
+	path, err := absPath(path)
+	if err != nil {
+		return nil, err
+	}
 	reply, data, err := c.shm(ctx, "/v1/shm/model?"+url.Values{"path": {path}}.Encode())
 	if err != nil {
 		return nil, err

@@ -35,6 +35,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/resolve"
 	"github.com/modelcache/modelcache/tier"
 )
 
@@ -190,7 +191,7 @@ type ModelJSON struct {
 // have one.
 func modelPath(r *http.Request) string {
 	p := r.PathValue("path")
-	if strings.Contains(p, ":") {
+	if resolve.IsName(p) {
 		return p
 	}
 	return "/" + p

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"path/filepath"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -121,13 +119,8 @@ func getOnce(ctx context.Context, c *tier.Cache, path, name string, out io.Write
 // getFromDaemon reads the tensor through a warm serve daemon, streaming it
 // to out if write.
 func getFromDaemon(ctx context.Context, d *client.Client, path, name string, out io.Writer, write bool) (string, error) {
-	// The daemon's working directory is not ours: send absolute paths
-	// (names like hf:ORG/NAME the daemon resolves).
-	if !strings.Contains(path, ":") {
-		if abs, err := filepath.Abs(path); err == nil {
-			path = abs
-		}
-	}
+	// The client makes path absolute (the daemon's working directory is
+	// not ours) unless it is a name (resolve.IsName).
 	s, err := d.OpenTensor(ctx, path, name)
 	if err != nil {
 		return "", err

@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/pprof"
-	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/modelcache/modelcache/client"
+	"github.com/modelcache/modelcache/resolve"
 	"github.com/modelcache/modelcache/tier"
 )
 
@@ -226,10 +225,8 @@ func printLoad(g *globals, r loadResult, asJSON bool) {
 // daemon; served counts what the daemon's tiers served.
 func loadFromDaemon(ctx context.Context, d *client.Client, path string, parallel int, transport string) loadResult {
 	r := loadResult{Path: path}
-	if !strings.Contains(path, ":") {
-		if abs, err := filepath.Abs(path); err == nil {
-			path = abs
-		}
+	if abs, err := resolve.Abs(path); err == nil {
+		path = abs // as the client sends it
 	}
 	start := time.Now()
 	if transport == "shm" {

@@ -134,12 +134,23 @@ func (g *globals) l3Options() (*l3.Options, error) {
 	if g.redis == "" {
 		return nil, nil
 	}
-	o := &l3.Options{Username: g.redisUser, PasswordFile: g.redisPasswordFile, TLS: g.redisTLS, TLSCAFile: g.redisCA}
-	for _, a := range strings.Split(g.redis, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			o.Addrs = append(o.Addrs, a)
-		}
+	o, err := parseRedis(g.redis)
+	if err != nil {
+		return nil, err
 	}
+	if g.redisUser != "" {
+		if o.Username != "" && o.Username != g.redisUser {
+			return nil, usageError{fmt.Errorf("--redis-user %q and the user %q of the --redis URL differ", g.redisUser, o.Username)}
+		}
+		o.Username = g.redisUser
+	}
+	if g.redisPasswordFile != "" {
+		if o.Password != "" {
+			return nil, usageError{fmt.Errorf("--redis-password-file and a password in the --redis URL: give one")}
+		}
+		o.PasswordFile = g.redisPasswordFile
+	}
+	o.TLS, o.TLSCAFile = o.TLS || g.redisTLS, g.redisCA
 	if g.fleetKeyFile != "" {
 		k, err := readKey(g.fleetKeyFile)
 		if err != nil {
@@ -232,7 +243,7 @@ Exit status: 0 on success, 1 if any file failed, 2 on a usage error,
 	ttl, ttlErr := time.ParseDuration(envOr("MODELCACHE_TTL", "0s"))
 	pf.DurationVar(&g.ttl, "ttl", ttl, "how long cached entries live, e.g. 72h; 0 for until evicted (env MODELCACHE_TTL)")
 	pf.StringVar(&g.keyFile, "encryption-key-file", envOr("MODELCACHE_ENCRYPTION_KEY_FILE", ""), "file holding an AES key (16, 24 or 32 bytes, raw or hex) to encrypt the cache at rest (env MODELCACHE_ENCRYPTION_KEY_FILE)")
-	pf.StringVar(&g.redis, "redis", envOr("MODELCACHE_REDIS", ""), "the fleet tier: Redis host:port, or several nodes of a Redis Cluster, comma-separated (env MODELCACHE_REDIS)")
+	pf.StringVar(&g.redis, "redis", envOr("MODELCACHE_REDIS", ""), "the fleet tier: Redis HOST:PORT, several nodes of a Redis Cluster comma-separated, or a redis:// or rediss:// URL ([USER[:PASSWORD]@]HOST[:PORT][/DB], ?addr=HOST:PORT for a cluster's further nodes) (env MODELCACHE_REDIS)")
 	pf.StringVar(&g.redisUser, "redis-user", envOr("MODELCACHE_REDIS_USER", ""), "Redis ACL user (env MODELCACHE_REDIS_USER)")
 	pf.StringVar(&g.redisPasswordFile, "redis-password-file", envOr("MODELCACHE_REDIS_PASSWORD_FILE", ""), "file holding the Redis password (env MODELCACHE_REDIS_PASSWORD_FILE)")
 	pf.BoolVar(&g.redisTLS, "redis-tls", os.Getenv("MODELCACHE_REDIS_TLS") == "1", "connect to Redis with TLS (env MODELCACHE_REDIS_TLS=1; implied by --redis-tls-ca)")
@@ -241,10 +252,19 @@ Exit status: 0 on success, 1 if any file failed, 2 on a usage error,
 	pf.StringVar(&g.server, "server", envOr("MODELCACHE_SERVER", ""), "talk to this warm serve daemon (its unix socket, or http://host:port) for get, load and stats; read the files directly, with a warning, when it does not answer (env MODELCACHE_SERVER)")
 	pf.StringVar(&g.sourceRate, "source-rate", envOr("MODELCACHE_SOURCE_RATE", ""), "limit reads of model files to this many bytes a second, e.g. 200MB, to measure the cache against a slow origin (env MODELCACHE_SOURCE_RATE)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	if ttlErr != nil {
-		root.PersistentPreRunE = func(*cobra.Command, []string) error {
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if ttlErr != nil {
 			return usageError{fmt.Errorf("MODELCACHE_TTL: %v", ttlErr)}
 		}
+		// --redis is checked before anything runs, by every command: a
+		// malformed address is no fleet tier, and must not look like one
+		// that is down.
+		if g.redis != "" {
+			if _, err := parseRedis(g.redis); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	wrapArgs(root)
 	root.AddCommand(newGetCmd(g), newStatsCmd(g), newVerifyCmd(g), newGCCmd(g), newEvictCmd(g), newBenchCmd(g), newLsCmd(g), newSimCmd(g), newLoadCmd(g), newValueCmd(g), newServeCmd(g))

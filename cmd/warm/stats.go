@@ -98,7 +98,7 @@ below 128 ns << i (not cumulative), the last one any longer.`,
 				ChargedBytes: st.ChargedBytes, DiskBytes: st.DiskBytes, MaxBytes: st.MaxBytes, Reads: all.Lifetime,
 				Measures: all.LifetimeMeasured}
 			if all.L3.Enabled {
-				s.L3 = &l3JSON{Redis: g.redis, Up: l3err == nil}
+				s.L3 = &l3JSON{Redis: redisShown(g.redis), Up: l3err == nil}
 				if l3err != nil {
 					s.L3.Error = l3err.Error()
 				}
