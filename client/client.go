@@ -100,6 +100,9 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, hd
 	if err != nil {
 		return nil, err
 	}
+	if b, ok := body.(*sizedBody); ok {
+		req.ContentLength = b.n
+	}
 	for k, v := range hdr {
 		req.Header[k] = v
 	}

@@ -45,8 +45,7 @@ model file itself. --require-l2 makes that an error instead.`,
 			if ctx == nil {
 				ctx = context.Background()
 			}
-			if d := g.daemon(); d != nil {
-				defer d.Close()
+			return g.viaDaemonOr(func(d *client.Client) error {
 				for k := range repeat {
 					served, err := getFromDaemon(ctx, d, args[0], args[1], g.stdout, k == repeat-1)
 					if err != nil {
@@ -57,8 +56,7 @@ model file itself. --require-l2 makes that an error instead.`,
 					}
 				}
 				return nil
-			}
-			return g.withCache(func(c *tier.Cache) error {
+			}, func(c *tier.Cache) error {
 				for k := range repeat {
 					last := k == repeat-1
 					served, err := getOnce(ctx, c, args[0], args[1], g.stdout, last)

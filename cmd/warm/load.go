@@ -94,8 +94,7 @@ files (the origin's traffic).`,
 			if transport != "http" && transport != "shm" {
 				return usageError{fmt.Errorf("--transport: %q is not http or shm", transport)}
 			}
-			if d := g.daemon(); d != nil {
-				defer d.Close()
+			err = g.viaDaemonOr(func(d *client.Client) error {
 				for _, f := range files {
 					for range repeat {
 						r := loadFromDaemon(ctx, d, f, o.Parallel, transport)
@@ -107,12 +106,8 @@ files (the origin's traffic).`,
 						printLoad(g, r, asJSON)
 					}
 				}
-				if failed > 0 {
-					return errReported
-				}
 				return nil
-			}
-			err = g.withCache(func(c *tier.Cache) error {
+			}, func(c *tier.Cache) error {
 				if cpuProfile != "" {
 					// The loads alone: opening and closing the cache are not profiled.
 					pf, err := os.Create(cpuProfile)

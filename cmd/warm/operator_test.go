@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -58,9 +59,17 @@ func startDaemon(t *testing.T, cwd string, env []string, dir, socket string, roo
 // warmIn is warm run in the working directory cwd.
 func warmIn(t *testing.T, cwd string, args ...string) result {
 	t.Helper()
+	return runWarm(t, cwd, warmExtraEnv, nil, args...)
+}
+
+// runWarm runs warm in cwd ("": the test's), with env added to a clean
+// environment and stdin read from in.
+func runWarm(t *testing.T, cwd string, env []string, in io.Reader, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(warmBin, args...)
 	cmd.Dir = cwd
-	cmd.Env = append([]string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}, warmExtraEnv...)
+	cmd.Stdin = in
+	cmd.Env = append([]string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}, env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

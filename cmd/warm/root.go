@@ -43,8 +43,12 @@ type globals struct {
 	// server is a warm serve daemon to talk to (get, load, stats).
 	server   string
 	redisTLS bool
-	stdout   io.Writer
-	stderr   io.Writer
+	// command is the command line's command ("warm gc"), for messages;
+	// serverGiven: --server was on its command line.
+	command     string
+	serverGiven bool
+	stdout      io.Writer
+	stderr      io.Writer
 }
 
 func defaultDir() string {
@@ -164,9 +168,12 @@ func (g *globals) l3Options() (*l3.Options, error) {
 // withCache opens the cache, runs fn and closes the cache. A failed Close
 // (queued writes lost) is reported when fn itself succeeded.
 func (g *globals) withCache(fn func(c *tier.Cache) error) error {
+	if g.serverGiven {
+		fmt.Fprintf(g.stderr, "warm: %s works on the cache directory itself, not through a daemon: --server is not used\n", g.command)
+	}
 	c, err := g.open()
 	if err != nil {
-		return err
+		return g.lockedHint(err, false)
 	}
 	err = fn(c)
 	if cerr := c.Close(); err == nil {
@@ -252,7 +259,11 @@ Exit status: 0 on success, 1 if any file failed, 2 on a usage error,
 	pf.StringVar(&g.server, "server", envOr("MODELCACHE_SERVER", ""), "talk to this warm serve daemon (its unix socket, or http://host:port) for get, load and stats; read the files directly, with a warning, when it does not answer (env MODELCACHE_SERVER)")
 	pf.StringVar(&g.sourceRate, "source-rate", envOr("MODELCACHE_SOURCE_RATE", ""), "limit reads of model files to this many bytes a second, e.g. 200MB, to measure the cache against a slow origin (env MODELCACHE_SOURCE_RATE)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		g.command = cmd.CommandPath()
+		if f := cmd.Flag("server"); f != nil {
+			g.serverGiven = f.Changed
+		}
 		if ttlErr != nil {
 			return usageError{fmt.Errorf("MODELCACHE_TTL: %v", ttlErr)}
 		}
@@ -294,7 +305,7 @@ func wrapArgs(c *cobra.Command) {
 
 // daemon dials the warm serve named by --server or $MODELCACHE_SERVER; nil
 // when none is named, or (with a warning) when it does not answer, and the
-// command then reads the files itself.
+// command then opens the directory itself (openOrDaemon).
 func (g *globals) daemon() *client.Client {
 	if g.server == "" {
 		return nil
