@@ -2,12 +2,15 @@ package main
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +21,7 @@ import (
 	"github.com/modelcache/modelcache/l1"
 	"github.com/modelcache/modelcache/l2"
 	"github.com/modelcache/modelcache/l3"
+	"github.com/modelcache/modelcache/resolve"
 	"github.com/modelcache/modelcache/tier"
 )
 
@@ -231,12 +235,21 @@ Exit status: 0 on success, 1 if any file failed, 2 on a usage error,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// "warm lod M": a typo of a command, not a file to warm.
+			if len(args) > 0 && !resolve.IsName(args[0]) {
+				if _, err := os.Lstat(args[0]); errors.Is(err, fs.ErrNotExist) {
+					if s := closest(args[0], cmd.SuggestionsFor(args[0])); len(s) > 0 {
+						return usageError{fmt.Errorf("unknown command %q; did you mean %s?", args[0], strings.Join(s, " or "))}
+					}
+				}
+			}
 			if w.jobs < 1 {
 				return usageError{fmt.Errorf("--jobs must be at least 1, got %d", w.jobs)}
 			}
 			return g.warmFiles(cmd.Context(), args, w)
 		},
 	}
+	root.SuggestionsMinimumDistance = 2 // edits from a typo to a command ("lod": load)
 	root.Flags().IntVarP(&w.jobs, "jobs", "j", 2, "files warmed at once")
 	root.Flags().BoolVar(&w.json, "json", false, "print a JSON summary instead of text")
 	root.SetOut(stdout)
@@ -278,7 +291,7 @@ Exit status: 0 on success, 1 if any file failed, 2 on a usage error,
 		return nil
 	}
 	wrapArgs(root)
-	root.AddCommand(newGetCmd(g), newStatsCmd(g), newVerifyCmd(g), newGCCmd(g), newEvictCmd(g), newBenchCmd(g), newLsCmd(g), newSimCmd(g), newLoadCmd(g), newValueCmd(g), newServeCmd(g))
+	root.AddCommand(newGetCmd(g), newStatsCmd(g), newVerifyCmd(g), newGCCmd(g), newEvictCmd(g), newBenchCmd(g), newLsCmd(g), newTensorsCmd(g), newSimCmd(g), newLoadCmd(g), newValueCmd(g), newServeCmd(g))
 	for _, c := range root.Commands() {
 		wrapArgs(c)
 	}
@@ -316,4 +329,42 @@ func (g *globals) daemon() *client.Client {
 		return nil
 	}
 	return c
+}
+
+// closest are the names among suggestions nearest to typed (by edit
+// distance), quoted.
+func closest(typed string, suggestions []string) []string {
+	var out []string
+	best := -1
+	for _, s := range suggestions {
+		d := editDistance(strings.ToLower(typed), strings.ToLower(s))
+		switch {
+		case best < 0 || d < best:
+			best, out = d, []string{strconv.Quote(s)}
+		case d == best:
+			out = append(out, strconv.Quote(s))
+		}
+	}
+	return out
+}
+
+// editDistance is the Levenshtein distance of a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }

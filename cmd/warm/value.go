@@ -16,6 +16,7 @@ import (
 
 	"github.com/modelcache/modelcache/client"
 	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/loader"
 	"github.com/modelcache/modelcache/tier"
 )
 
@@ -143,6 +144,9 @@ must be a whole number of elements, and --shape (e.g. 4,1024) must match it.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if ttl < 0 {
 				return usageError{fmt.Errorf("--ttl: %v is negative", ttl)}
+			}
+			if dtype != "" && loader.DType(dtype).Size() == 0 {
+				return usageError{fmt.Errorf("--dtype: %q is not an element type (F64, F32, F16, BF16, F8_E4M3, F8_E5M2, I64, I32, I16, I8, U64, U32, U16, U8, BOOL)", dtype)}
 			}
 			o := &tier.PutOptions{TTL: ttl, DType: dtype}
 			if shape != "" {
