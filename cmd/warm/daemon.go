@@ -110,14 +110,13 @@ func (g *globals) lockedHint(err error, canDaemon bool) error {
 	if !errors.Is(err, errs.ErrLocked) {
 		return err
 	}
+	if canDaemon {
+		// openOrDaemon looked for the daemon and found none.
+		return fmt.Errorf("%w: if a warm serve holds it, give its socket with --server (none answers on %s)", err, strings.Join(daemonSockets(g.dir), " or "))
+	}
 	if d := g.findDaemon(); d != nil {
 		d.Close()
-		if !canDaemon {
-			return fmt.Errorf("%w: %s needs the cache directory itself, and a warm serve holds it: stop that daemon first", err, g.command)
-		}
+		return fmt.Errorf("%w: %s needs the cache directory itself, and a warm serve holds it: stop that daemon first", err, g.command)
 	}
-	if !canDaemon {
-		return fmt.Errorf("%w: %s needs the cache directory itself: stop the process that holds it (a warm serve?) first", err, g.command)
-	}
-	return fmt.Errorf("%w: if a warm serve holds it, give its socket with --server (none answers on %s)", err, strings.Join(daemonSockets(g.dir), " or "))
+	return fmt.Errorf("%w: %s needs the cache directory itself: stop the process that holds it (a warm serve?) first", err, g.command)
 }

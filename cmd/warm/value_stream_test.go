@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -44,10 +45,19 @@ func pipedValue(w io.Writer, n int, seed uint64) [32]byte {
 
 // putPiped runs warm value put with a value of pipedValueBytes on a pipe
 // and returns the child's peak RSS in bytes and the value's digest.
+//
+// A child's ru_maxrss counts the RSS of the process it was forked from
+// until its exec (os/exec's clone shares the parent's memory, and exec
+// keeps its high-water mark): this test process may have grown large. So
+// warm is started by a fresh process (this test binary again, see
+// maxRSSWrapper), small, that reports warm's ru_maxrss and its own.
 func putPiped(t *testing.T, args ...string) (maxRSS int64, sum [32]byte) {
 	t.Helper()
-	cmd := exec.Command(warmBin, args...)
-	cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}
+	self, err := os.Executable()
+	require.NoError(t, err)
+	report := filepath.Join(t.TempDir(), "rusage")
+	cmd := exec.Command(self, append([]string{warmBin}, args...)...)
+	cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH"), "MODELCACHE_MAXRSS_OUT=" + report}
 	pw, err := cmd.StdinPipe()
 	require.NoError(t, err)
 	var stderr bytes.Buffer
@@ -56,9 +66,35 @@ func putPiped(t *testing.T, args ...string) (maxRSS int64, sum [32]byte) {
 	sum = pipedValue(pw, pipedValueBytes, 7)
 	pw.Close()
 	require.NoError(t, cmd.Wait(), stderr.String())
-	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	require.True(t, ok)
-	return ru.Maxrss << 10, sum // Linux: KiB
+	b, err := os.ReadFile(report)
+	require.NoError(t, err)
+	var child, wrapper int64
+	_, err = fmt.Sscan(string(b), &child, &wrapper)
+	require.NoError(t, err, string(b))
+	// warm's figure is its own only if it is above what it inherited.
+	require.Less(t, wrapper, int64(pipedValueBytes/5), "the measuring parent is small")
+	return child, sum
+}
+
+// maxRSSWrapper runs os.Args[1:] with this process's stdin, stdout and
+// stderr, writes the child's ru_maxrss and this process's own peak RSS
+// (bytes) to the file out, and returns the child's exit status.
+func maxRSSWrapper(out string) int {
+	cmd := exec.Command(os.Args[1], os.Args[2:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	var self syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	err := cmd.Run()
+	if cmd.ProcessState == nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	if err := os.WriteFile(out, fmt.Appendf(nil, "%d %d\n", ru.Maxrss<<10, self.Maxrss<<10), 0o644); err != nil { // Linux: KiB
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return cmd.ProcessState.ExitCode()
 }
 
 // getDigest runs warm value get and returns the digest of what it wrote.
