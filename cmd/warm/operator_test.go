@@ -23,11 +23,23 @@ import (
 
 // daemonArgs are the arguments of a warm serve on dir at socket whose
 // clients read models under roots: the one place tests of this file say
-// how a daemon is started.
+// how a daemon is started. Each root is a --root where warm serve has the
+// flag (it reads files by path only inside them).
 func daemonArgs(dir, socket string, roots ...string) []string {
-	_ = roots // for warm serve --root, when it reads paths only under roots
-	return []string{"--dir", dir, "serve", "--socket", socket}
+	args := []string{"--dir", dir, "serve", "--socket", socket}
+	if serveHasRoot() {
+		for _, r := range roots {
+			args = append(args, "--root", r)
+		}
+	}
+	return args
 }
+
+// serveHasRoot reports whether warm serve takes --root.
+var serveHasRoot = sync.OnceValue(func() bool {
+	out, _ := exec.Command(warmBin, "serve", "--help").Output()
+	return bytes.Contains(out, []byte("--root"))
+})
 
 // startDaemon starts warm serve in the working directory cwd (with env
 // added to a clean environment) and waits, bounded, for its socket; the

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -78,19 +79,28 @@ func putPiped(t *testing.T, args ...string) (maxRSS int64, sum [32]byte) {
 
 // maxRSSWrapper runs os.Args[1:] with this process's stdin, stdout and
 // stderr, writes the child's ru_maxrss and this process's own peak RSS
-// (bytes) to the file out, and returns the child's exit status.
+// before it started the child (bytes) to the file out, and returns the
+// child's exit status.
 func maxRSSWrapper(out string) int {
 	cmd := exec.Command(os.Args[1], os.Args[2:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	var self syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	// Its own peak since its exec (VmHWM), which warm's ru_maxrss may
+	// include; not its ru_maxrss, which counts its own parent's.
+	var hwm int64
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+				_, _ = fmt.Sscan(v, &hwm)
+			}
+		}
+	}
 	err := cmd.Run()
 	if cmd.ProcessState == nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	if err := os.WriteFile(out, fmt.Appendf(nil, "%d %d\n", ru.Maxrss<<10, self.Maxrss<<10), 0o644); err != nil { // Linux: KiB
+	if err := os.WriteFile(out, fmt.Appendf(nil, "%d %d\n", ru.Maxrss<<10, hwm<<10), 0o644); err != nil { // Linux: KiB
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
