@@ -12,6 +12,7 @@ func TestAbs(t *testing.T) {
 		t.Fatal(err)
 	}
 	for in, want := range map[string]string{
+		"":                     "",
 		"hf:org/name":          "hf:org/name",
 		"ollama:llama3:8b":     "ollama:llama3:8b",
 		"x:y.safetensors":      filepath.Join(wd, "x:y.safetensors"),
