@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/resolve"
 	"github.com/modelcache/modelcache/server"
 	"github.com/modelcache/modelcache/tier"
 )
@@ -99,6 +100,9 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, hd
 	if err != nil {
 		return nil, err
 	}
+	if b, ok := body.(*sizedBody); ok {
+		req.ContentLength = b.n
+	}
 	for k, v := range hdr {
 		req.Header[k] = v
 	}
@@ -156,7 +160,10 @@ type TensorInfo = server.TensorJSON
 // Model lists the tensors of the model at path (a file, a checkpoint, or
 // an hf:/ollama: name, resolved by the daemon).
 func (c *Client) Model(ctx context.Context, path string) (*Model, error) {
-	p := path
+	p, err := absPath(path)
+	if err != nil {
+		return nil, err
+	}
 	if !strings.HasPrefix(p, "/") {
 		p = "/" + p
 	}
@@ -170,6 +177,16 @@ func (c *Client) Model(ctx context.Context, path string) (*Model, error) {
 		return nil, c.readErr(ctx, "model listing", err)
 	}
 	return &m, nil
+}
+
+// absPath is path as the daemon, whose working directory is not ours, must
+// get it: absolute, unless it is a name (hf:, ollama:) the daemon resolves.
+func absPath(path string) (string, error) {
+	p, err := resolve.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("client: %s: %w", path, err)
+	}
+	return p, nil
 }
 
 func escapePath(p string) string {
@@ -230,6 +247,10 @@ func (s *TensorStream) Close() error { return s.resp.Body.Close() }
 // OpenTensor opens one tensor of the model at path for reading as it
 // arrives. Close it.
 func (c *Client) OpenTensor(ctx context.Context, path, name string) (*TensorStream, error) {
+	path, err := absPath(path)
+	if err != nil {
+		return nil, err
+	}
 	q := url.Values{"path": {path}, "name": {name}}
 	resp, err := c.do(ctx, http.MethodGet, "/v1/tensor?"+q.Encode(), nil, nil)
 	if err != nil {
@@ -454,6 +475,10 @@ func (c *Client) Stats(ctx context.Context) (*tier.Stats, error) {
 // Warm has the daemon warm the model at path; progress, if not nil, gets
 // each tensor as it is stored.
 func (c *Client) Warm(ctx context.Context, path string, progress func(tier.WarmProgress)) (*tier.WarmResult, error) {
+	path, err := absPath(path)
+	if err != nil {
+		return nil, err
+	}
 	resp, err := c.do(ctx, http.MethodPost, "/v1/warm?"+url.Values{"path": {path}}.Encode(), nil, nil)
 	if err != nil {
 		return nil, err

@@ -49,6 +49,10 @@ func (m *Mapped) Close() error {
 // (server.Options.ShmPeerBytes), the bytes come over HTTP into this
 // process's memory instead: the same answer, with a copy.
 func (c *Client) MapTensor(ctx context.Context, path, name string) (*Mapped, error) {
+	path, err := absPath(path)
+	if err != nil {
+		return nil, err
+	}
 	reply, data, err := c.shm(ctx, "/v1/shm/tensor?"+url.Values{"path": {path}, "name": {name}}.Encode())
 	if errors.Is(err, errOverHTTP) {
 		t, err := c.Tensor(ctx, path, name)
@@ -99,6 +103,10 @@ func (m *MappedModel) Close() error {
 // mapping: the daemon copies the model into shared memory once and hands
 // the same memory to every process that asks.
 func (c *Client) MapModel(ctx context.Context, path string) (*MappedModel, error) {
+	path, err := absPath(path)
+	if err != nil {
+		return nil, err
+	}
 	reply, data, err := c.shm(ctx, "/v1/shm/model?"+url.Values{"path": {path}}.Encode())
 	if errors.Is(err, errOverHTTP) {
 		return c.modelOverHTTP(ctx, path)

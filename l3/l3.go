@@ -92,6 +92,8 @@ type Options struct {
 	// set, holds the password (a trailing newline is ignored), so that it
 	// never appears on a command line.
 	Username, Password, PasswordFile string
+	// DB is the database number of a single node (a cluster has only 0).
+	DB int
 	// TLS: connect with TLS; TLSCAFile, if set, is the CA bundle that
 	// signed the servers' certificates (default: the system's).
 	TLS       bool
@@ -253,7 +255,7 @@ func Open(o *Options) (*Store, error) {
 		}
 	}
 	uo := &redis.UniversalOptions{
-		Addrs: o.Addrs, Username: o.Username, Password: password, TLSConfig: tc,
+		Addrs: o.Addrs, Username: o.Username, Password: password, TLSConfig: tc, DB: o.DB,
 		DialTimeout: s.timeout, ReadTimeout: s.timeout, WriteTimeout: s.timeout,
 		PoolSize: 4 * s.parallel, MaxRetries: 2,
 		// Several addresses are a cluster's nodes; one address is a single

@@ -1,8 +1,12 @@
 package tier
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/modelcache/modelcache/errs"
@@ -37,6 +41,9 @@ func (c *Cache) shardIndexOf(id loader.Identity) (*loader.ShardIndex, string, er
 	ip := indexPath(id)
 	iid, err := c.origin.Stat(ip)
 	if err != nil {
+		if id.IsDir && errors.Is(err, fs.ErrNotExist) {
+			return nil, "", notACheckpoint(id.Path)
+		}
 		return nil, "", err
 	}
 	if v, ok := c.indexes.Load(ip); ok && v.(*shardIndex).id == iid {
@@ -82,4 +89,36 @@ func (c *Cache) modelFiles(path string) ([]string, error) {
 		out[i] = filepath.Join(filepath.Dir(ip), s)
 	}
 	return out, nil
+}
+
+// notACheckpoint is the error of a directory asked for as a model that is
+// no sharded checkpoint: it names the models it holds, to choose from.
+func notACheckpoint(dir string) error {
+	var models []string
+	ents, _ := os.ReadDir(dir) // for the message only
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		fi, err := os.Stat(p)
+		switch {
+		case err != nil:
+		case fi.Mode().IsRegular() && slices.Contains([]string{".safetensors", ".gguf", ".npy", ".npz"}, strings.ToLower(filepath.Ext(p))):
+			models = append(models, e.Name())
+		case fi.IsDir():
+			if _, ok := loader.ShardIndexPath(p); ok {
+				models = append(models, e.Name()+"/")
+			}
+		}
+	}
+	const shown = 8
+	list := strings.Join(models[:min(len(models), shown)], ", ")
+	if len(models) > shown {
+		list += fmt.Sprintf(" and %d more", len(models)-shown)
+	}
+	switch len(models) {
+	case 0:
+		return fmt.Errorf("tier: %s: %w: a directory holding no model file and no %s", dir, errs.ErrInvalidModel, loader.ShardIndexName)
+	case 1:
+		return fmt.Errorf("tier: %s: %w: a directory, not a sharded checkpoint (no %s); it holds one model: name it (%s)", dir, errs.ErrInvalidModel, loader.ShardIndexName, filepath.Join(dir, list))
+	}
+	return fmt.Errorf("tier: %s: %w: a directory of %d models, not one sharded checkpoint (no %s): name one of them: %s", dir, errs.ErrInvalidModel, len(models), loader.ShardIndexName, list)
 }

@@ -569,14 +569,17 @@ func (c *Cache) putTarget(ctx context.Context, ns, k string, n int64, o *PutOpti
 	return c.keep(st), nil
 }
 
-// checkArray checks that an array's shape, if given, covers n bytes of
-// its dtype.
+// checkArray checks that an array's dtype is known, that n bytes are a
+// whole number of its elements and that its shape, if given, covers them.
 func checkArray(o *PutOptions, n int64) error {
-	if len(o.Shape) == 0 {
-		return nil
-	}
 	w := dtypeWidth(o.DType)
 	if w == 0 {
+		return fmt.Errorf("%w: dtype %s is not one of F64, F32, F16, BF16, F8_E4M3, F8_E5M2, I64, I32, I16, I8, U64, U32, U16, U8, BOOL", errs.ErrInvalidArgument, errs.Quote(o.DType))
+	}
+	if n%int64(w) != 0 {
+		return fmt.Errorf("%w: %d bytes are not a whole number of %s elements (%d bytes each)", errs.ErrInvalidArgument, n, o.DType, w)
+	}
+	if len(o.Shape) == 0 {
 		return nil
 	}
 	elems := uint64(1)
@@ -592,8 +595,8 @@ func checkArray(o *PutOptions, n int64) error {
 	return nil
 }
 
-// dtypeWidth is the width in bytes of the common element types; 0 for
-// others, which are not checked.
+// dtypeWidth is the width in bytes of the element types (safetensors'); 0
+// for others.
 func dtypeWidth(dtype string) int {
 	switch dtype {
 	case "F64", "I64", "U64":

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"path/filepath"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -47,8 +45,7 @@ model file itself. --require-l2 makes that an error instead.`,
 			if ctx == nil {
 				ctx = context.Background()
 			}
-			if d := g.daemon(); d != nil {
-				defer d.Close()
+			return g.viaDaemonOr(func(d *client.Client) error {
 				for k := range repeat {
 					served, err := getFromDaemon(ctx, d, args[0], args[1], g.stdout, k == repeat-1)
 					if err != nil {
@@ -59,8 +56,7 @@ model file itself. --require-l2 makes that an error instead.`,
 					}
 				}
 				return nil
-			}
-			return g.withCache(func(c *tier.Cache) error {
+			}, func(c *tier.Cache) error {
 				for k := range repeat {
 					last := k == repeat-1
 					served, err := getOnce(ctx, c, args[0], args[1], g.stdout, last)
@@ -121,13 +117,8 @@ func getOnce(ctx context.Context, c *tier.Cache, path, name string, out io.Write
 // getFromDaemon reads the tensor through a warm serve daemon, streaming it
 // to out if write.
 func getFromDaemon(ctx context.Context, d *client.Client, path, name string, out io.Writer, write bool) (string, error) {
-	// The daemon's working directory is not ours: send absolute paths
-	// (names like hf:ORG/NAME the daemon resolves).
-	if !strings.Contains(path, ":") {
-		if abs, err := filepath.Abs(path); err == nil {
-			path = abs
-		}
-	}
+	// The client makes path absolute (the daemon's working directory is
+	// not ours) unless it is a name (resolve.IsName).
 	s, err := d.OpenTensor(ctx, path, name)
 	if err != nil {
 		return "", err

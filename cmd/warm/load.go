@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/pprof"
-	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/modelcache/modelcache/client"
+	"github.com/modelcache/modelcache/resolve"
 	"github.com/modelcache/modelcache/tier"
 )
 
@@ -95,8 +94,7 @@ files (the origin's traffic).`,
 			if transport != "http" && transport != "shm" {
 				return usageError{fmt.Errorf("--transport: %q is not http or shm", transport)}
 			}
-			if d := g.daemon(); d != nil {
-				defer d.Close()
+			err = g.viaDaemonOr(func(d *client.Client) error {
 				for _, f := range files {
 					for range repeat {
 						r := loadFromDaemon(ctx, d, f, o.Parallel, transport)
@@ -108,12 +106,8 @@ files (the origin's traffic).`,
 						printLoad(g, r, asJSON)
 					}
 				}
-				if failed > 0 {
-					return errReported
-				}
 				return nil
-			}
-			err = g.withCache(func(c *tier.Cache) error {
+			}, func(c *tier.Cache) error {
 				if cpuProfile != "" {
 					// The loads alone: opening and closing the cache are not profiled.
 					pf, err := os.Create(cpuProfile)
@@ -226,10 +220,8 @@ func printLoad(g *globals, r loadResult, asJSON bool) {
 // daemon; served counts what the daemon's tiers served.
 func loadFromDaemon(ctx context.Context, d *client.Client, path string, parallel int, transport string) loadResult {
 	r := loadResult{Path: path}
-	if !strings.Contains(path, ":") {
-		if abs, err := filepath.Abs(path); err == nil {
-			path = abs
-		}
+	if abs, err := resolve.Abs(path); err == nil {
+		path = abs // as the client sends it
 	}
 	start := time.Now()
 	if transport == "shm" {

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/dustin/go-humanize"
@@ -42,11 +43,17 @@ version, with the number of tensors and their logical (uncompressed) and stored
 "warm gc" removes those. With --json it prints one JSON array of
 {"file", "version", "current", "tensors", "logical_bytes", "stored_bytes",
 "tensor_list"}; "tensor_list" (with -t) holds {"name", "dtype", "shape",
-"logical_bytes", "stored_bytes"} per tensor.`,
+"logical_bytes", "stored_bytes"} per tensor. To list the tensors of a file
+that is not cached, without caching it: warm tensors FILE.`,
 		Example: `  warm ls
   warm ls -t
   warm ls --json | jq '.[] | select(.current | not) | .file'`,
-		Args: cobra.NoArgs,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("warm ls lists what the cache holds and takes no arguments; to list the tensors of a file without caching it: warm tensors %s", strings.Join(args, " "))
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var models []*lsModel
 			err := g.withCache(func(c *tier.Cache) error {

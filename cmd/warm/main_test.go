@@ -25,6 +25,9 @@ func TestMain(m *testing.M) {
 		echo(socket) // BenchmarkUnixRoundTrip's other process
 		return
 	}
+	if out := os.Getenv("MODELCACHE_MAXRSS_OUT"); out != "" {
+		os.Exit(maxRSSWrapper(out)) // TestValuePut_PipeMemoryBounded's measuring parent
+	}
 	dir, err := os.MkdirTemp("", "warm-test")
 	if err != nil {
 		panic(err)

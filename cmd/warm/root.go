@@ -2,12 +2,15 @@ package main
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +21,7 @@ import (
 	"github.com/modelcache/modelcache/l1"
 	"github.com/modelcache/modelcache/l2"
 	"github.com/modelcache/modelcache/l3"
+	"github.com/modelcache/modelcache/resolve"
 	"github.com/modelcache/modelcache/tier"
 )
 
@@ -43,8 +47,12 @@ type globals struct {
 	// server is a warm serve daemon to talk to (get, load, stats).
 	server   string
 	redisTLS bool
-	stdout   io.Writer
-	stderr   io.Writer
+	// command is the command line's command ("warm gc"), for messages;
+	// serverGiven: --server was on its command line.
+	command     string
+	serverGiven bool
+	stdout      io.Writer
+	stderr      io.Writer
 }
 
 func defaultDir() string {
@@ -134,12 +142,23 @@ func (g *globals) l3Options() (*l3.Options, error) {
 	if g.redis == "" {
 		return nil, nil
 	}
-	o := &l3.Options{Username: g.redisUser, PasswordFile: g.redisPasswordFile, TLS: g.redisTLS, TLSCAFile: g.redisCA}
-	for _, a := range strings.Split(g.redis, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			o.Addrs = append(o.Addrs, a)
-		}
+	o, err := parseRedis(g.redis)
+	if err != nil {
+		return nil, err
 	}
+	if g.redisUser != "" {
+		if o.Username != "" && o.Username != g.redisUser {
+			return nil, usageError{fmt.Errorf("--redis-user %q and the user %q of the --redis URL differ", g.redisUser, o.Username)}
+		}
+		o.Username = g.redisUser
+	}
+	if g.redisPasswordFile != "" {
+		if o.Password != "" {
+			return nil, usageError{fmt.Errorf("--redis-password-file and a password in the --redis URL: give one")}
+		}
+		o.PasswordFile = g.redisPasswordFile
+	}
+	o.TLS, o.TLSCAFile = o.TLS || g.redisTLS, g.redisCA
 	if g.fleetKeyFile != "" {
 		k, err := readKey(g.fleetKeyFile)
 		if err != nil {
@@ -153,9 +172,12 @@ func (g *globals) l3Options() (*l3.Options, error) {
 // withCache opens the cache, runs fn and closes the cache. A failed Close
 // (queued writes lost) is reported when fn itself succeeded.
 func (g *globals) withCache(fn func(c *tier.Cache) error) error {
+	if g.serverGiven {
+		fmt.Fprintf(g.stderr, "warm: %s works on the cache directory itself, not through a daemon: --server is not used\n", g.command)
+	}
 	c, err := g.open()
 	if err != nil {
-		return err
+		return g.lockedHint(err, false)
 	}
 	err = fn(c)
 	if cerr := c.Close(); err == nil {
@@ -213,12 +235,21 @@ Exit status: 0 on success, 1 if any file failed, 2 on a usage error,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// "warm lod M": a typo of a command, not a file to warm.
+			if len(args) > 0 && !resolve.IsName(args[0]) {
+				if _, err := os.Lstat(args[0]); errors.Is(err, fs.ErrNotExist) {
+					if s := closest(args[0], cmd.SuggestionsFor(args[0])); len(s) > 0 {
+						return usageError{fmt.Errorf("unknown command %q; did you mean %s?", args[0], strings.Join(s, " or "))}
+					}
+				}
+			}
 			if w.jobs < 1 {
 				return usageError{fmt.Errorf("--jobs must be at least 1, got %d", w.jobs)}
 			}
 			return g.warmFiles(cmd.Context(), args, w)
 		},
 	}
+	root.SuggestionsMinimumDistance = 2 // edits from a typo to a command ("lod": load)
 	root.Flags().IntVarP(&w.jobs, "jobs", "j", 2, "files warmed at once")
 	root.Flags().BoolVar(&w.json, "json", false, "print a JSON summary instead of text")
 	root.SetOut(stdout)
@@ -232,7 +263,7 @@ Exit status: 0 on success, 1 if any file failed, 2 on a usage error,
 	ttl, ttlErr := time.ParseDuration(envOr("MODELCACHE_TTL", "0s"))
 	pf.DurationVar(&g.ttl, "ttl", ttl, "how long cached entries live, e.g. 72h; 0 for until evicted (env MODELCACHE_TTL)")
 	pf.StringVar(&g.keyFile, "encryption-key-file", envOr("MODELCACHE_ENCRYPTION_KEY_FILE", ""), "file holding an AES key (16, 24 or 32 bytes, raw or hex) to encrypt the cache at rest (env MODELCACHE_ENCRYPTION_KEY_FILE)")
-	pf.StringVar(&g.redis, "redis", envOr("MODELCACHE_REDIS", ""), "the fleet tier: Redis host:port, or several nodes of a Redis Cluster, comma-separated (env MODELCACHE_REDIS)")
+	pf.StringVar(&g.redis, "redis", envOr("MODELCACHE_REDIS", ""), "the fleet tier: Redis HOST:PORT, several nodes of a Redis Cluster comma-separated, or a redis:// or rediss:// URL ([USER[:PASSWORD]@]HOST[:PORT][/DB], ?addr=HOST:PORT for a cluster's further nodes) (env MODELCACHE_REDIS)")
 	pf.StringVar(&g.redisUser, "redis-user", envOr("MODELCACHE_REDIS_USER", ""), "Redis ACL user (env MODELCACHE_REDIS_USER)")
 	pf.StringVar(&g.redisPasswordFile, "redis-password-file", envOr("MODELCACHE_REDIS_PASSWORD_FILE", ""), "file holding the Redis password (env MODELCACHE_REDIS_PASSWORD_FILE)")
 	pf.BoolVar(&g.redisTLS, "redis-tls", os.Getenv("MODELCACHE_REDIS_TLS") == "1", "connect to Redis with TLS (env MODELCACHE_REDIS_TLS=1; implied by --redis-tls-ca)")
@@ -241,13 +272,26 @@ Exit status: 0 on success, 1 if any file failed, 2 on a usage error,
 	pf.StringVar(&g.server, "server", envOr("MODELCACHE_SERVER", ""), "talk to this warm serve daemon (its unix socket, or http://host:port) for get, load and stats; read the files directly, with a warning, when it does not answer (env MODELCACHE_SERVER)")
 	pf.StringVar(&g.sourceRate, "source-rate", envOr("MODELCACHE_SOURCE_RATE", ""), "limit reads of model files to this many bytes a second, e.g. 200MB, to measure the cache against a slow origin (env MODELCACHE_SOURCE_RATE)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	if ttlErr != nil {
-		root.PersistentPreRunE = func(*cobra.Command, []string) error {
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		g.command = cmd.CommandPath()
+		if f := cmd.Flag("server"); f != nil {
+			g.serverGiven = f.Changed
+		}
+		if ttlErr != nil {
 			return usageError{fmt.Errorf("MODELCACHE_TTL: %v", ttlErr)}
 		}
+		// --redis is checked before anything runs, by every command: a
+		// malformed address is no fleet tier, and must not look like one
+		// that is down.
+		if g.redis != "" {
+			if _, err := parseRedis(g.redis); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	wrapArgs(root)
-	root.AddCommand(newGetCmd(g), newStatsCmd(g), newVerifyCmd(g), newGCCmd(g), newEvictCmd(g), newBenchCmd(g), newLsCmd(g), newSimCmd(g), newLoadCmd(g), newValueCmd(g), newServeCmd(g))
+	root.AddCommand(newGetCmd(g), newStatsCmd(g), newVerifyCmd(g), newGCCmd(g), newEvictCmd(g), newBenchCmd(g), newLsCmd(g), newTensorsCmd(g), newSimCmd(g), newLoadCmd(g), newValueCmd(g), newServeCmd(g))
 	for _, c := range root.Commands() {
 		wrapArgs(c)
 	}
@@ -274,7 +318,7 @@ func wrapArgs(c *cobra.Command) {
 
 // daemon dials the warm serve named by --server or $MODELCACHE_SERVER; nil
 // when none is named, or (with a warning) when it does not answer, and the
-// command then reads the files itself.
+// command then opens the directory itself (openOrDaemon).
 func (g *globals) daemon() *client.Client {
 	if g.server == "" {
 		return nil
@@ -285,4 +329,42 @@ func (g *globals) daemon() *client.Client {
 		return nil
 	}
 	return c
+}
+
+// closest are the names among suggestions nearest to typed (by edit
+// distance), quoted.
+func closest(typed string, suggestions []string) []string {
+	var out []string
+	best := -1
+	for _, s := range suggestions {
+		d := editDistance(strings.ToLower(typed), strings.ToLower(s))
+		switch {
+		case best < 0 || d < best:
+			best, out = d, []string{strconv.Quote(s)}
+		case d == best:
+			out = append(out, strconv.Quote(s))
+		}
+	}
+	return out
+}
+
+// editDistance is the Levenshtein distance of a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }

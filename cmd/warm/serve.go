@@ -113,6 +113,7 @@ write what is queued for L2 and L3, exit 0.`,
 				}
 				return err
 			}
+			fmt.Fprintln(g.stderr, "warm serve: "+l3State(cmdContext(cmd), g, c))
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			return serve(ctx, g, c, unix, tcp, token, roots, maxConns)

@@ -12,6 +12,8 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
+	"github.com/modelcache/modelcache/client"
+	"github.com/modelcache/modelcache/l2"
 	"github.com/modelcache/modelcache/tier"
 )
 
@@ -78,27 +80,37 @@ below 128 ns << i (not cumulative), the last one any longer.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var all tier.Stats
 			var l3err error
+			local := false
 			dir := g.dir
-			if d := g.daemon(); d != nil {
+			if err := g.viaDaemonOr(func(d *client.Client) error {
 				// The daemon's cache: its directory's and its processes' counts.
-				defer d.Close()
 				st, err := d.Stats(cmdContext(cmd))
 				if err != nil {
 					return err
 				}
 				all, dir = *st, st.L2.Dir
-			} else if err := g.withCache(func(c *tier.Cache) error {
+				return nil
+			}, func(c *tier.Cache) error {
+				local = true
 				all, l3err = c.Stats(), c.CheckL3(cmdContext(cmd))
 				return nil
 			}); err != nil {
 				return err
+			}
+			if local && all.L2.Dir != "" {
+				// Disk use as du finds it once warm has exited: open, the
+				// store preallocates its value log and memtable (tens of MiB
+				// that Close gives back).
+				if du, err := l2.DiskUsage(g.dir); err == nil {
+					all.L2.DiskBytes = du
+				}
 			}
 			st := all.L2
 			s := statsJSON{Dir: dir, Entries: st.Entries, LogicalBytes: st.LogicalBytes, StoredBytes: st.StoredBytes,
 				ChargedBytes: st.ChargedBytes, DiskBytes: st.DiskBytes, MaxBytes: st.MaxBytes, Reads: all.Lifetime,
 				Measures: all.LifetimeMeasured}
 			if all.L3.Enabled {
-				s.L3 = &l3JSON{Redis: g.redis, Up: l3err == nil}
+				s.L3 = &l3JSON{Redis: redisShown(g.redis), Up: l3err == nil}
 				if l3err != nil {
 					s.L3.Error = l3err.Error()
 				}

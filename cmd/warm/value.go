@@ -14,12 +14,90 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
+	"github.com/modelcache/modelcache/client"
+	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/loader"
 	"github.com/modelcache/modelcache/tier"
 )
 
-// maxValueStdin bounds what "warm value put" reads from stdin, so that a
-// stream that never ends cannot exhaust memory.
+// maxValueStdin bounds what "warm value put" copies from a pipe to a
+// temporary file, so that a stream that never ends cannot fill the disk.
 const maxValueStdin = 4 << 30
+
+// putValue stores stdin as the value of k in ns: through the daemon that
+// holds the directory, streamed as it is read; in process, streamed from a
+// file, or from a pipe spooled to a temporary file first (PutReader needs
+// the length), so that memory never grows with the value.
+func putValue(ctx context.Context, g *globals, ns, k string, o *tier.PutOptions) error {
+	size := int64(-1)
+	if fi, err := os.Stdin.Stat(); err == nil && fi.Mode().IsRegular() {
+		// From its offset: "< FILE" after a read of part of it.
+		if off, err := os.Stdin.Seek(0, io.SeekCurrent); err == nil {
+			size = fi.Size() - off
+		}
+	}
+	return g.viaDaemonOr(func(d *client.Client) error {
+		var in io.Reader = os.Stdin
+		if size < 0 {
+			in = &limitedStdin{r: os.Stdin, left: maxValueStdin}
+		}
+		return d.PutReader(ctx, ns, k, in, size, o)
+	}, func(c *tier.Cache) error {
+		if size >= 0 {
+			return c.PutReader(ctx, ns, k, os.Stdin, size, o)
+		}
+		f, n, err := spool(g.dir, os.Stdin)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return c.PutReader(ctx, ns, k, f, n, o)
+	})
+}
+
+// spool copies r, at most maxValueStdin bytes, to a temporary file in dir
+// (else $TMPDIR), unlinked at once so that nothing is left behind, and
+// returns it at its start with its length.
+func spool(dir string, r io.Reader) (*os.File, int64, error) {
+	f, err := os.CreateTemp(dir, ".value-put-*")
+	if err != nil {
+		if f, err = os.CreateTemp("", "warm-value-put-*"); err != nil {
+			return nil, 0, fmt.Errorf("reading stdin: a temporary file for it: %w", err)
+		}
+	}
+	_ = os.Remove(f.Name())
+	n, err := io.Copy(f, &limitedStdin{r: r, left: maxValueStdin})
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, n, nil
+}
+
+// limitedStdin reads stdin up to left bytes; more is an error.
+type limitedStdin struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *limitedStdin) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		var one [1]byte
+		if n, _ := l.r.Read(one[:]); n > 0 {
+			return 0, fmt.Errorf("stdin holds more than %s: redirect it from a file (< FILE), which has no such bound", humanize.IBytes(maxValueStdin))
+		}
+		return l.r.Read(p)
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, err
+}
 
 func newValueCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
@@ -51,18 +129,24 @@ func newValuePutCmd(g *globals) *cobra.Command {
 		Use:   "put [flags] NS KEY < FILE",
 		Short: "Store stdin as the value of KEY in namespace NS",
 		Long: `put reads stdin to its end and stores it as the value of KEY in namespace NS,
-replacing what was there; it is in the cache directory when put returns. A
-file (< FILE) is streamed in a chunk at a time, whatever its size; a pipe is
-read whole first, at most 4 GiB. --ttl sets how long it lives (default: the namespace's, then
---ttl of warm itself, then forever). --dtype (F32, F16, BF16, F64, ...) says
-the bytes are an array of that type, little-endian, so that it is stored by
-the float-aware codec; --shape (e.g. 4,1024) is checked against its length.`,
+replacing what was there; it is in the cache directory when put returns. Its
+memory does not grow with the value: a file (< FILE) is streamed in a chunk
+at a time, whatever its size; a pipe, whose length is not known before its
+end, is first copied to a temporary file (in the cache directory, else
+$TMPDIR; at most 4 GiB), or sent as it is read to a warm serve. --ttl sets how long it lives (default: the namespace's, then
+--ttl of warm itself, then forever). --dtype (F32, F16, BF16, F64, I8, ...,
+as safetensors spells them) says the bytes are an array of that type,
+little-endian, so that it is stored by the float-aware codec; the length
+must be a whole number of elements, and --shape (e.g. 4,1024) must match it.`,
 		Example: `  warm value put embeddings doc-42 < doc-42.f32
   warm value put --dtype F32 --shape 1,768 --ttl 24h embeddings doc-42 < doc-42.f32`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if ttl < 0 {
 				return usageError{fmt.Errorf("--ttl: %v is negative", ttl)}
+			}
+			if dtype != "" && loader.DType(dtype).Size() == 0 {
+				return usageError{fmt.Errorf("--dtype: %q is not an element type (F64, F32, F16, BF16, F8_E4M3, F8_E5M2, I64, I32, I16, I8, U64, U32, U16, U8, BOOL)", dtype)}
 			}
 			o := &tier.PutOptions{TTL: ttl, DType: dtype}
 			if shape != "" {
@@ -77,24 +161,7 @@ the float-aware codec; --shape (e.g. 4,1024) is checked against its length.`,
 					return usageError{fmt.Errorf("--shape needs --dtype")}
 				}
 			}
-			// A file is streamed in, a chunk at a time, whatever its size;
-			// a pipe is read whole first (its size is not known), up to a
-			// bound.
-			if fi, err := os.Stdin.Stat(); err == nil && fi.Mode().IsRegular() {
-				return g.withCache(func(c *tier.Cache) error {
-					return c.PutReader(cmdContext(cmd), args[0], args[1], os.Stdin, fi.Size(), o)
-				})
-			}
-			b, err := io.ReadAll(io.LimitReader(os.Stdin, maxValueStdin+1))
-			if err != nil {
-				return fmt.Errorf("reading stdin: %w", err)
-			}
-			if len(b) > maxValueStdin {
-				return fmt.Errorf("stdin holds more than %s: redirect it from a file (< FILE), which is streamed", humanize.IBytes(maxValueStdin))
-			}
-			return g.withCache(func(c *tier.Cache) error {
-				return c.Put(cmdContext(cmd), args[0], args[1], b, o)
-			})
+			return putValue(cmdContext(cmd), g, args[0], args[1], o)
 		},
 	}
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "how long the value lives (e.g. 24h); 0: the namespace's")
@@ -116,7 +183,22 @@ on stderr.`,
   warm value get -v embeddings doc-42 | sha256sum`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withCache(func(c *tier.Cache) error {
+			return g.viaDaemonOr(func(d *client.Client) error {
+				r, err := d.OpenValue(cmdContext(cmd), args[0], args[1])
+				if err != nil {
+					return err
+				}
+				defer r.Close()
+				if verbose {
+					fmt.Fprintf(g.stderr, "served-by: %s\n", r.ServedBy)
+				}
+				if n, err := io.Copy(g.stdout, r); err != nil {
+					return err
+				} else if r.Size >= 0 && n != r.Size {
+					return fmt.Errorf("value %s: the daemon sent %d of %d bytes", errs.Quote(args[1]), n, r.Size)
+				}
+				return nil
+			}, func(c *tier.Cache) error {
 				// A reader: a value of any size goes out a chunk at a time.
 				r, err := c.OpenValue(cmdContext(cmd), args[0], args[1])
 				if err != nil {
@@ -142,7 +224,8 @@ func newValueDelCmd(g *globals) *cobra.Command {
 		Example: `  warm value del embeddings doc-42`,
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withCache(func(c *tier.Cache) error { return c.Delete(cmdContext(cmd), args[0], args[1]) })
+			return g.viaDaemonOr(func(d *client.Client) error { return d.Delete(cmdContext(cmd), args[0], args[1]) },
+				func(c *tier.Cache) error { return c.Delete(cmdContext(cmd), args[0], args[1]) })
 		},
 	}
 }
@@ -157,7 +240,8 @@ directory; what is left of them is removed by "warm gc".`,
 		Example: `  warm value drop "outputs@$(warm ls --json model.safetensors | jq -r .version)"`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withCache(func(c *tier.Cache) error { return c.DropNamespace(cmdContext(cmd), args[0]) })
+			return g.viaDaemonOr(func(d *client.Client) error { return d.DropNamespace(cmdContext(cmd), args[0]) },
+				func(c *tier.Cache) error { return c.DropNamespace(cmdContext(cmd), args[0]) })
 		},
 	}
 }

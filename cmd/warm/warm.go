@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/term"
 
+	"github.com/modelcache/modelcache/l2"
 	"github.com/modelcache/modelcache/loader"
 	"github.com/modelcache/modelcache/resolve"
 	"github.com/modelcache/modelcache/tier"
@@ -185,9 +186,18 @@ func (g *globals) warmFiles(ctx context.Context, args []string, w *warmFlags) er
 			progressbar.OptionClearOnFinish())
 	}
 
-	c, err := g.open()
-	if err != nil {
-		return err
+	// Through the daemon named by --server, or the one that holds the
+	// directory; else in this process.
+	var c *tier.Cache
+	d := g.daemon()
+	if d == nil {
+		var err error
+		if c, d, err = g.openOrDaemon(); err != nil {
+			return err
+		}
+	}
+	if d != nil {
+		defer d.Close()
 	}
 	results := make([]warmFile, len(files))
 	var mu sync.Mutex    // serializes output lines
@@ -215,7 +225,13 @@ func (g *globals) warmFiles(ctx context.Context, args []string, w *warmFlags) er
 					_ = bar.Add64(int64(p.Bytes))
 				}
 			}
-			res, err := warmOne(ctx, c, f, &opts)
+			var res *tier.WarmResult
+			var err error
+			if d != nil {
+				res, err = d.Warm(ctx, f, opts.Progress)
+			} else {
+				res, err = warmOne(ctx, c, f, &opts)
+			}
 			r.Seconds = time.Since(start).Seconds()
 			if res != nil {
 				r.Tensors, r.Written, r.Skipped, r.LogicalBytes = res.Tensors, res.Written, res.Skipped, res.LogicalBytes
@@ -245,9 +261,21 @@ func (g *globals) warmFiles(ctx context.Context, args []string, w *warmFlags) er
 	if bar != nil {
 		_ = bar.Finish()
 	}
-	st := c.Stats().L2
-	if err := c.Close(); err != nil {
-		return err
+	var st l2.Stats
+	if d != nil {
+		if s, err := d.Stats(context.Background()); err == nil {
+			st = s.L2
+		}
+	} else {
+		st = c.Stats().L2
+		if err := c.Close(); err != nil {
+			return err
+		}
+		// As du finds it now that the store gave back what it preallocates
+		// while open.
+		if du, err := l2.DiskUsage(g.dir); err == nil && st.Dir != "" {
+			st.DiskBytes = du
+		}
 	}
 	sum.Interrupted = ctx.Err() != nil
 	sum.Files = results
