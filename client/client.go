@@ -414,22 +414,7 @@ func (c *Client) OpenValue(ctx context.Context, ns, key string) (*ValueStream, e
 
 // Put stores b under key in namespace ns.
 func (c *Client) Put(ctx context.Context, ns, key string, b []byte, o *tier.PutOptions) error {
-	hdr := http.Header{}
-	if o != nil {
-		if o.TTL > 0 {
-			hdr.Set("X-TTL", o.TTL.String())
-		}
-		if o.DType != "" {
-			hdr.Set("X-Dtype", o.DType)
-		}
-		if len(o.Shape) > 0 {
-			parts := make([]string, len(o.Shape))
-			for i, d := range o.Shape {
-				parts[i] = strconv.FormatUint(d, 10)
-			}
-			hdr.Set("X-Shape", strings.Join(parts, ","))
-		}
-	}
+	hdr := valueHeader(o)
 	resp, err := c.do(ctx, http.MethodPut, valuePath(ns, key), bytes.NewReader(b), hdr)
 	if err != nil {
 		return err
