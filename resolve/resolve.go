@@ -308,15 +308,17 @@ func ollamaPath(s string) (string, error) {
 	return "", fmt.Errorf("resolve: %s%s: manifest %s has no model layer: %w", Ollama, s, mpath, errs.ErrInvalidModel)
 }
 
-// maxSmall bounds what readSmall reads.
+// maxSmall bounds what readSmall reads: refs and manifests are small, and
+// a name must not make us read a huge file.
 const maxSmall = 1 << 20
 
-// readSmall reads a regular file of at most 1 MiB: refs and manifests are
-// small, and a name must not make us read a huge file. It is opened
-// non-blocking and checked before it is read: opening a FIFO for reading
-// waits for a writer, forever, and a device reads without end. Errors
-// name the file, never what it holds.
-func readSmall(path string) ([]byte, error) {
+func readSmall(path string) ([]byte, error) { return ReadRegular(path, maxSmall) }
+
+// ReadRegular reads the regular file at path, of at most max bytes. It is
+// opened non-blocking and checked before it is read: opening a FIFO for
+// reading waits for a writer, forever, and a device reads without end.
+// Errors name the file, never what it holds.
+func ReadRegular(path string, max int64) ([]byte, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
@@ -329,15 +331,16 @@ func readSmall(path string) ([]byte, error) {
 	if err := regular(path, fi); err != nil {
 		return nil, err
 	}
-	if fi.Size() > maxSmall {
-		return nil, fmt.Errorf("%s: larger than 1 MiB: %w", path, errs.ErrInvalidModel)
+	tooLarge := fmt.Errorf("%s: larger than %d bytes: %w", path, max, errs.ErrInvalidModel)
+	if fi.Size() > max {
+		return nil, tooLarge
 	}
-	b, err := io.ReadAll(io.LimitReader(f, maxSmall+1))
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if len(b) > maxSmall {
-		return nil, fmt.Errorf("%s: larger than 1 MiB: %w", path, errs.ErrInvalidModel)
+	if int64(len(b)) > max {
+		return nil, tooLarge
 	}
 	return b, nil
 }

@@ -3,12 +3,9 @@ package server
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/loader"
@@ -123,7 +120,7 @@ func (h *Handler) allow(name string) (string, error) {
 		if _, err := h.allowed(name, idx, roots); err != nil {
 			return "", err
 		}
-		b, err := readIndex(idx)
+		b, err := resolve.ReadRegular(idx, loader.MaxShardIndex)
 		if err != nil {
 			return open, nil // the cache answers the error, as without roots
 		}
@@ -165,22 +162,4 @@ func (h *Handler) allowed(name, p string, roots []string) (string, error) {
 		return real, nil
 	}
 	return filepath.Join(rd, filepath.Base(p)), nil
-}
-
-// readIndex reads a shard index, bounded, opening nothing but a regular
-// file (a FIFO would block the open).
-func readIndex(p string) ([]byte, error) {
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() || fi.Size() > loader.MaxShardIndex {
-		return nil, fmt.Errorf("%s: not a regular index file", p)
-	}
-	return io.ReadAll(io.LimitReader(f, loader.MaxShardIndex+1))
 }

@@ -59,19 +59,7 @@ func warm(t *testing.T, args ...string) result {
 // warmStdin is warm with stdin read from in.
 func warmStdin(t *testing.T, in io.Reader, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(warmBin, args...)
-	cmd.Stdin = in
-	cmd.Env = append([]string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}, warmExtraEnv...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else {
-		require.NoError(t, err)
-	}
-	return result{code, stdout.Bytes(), stderr.Bytes()}
+	return runWarm(t, "", warmExtraEnv, in, args...)
 }
 
 const testModel = "../../testdata/models/posenet.bf16.safetensors"
