@@ -199,6 +199,14 @@ func TestStore_MalformedEpochs(t *testing.T) {
 	e, err = s.RaiseEpoch(ctx, "ns", 5)
 	require.NoError(t, err)
 	require.Equal(t, uint64(5), e)
+	// Near the top of uint64, where the next drop's +1 would wrap to 0:
+	// malformed, and replaced.
+	require.NoError(t, s.Client().Set(ctx, "mc:e:ns", "18446744073709551615", 0).Err())
+	_, err = s.Epoch(ctx, "ns")
+	require.ErrorIs(t, err, errs.ErrCorrupt)
+	e, err = s.RaiseEpoch(ctx, "ns", 6)
+	require.NoError(t, err)
+	require.Equal(t, uint64(6), e)
 
 	sealed := open(t, &Options{Addrs: []string{srv.Addr}, FleetKey: bytes.Repeat([]byte{3}, 16), Prefix: "f:"})
 	e, err = sealed.RaiseEpoch(ctx, "ns", 2)

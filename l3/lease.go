@@ -211,6 +211,10 @@ func (s *Store) Epoch(ctx context.Context, ns string) (uint64, error) {
 
 func (s *Store) epochKey(ns string) string { return s.prefix + "e:" + ns }
 
+// MaxEpoch is the largest epoch a record may hold: a larger one is
+// malformed (errs.ErrCorrupt), and replaced at the next drop.
+const MaxEpoch = 1 << 62
+
 // maxEpochLen bounds a stored epoch: 20 digits, sealed.
 const maxEpochLen = 20
 
@@ -236,6 +240,11 @@ func (s *Store) decodeEpoch(name string, raw []byte) (uint64, error) {
 	v, err := strconv.ParseUint(string(plain), 10, 64)
 	if err != nil {
 		return 0, fmt.Errorf("l3: %w: epoch %s is not a number", errs.ErrCorrupt, name)
+	}
+	if v > MaxEpoch {
+		// No fleet drops a namespace 2^62 times: a forged one, which would
+		// leave the next drop nowhere to go (its +1 wraps to 0).
+		return 0, fmt.Errorf("l3: %w: epoch %s is beyond %d", errs.ErrCorrupt, name, uint64(MaxEpoch))
 	}
 	return v, nil
 }
