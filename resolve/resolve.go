@@ -110,7 +110,7 @@ func (r hfRef) String() string { return HF + r.org + "/" + r.name + "@" + r.rev 
 // parseHF parses ORG/NAME[@REV][/FILE].
 func parseHF(s string) (hfRef, error) {
 	bad := func(why string) (hfRef, error) {
-		return hfRef{}, fmt.Errorf("resolve: %s%s: %s (want hf:ORG/NAME[@REVISION][/FILE])", HF, s, why)
+		return hfRef{}, fmt.Errorf("resolve: %s%s: %w: %s (want hf:ORG/NAME[@REVISION][/FILE])", HF, s, errs.ErrInvalidArgument, why)
 	}
 	org, rest, ok := strings.Cut(s, "/")
 	if !ok {
@@ -143,7 +143,7 @@ func (r hfRef) snapshot() (string, error) {
 	if fi, err := os.Stat(repo); err != nil || !fi.IsDir() {
 		return "", fmt.Errorf("resolve: %s: not in the Hugging Face cache (%s): %w", r, repo, errs.ErrNotFound)
 	}
-	sha := r.rev
+	sha, named := r.rev, "snapshot "+r.rev
 	if !commit.MatchString(sha) {
 		ref := filepath.Join(repo, "refs", r.rev)
 		b, err := readSmall(ref)
@@ -159,10 +159,11 @@ func (r hfRef) snapshot() (string, error) {
 		if !commit.MatchString(sha) {
 			return "", fmt.Errorf("resolve: %s: %s does not hold a commit hash (40 hex digits): %w", r, ref, errs.ErrInvalidModel)
 		}
+		named = "the snapshot " + ref + " names"
 	}
 	dir := filepath.Join(repo, "snapshots", sha)
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return "", fmt.Errorf("resolve: %s: snapshot %s is not downloaded (%s): %w", r, sha, dir, errs.ErrNotFound)
+		return "", fmt.Errorf("resolve: %s: %s is not downloaded (in %s): %w", r, named, filepath.Join(repo, "snapshots"), errs.ErrNotFound)
 	}
 	return dir, nil
 }
@@ -266,11 +267,11 @@ func ollamaPath(s string) (string, error) {
 		parts = []string{"registry.ollama.ai", parts[0], parts[1]}
 	case 3:
 	default:
-		return "", fmt.Errorf("resolve: %s%s: want ollama:[HOST/][NAMESPACE/]MODEL[:TAG]", Ollama, s)
+		return "", fmt.Errorf("resolve: %s%s: %w: want ollama:[HOST/][NAMESPACE/]MODEL[:TAG]", Ollama, s, errs.ErrInvalidArgument)
 	}
 	for _, p := range append(parts, tag) {
 		if !olPart.MatchString(p) || strings.Contains(p, "..") {
-			return "", fmt.Errorf("resolve: %s%s: %q is not a valid name part", Ollama, s, p)
+			return "", fmt.Errorf("resolve: %s%s: %w: %q is not a valid name part", Ollama, s, errs.ErrInvalidArgument, p)
 		}
 	}
 	root := OllamaModels()

@@ -159,6 +159,12 @@ func TestName_ErrorsNeverShowFileContents(t *testing.T) {
 	require.ErrorContains(t, err, ref)
 	require.NotContains(t, err.Error(), "root:")
 	require.NotContains(t, err.Error(), "SECRET")
+	// A secret that looks like a commit hash: not quoted either.
+	const hexSecret = "fedcba9876543210fedcba9876543210fedcba98"
+	require.NoError(t, os.WriteFile(secret, []byte(hexSecret+"\n"), 0o600))
+	_, err = Name("hf:org/tiny")
+	require.ErrorIs(t, err, errs.ErrNotFound)
+	require.NotContains(t, err.Error(), hexSecret)
 
 	ol := t.TempDir()
 	t.Setenv("OLLAMA_MODELS", ol)
@@ -176,6 +182,15 @@ func TestName_ErrorsNeverShowFileContents(t *testing.T) {
 	_, err = Name("ollama:tiny")
 	require.ErrorIs(t, err, errs.ErrInvalidModel)
 	require.NotContains(t, err.Error(), "SECRET")
+}
+
+// A name that is not of the form is the caller's mistake (400 through the
+// daemon), not the cache's.
+func TestName_MalformedIsInvalidArgument(t *testing.T) {
+	for _, n := range []string{"hf:", "hf:org/good@/x", "ollama:", "ollama:a/b/c/d", "ollama:a..b"} {
+		_, err := Name(n)
+		require.ErrorIs(t, err, errs.ErrInvalidArgument, n)
+	}
 }
 
 // bounded runs f, failing the test (not hanging it) if f does not return

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -22,23 +23,72 @@ import (
 // outside the roots cannot be turned elsewhere between the check and the
 // open.
 
+// maxPath bounds what a client may name (PATH_MAX): resolving costs
+// system calls by the component, and nothing longer can be opened anyway.
+const maxPath = 4096
+
+// maxHops bounds the dangling symlinks followed by hand (the kernel's
+// ELOOP bound).
+const maxHops = 40
+
 // realPath is p (absolute, clean) with every symlink resolved. A tail
 // that does not exist (a model file deleted, kept in the cache) is kept as
-// it is under its resolved parent.
-func realPath(p string) (string, error) {
-	real, err := filepath.EvalSymlinks(p)
-	if err == nil || !errors.Is(err, fs.ErrNotExist) {
-		return real, err
+// it is under its resolved parent, and a dangling symlink counts as the
+// path it points to: a file created there later is what an open would
+// reach.
+func realPath(p string) (string, error) { return realPathHops(p, 0) }
+
+func realPathHops(p string, hops int) (string, error) {
+	var tail []string // missing components, last first
+	for {
+		real, err := filepath.EvalSymlinks(p)
+		if err == nil {
+			return joinTail(real, tail), nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", err
+		}
+		if fi, lerr := os.Lstat(p); lerr == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			if hops >= maxHops {
+				return "", fmt.Errorf("%s: too many levels of symbolic links", p)
+			}
+			to, err := os.Readlink(p)
+			if err != nil {
+				return "", err
+			}
+			if !filepath.IsAbs(to) {
+				dir, err := realPathHops(filepath.Dir(p), hops+1)
+				if err != nil {
+					return "", err
+				}
+				to = filepath.Join(dir, to)
+			}
+			real, err := realPathHops(filepath.Clean(to), hops+1)
+			if err != nil {
+				return "", err
+			}
+			return joinTail(real, tail), nil
+		}
+		dir := filepath.Dir(p)
+		if dir == p {
+			return "", err
+		}
+		tail = append(tail, filepath.Base(p))
+		p = dir
 	}
-	dir := filepath.Dir(p)
-	if dir == p {
-		return "", err
+}
+
+// joinTail is dir with the components of tail (last first) below it.
+func joinTail(dir string, tail []string) string {
+	if len(tail) == 0 {
+		return dir
 	}
-	rd, err := realPath(dir)
-	if err != nil {
-		return "", err
+	parts := make([]string, 0, len(tail)+1)
+	parts = append(parts, dir)
+	for i := len(tail) - 1; i >= 0; i-- {
+		parts = append(parts, tail[i])
 	}
-	return filepath.Join(rd, filepath.Base(p)), nil
+	return filepath.Join(parts...)
 }
 
 // resolveRoots resolves the roots once; one that cannot be resolved (not
@@ -84,6 +134,9 @@ func forbidden(name, why string) error {
 // outside the roots. Nothing is opened but directories (to resolve
 // symlinks) and, for a sharded checkpoint, its index.
 func (h *Handler) allow(name string) (string, error) {
+	if len(name) > maxPath {
+		return "", fmt.Errorf("server: a path of %d bytes: %w: at most %d", len(name), errs.ErrInvalidArgument, maxPath)
+	}
 	roots := h.roots
 	var p string
 	switch {

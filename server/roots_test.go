@@ -133,6 +133,10 @@ func TestServer_RootsRefuseWhatLiesOutside(t *testing.T) {
 	root, model, secret := tree(t)
 	d := startDaemon(t, &Options{Roots: []string{root}})
 	t.Chdir(filepath.Dir(secret))
+	// Dangling: whoever may write where it points can put a file there
+	// between the check and the open.
+	require.NoError(t, os.Symlink(filepath.Join(filepath.Dir(secret), "later"), filepath.Join(root, "dangling")))
+	require.NoError(t, os.Symlink("dangling", filepath.Join(root, "dangling-relative")))
 
 	names := map[string]string{
 		"the file itself":          secret,
@@ -143,6 +147,9 @@ func TestServer_RootsRefuseWhatLiesOutside(t *testing.T) {
 		"/proc/self/cwd":           "/proc/self/cwd/shadow",
 		"an absent file outside":   filepath.Join(filepath.Dir(secret), "absent"),
 		"a symlink outside a root": "/proc/self/root" + filepath.Join(root, "link-to-secret"),
+		"a dangling symlink":       filepath.Join(root, "dangling"),
+		"a link to a dangling one": filepath.Join(root, "dangling-relative"),
+		"below a dangling symlink": filepath.Join(root, "dangling", "x", "model.safetensors"),
 	}
 	for what, p := range names {
 		for _, target := range []string{
@@ -185,6 +192,29 @@ func TestServer_RootsRefuseWhatLiesOutside(t *testing.T) {
 	require.Len(t, mj.Tensors, 62)
 	require.Equal(t, model, mj.Path, "opened where the link led when it was checked")
 	a = d.do(t, "GET", "/v1/models"+filepath.Join(root, "sub", "..", "model.safetensors"))
+	require.Equal(t, http.StatusOK, a.code, a.body)
+}
+
+// Resolving a path costs system calls by the component: a client's path
+// is bounded (PATH_MAX) before anything is resolved, and a dangling
+// symlink that points into a root is what it points to (a deleted HF blob
+// whose tensors are cached).
+func TestServer_LongPathsAndDanglingLinks(t *testing.T) {
+	root, model, _ := tree(t)
+	d := startDaemon(t, &Options{Roots: []string{root}})
+	deep := root + strings.Repeat("/a", 3000) + "/x"
+	a := d.do(t, "GET", "/v1/tensor?name=-&path="+q(deep))
+	require.Equal(t, http.StatusBadRequest, a.code, a.body)
+	require.Equal(t, "ErrInvalidArgument", a.err.Sentinel)
+	require.Less(t, len(a.body), 1024, "the answer quotes the path whole")
+
+	gone := filepath.Join(root, "gone.safetensors")
+	require.NoError(t, os.Symlink(filepath.Join(root, "sub", "blob"), gone))
+	a = d.do(t, "GET", "/v1/models"+gone)
+	require.Equal(t, http.StatusNotFound, a.code, a.body)
+	// The blob comes back: served through the link.
+	require.NoError(t, os.Link(model, filepath.Join(root, "sub", "blob")))
+	a = d.do(t, "GET", "/v1/models"+gone)
 	require.Equal(t, http.StatusOK, a.code, a.body)
 }
 
