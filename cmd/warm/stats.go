@@ -159,6 +159,10 @@ func printMeasures(g *globals, m tier.Measured) {
 	for _, ns := range names {
 		row("  "+strconv.Quote(ns), m.Namespaces[ns])
 	}
+	if m.OtherNamespaces != nil {
+		// Past tier.Options.MaxNamespaceMeters, namespaces count together.
+		row("  (other namespaces)", *m.OtherNamespaces)
+	}
 	tw.Flush()
 }
 

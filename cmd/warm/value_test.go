@@ -75,6 +75,7 @@ func TestValue_PutGetLsDelDrop(t *testing.T) {
 	r = w("", "stats")
 	require.Contains(t, string(r.stdout), `"outputs"`)
 	require.Contains(t, string(r.stdout), "T MEASURED")
+	require.Contains(t, string(r.stdout), "(other namespaces)")
 
 	// A file on stdin is streamed in; get streams it out.
 	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
