@@ -44,12 +44,11 @@ import (
 	"github.com/modelcache/modelcache/tier"
 )
 
-// Limits on requests: headers, value bodies, and how long a request may
-// take to arrive.
+// Limits on requests: headers and value bodies (how long they may take to
+// arrive is in limits.go).
 const (
 	MaxHeaderBytes = 64 << 10
 	MaxValueBytes  = 4 << 30
-	ReadTimeout    = time.Minute
 )
 
 // Handler serves the API for c.
@@ -95,6 +94,14 @@ type Options struct {
 	// WriteStallTimeout ends a connection whose client takes in none of a
 	// response write for this long; default DefaultWriteStallTimeout.
 	WriteStallTimeout time.Duration
+	// ReadStallTimeout ends a connection whose request body does not
+	// deliver its next 256 KiB within it: bodies must keep arriving, but
+	// may take as long as they need; default DefaultReadStallTimeout.
+	ReadStallTimeout time.Duration
+	// MaxConnectionsPerPeer bounds the connections of one peer (a uid on
+	// the unix socket, an IP address on TCP) on each listener, so that no
+	// user can take every slot; default a quarter of MaxConnections.
+	MaxConnectionsPerPeer int
 	// SpoolDir holds, deleted while open, the bodies of PUTs that come
 	// without a Content-Length (chunked) until their length is known;
 	// default os.TempDir(). warm serve uses the cache directory.
@@ -137,6 +144,12 @@ func New(c *tier.Cache, o *Options) *Handler {
 // ServeHTTP serves the API, checking the bearer token if there is one.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w = newStallWriter(w, h.limits.stall)
+	if r.Body != nil && r.Body != http.NoBody {
+		// On a copy: net/http looks at its own request's body, as it
+		// made it, to decide what of an unread body to discard.
+		r = r.WithContext(r.Context())
+		r.Body = newStallReader(r.Body, http.NewResponseController(w), h.limits.readStall)
+	}
 	if h.token != "" && r.Header.Get("Authorization") != "Bearer "+h.token {
 		w.Header().Set("WWW-Authenticate", "Bearer")
 		writeError(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token"))
@@ -161,6 +174,8 @@ type Error struct {
 // status is the HTTP status of an error.
 func status(err error) int {
 	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return http.StatusRequestTimeout // a body that stopped arriving (stallReader)
 	case errors.Is(err, errs.ErrNotFound), errors.Is(err, fs.ErrNotExist):
 		return http.StatusNotFound
 	case errors.Is(err, errs.ErrInvalidArgument):
@@ -460,7 +475,7 @@ func (h *Handler) putValue(w http.ResponseWriter, r *http.Request) {
 		// Read whole, bounded, and stored as Put stores (L1, L2, L3).
 		b, rerr := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxValueBytes))
 		if rerr != nil {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("%w: %w", errs.ErrTooLarge, rerr))
+			fail(w, bodyErr(rerr))
 			return
 		}
 		err = h.c.Put(r.Context(), ns, key, b, o)

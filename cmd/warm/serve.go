@@ -36,7 +36,7 @@ func defaultSocket(dir string) string {
 func newServeCmd(g *globals) *cobra.Command {
 	var socket, httpAddr, tokenFile string
 	var roots []string
-	var maxConns int
+	var maxConns, maxPerPeer int
 	cmd := &cobra.Command{
 		Use:   "serve [flags]",
 		Short: "Own the cache directory and serve every process on this machine",
@@ -67,6 +67,9 @@ write what is queued for L2 and L3, exit 0.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if maxConns <= 0 {
 				return usageError{fmt.Errorf("--max-connections %d: want at least 1", maxConns)}
+			}
+			if maxPerPeer < 0 {
+				return usageError{fmt.Errorf("--max-connections-per-peer %d: want at least 1 (0: a quarter of --max-connections)", maxPerPeer)}
 			}
 			if socket == "" {
 				socket = defaultSocket(g.dir)
@@ -116,7 +119,7 @@ write what is queued for L2 and L3, exit 0.`,
 			fmt.Fprintln(g.stderr, "warm serve: "+l3State(cmdContext(cmd), g, c))
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			return serve(ctx, g, c, unix, tcp, token, roots, maxConns)
+			return serve(ctx, g, c, unix, tcp, token, roots, maxConns, maxPerPeer)
 		},
 	}
 	f := cmd.Flags()
@@ -125,6 +128,7 @@ write what is queued for L2 and L3, exit 0.`,
 	f.StringVar(&tokenFile, "http-token-file", "", "file holding the bearer token that TCP requests must carry")
 	f.StringArrayVar(&roots, "root", splitRoots(os.Getenv("MODELCACHE_ROOTS")), "a directory whose files clients may read by path (repeatable; env MODELCACHE_ROOTS, colon-separated); none: paths are refused")
 	f.IntVar(&maxConns, "max-connections", server.DefaultMaxConnections, "connections each listener keeps at most (the longest idle are closed for new ones)")
+	f.IntVar(&maxPerPeer, "max-connections-per-peer", 0, "connections one peer (a uid on the socket, an IP address on TCP) keeps at most on each listener (0: a quarter of --max-connections)")
 	return cmd
 }
 
@@ -206,10 +210,10 @@ func fileType(m fs.FileMode) string {
 // serve serves until ctx ends, then shuts down in order: no new requests,
 // those in flight finished (bounded), the cache closed (its queued writes
 // done).
-func serve(ctx context.Context, g *globals, c *tier.Cache, unix, tcp net.Listener, token string, roots []string, maxConns int) error {
+func serve(ctx context.Context, g *globals, c *tier.Cache, unix, tcp net.Listener, token string, roots []string, maxConns, maxPerPeer int) error {
 	// Chunked PUTs spool in the cache directory: on disk, not in a /tmp
 	// that may be RAM.
-	o := server.Options{MaxConnections: maxConns, SpoolDir: g.dir, Roots: roots}
+	o := server.Options{MaxConnections: maxConns, MaxConnectionsPerPeer: maxPerPeer, SpoolDir: g.dir, Roots: roots}
 	localH := server.New(c, &o)
 	o.Token = token
 	remoteH := server.New(c, &o)
