@@ -48,7 +48,7 @@ deps:
 
 test: deps
 	$(GO) vet $(PKGS)
-	$(GO) test -race ./...
+	$(GO) test -race -timeout 25m ./...
 	$(GO) test -tags purego ./serialize/   # the portable path of the SSE2 code
 
 fmt-check:

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,7 +24,20 @@ const flipEntries = 600
 
 // flipData is entry i's content: two in five are small (they live in the
 // LSM tree), the rest 64 to 200 KiB (the value log); all compress poorly.
-func flipData(i int) []byte {
+// Made once: the test compares every entry 50 times, and making them
+// again each time (a random byte at a time, under -race) was most of its
+// minutes.
+func flipData(i int) []byte { return flipAll()[i] }
+
+var flipAll = sync.OnceValue(func() [][]byte {
+	all := make([][]byte, flipEntries)
+	for i := range all {
+		all[i] = makeFlipData(i)
+	}
+	return all
+})
+
+func makeFlipData(i int) []byte {
 	r := rand.New(rand.NewPCG(uint64(i), 31))
 	n := 100 + r.IntN(2000)
 	if i%5 >= 2 {
