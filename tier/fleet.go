@@ -32,17 +32,12 @@ type fleetStats struct {
 	errors, corrupt, writes, writeErrors, waits, leases atomic.Uint64
 }
 
-// fromL3 looks for key in L3, an entry want admits. It returns the value
-// (read into alloc's buffer, if alloc is not nil), or a lease when this
-// process should read the origin and write L3, or neither when L3 cannot
-// help (then read the origin without writing L3 first).
-func (c *Cache) fromL3(req *request, key string, want *l3.Expect, alloc func(string, []uint64, uint64) ([]byte, error)) (*l3.Value, *l3.Lease) {
-	v, lease, _ := c.fromL3Or(c.ctx, req, key, want, alloc, true)
-	return v, lease
-}
-
-// fromL3Or is fromL3 that, with wait false, does not wait for another
-// machine's read: it says busy instead, for a caller with other work. ctx
+// fromL3Or looks for key in L3, an entry want admits. It returns the
+// value (read into alloc's buffer, if alloc is not nil), or a lease when
+// this process should read the origin and write L3, or neither when L3
+// cannot help (then read the origin without writing L3 first). With wait
+// false it does not wait for another machine's read: it says busy
+// instead, for a caller with other work. ctx
 // ends every wait: the caller's (with Close's cancellation), c.ctx for
 // reads that callers share (Close cancels them), or one that Close does
 // not cancel for the writes Close waits for.
@@ -113,14 +108,19 @@ func tensorExpect(dtype string, shape []uint64, n uint64) *l3.Expect {
 // valueExpect is what L3 may hold for a value: at most MaxValueBytes.
 func (c *Cache) valueExpect() *l3.Expect { return &l3.Expect{MaxLength: c.maxValue} }
 
-// lookupL3 is a value's lookup in L3 without a fill: no lease, no wait.
-func (c *Cache) lookupL3(ek string) *l3.Value {
-	v, err := c.l3.GetInto(c.ctx, ek, c.valueExpect(), nil)
-	if err != nil && !errors.Is(err, errs.ErrNotFound) {
+// lookupL3 looks in L3 for an entry want admits, without a lease or a
+// wait: for a read that will not write what it misses (a lookup of a
+// value, a stream of a tensor's file).
+func (c *Cache) lookupL3(ctx context.Context, k string, want *l3.Expect) *l3.Value {
+	if c.l3 == nil {
+		return nil
+	}
+	v, err := c.l3.GetInto(ctx, k, want, nil)
+	if err != nil && !errors.Is(err, errs.ErrNotFound) && ctx.Err() == nil {
 		c.fleet.errors.Add(1)
 		if errors.Is(err, errs.ErrCorrupt) {
 			c.fleet.corrupt.Add(1)
-			c.warn.Warn("tier: L3 read failed, reading the source", "entry", DescribeKey(ek), "err", err)
+			c.warn.Warn("tier: L3 read failed, reading the source", "entry", DescribeKey(k), "err", err)
 		}
 	}
 	return v

@@ -54,11 +54,12 @@ type LoadResult struct {
 	Path    string
 	Tensors int
 	Bytes   uint64
-	// Served counts the tensors each tier served; SourceBytes are the
-	// bytes read from the model files (the origin).
-	L1, L2, L3, Source int
-	SourceBytes        uint64
-	Elapsed            time.Duration
+	// Served counts the tensors each tier served (Shared: by a read of
+	// another caller in this process, of the same tensor at once);
+	// SourceBytes are the bytes read from the model files (the origin).
+	L1, L2, L3, Source, Shared int
+	SourceBytes                uint64
+	Elapsed                    time.Duration
 }
 
 // GBps is the load's rate in 10⁹ bytes a second.
@@ -213,6 +214,8 @@ func (m *Model) Load(ctx context.Context, opts *LoadOptions, each func(*Tensor) 
 			res.L2++
 		case L3:
 			res.L3++
+		case Shared:
+			res.Shared++
 		default:
 			res.Source++
 			res.SourceBytes += m.tensors[i].Bytes
@@ -308,9 +311,9 @@ func (m *Model) keepInL1() int {
 // errFleetBusy: another machine is reading the tensor from the origin.
 var errFleetBusy = errors.New("tier: another machine is reading it")
 
-// fetch reads tensor i from the fastest tier that has it, counted as one
-// request. With wait false, a tensor another machine is reading from the
-// origin is errFleetBusy, not waited for (nor counted).
+// fetch reads tensor i through the walk, counted as one request. With wait
+// false, a tensor another machine is reading from the origin is
+// errFleetBusy, not waited for (nor counted).
 func (l *loading) fetch(ctx context.Context, i int, wait bool) (t *Tensor, err error) {
 	c := l.m.c
 	req := c.begin(&c.tensors)
@@ -323,150 +326,26 @@ func (l *loading) fetch(ctx context.Context, i int, wait bool) (t *Tensor, err e
 		return nil, context.Cause(ctx)
 	}
 	ti := &l.m.tensors[i]
-	pf := l.m.files[ti.file]
-	key := ti.key
-	keep := i < l.keep
-	// The buffer is the caller's, asked for once: a tier that fails to
-	// fill it (a damaged L2 or L3 entry) leaves it to the next one.
-	var buf []byte
-	var bufErr error
-	asked := false
-	into := func() ([]byte, error) {
-		if asked {
-			return buf, bufErr
-		}
-		asked = true
-		if l.opts.Into == nil {
-			buf = make([]byte, ti.Bytes)
-			return buf, nil
-		}
-		buf, bufErr = l.opts.Into(ti)
-		if bufErr == nil && uint64(len(buf)) != ti.Bytes {
-			bufErr = fmt.Errorf("tier: LoadOptions.Into gave %d bytes for tensor %s of %d", len(buf), errs.Quote(ti.Name), ti.Bytes)
-		}
-		return buf, bufErr
-	}
-	tensor := func(data []byte, by Tier) *Tensor {
-		return &Tensor{Name: ti.Name, DType: ti.DType, Shape: ti.Shape, ServedBy: by, data: data}
-	}
-	if v, _, ok := c.inRAM(key); ok {
-		if l.opts.Into == nil {
-			return tensor(v.data, L1), nil
-		}
-		b, err := into()
-		if err != nil {
-			return nil, err
-		}
-		copy(b, v.data)
-		return tensor(b, L1), nil
-	}
-	req.missed()
-	if c.l2 != nil {
-		var intoErr error
-		v, err := c.l2.GetInto(key, func(string, []uint64, uint64) ([]byte, error) {
-			b, err := into()
-			intoErr = err
-			return b, err
-		})
-		switch {
-		case err == nil:
-			l.promoteL1(key, ti, v.Data, keep)
-			return tensor(v.Data, L2), nil
-		case intoErr != nil:
-			return nil, intoErr
-		default:
-			if err := c.l2Failed(&req, err, pf.f.Path(), ti.Name); err != nil {
-				return nil, err
+	r := &read{key: ti.key, where: l.m.files[ti.file].f.Path(), name: ti.Name, file: l.m.files[ti.file].f,
+		wait: wait, keep: i < l.keep, later: func() {
+			l.mu.Lock()
+			l.dropped = append(l.dropped, i)
+			l.mu.Unlock()
+		}}
+	if into := l.opts.Into; into != nil {
+		r.into = func() ([]byte, error) {
+			b, err := into(ti)
+			if err == nil && uint64(len(b)) != ti.Bytes {
+				err = fmt.Errorf("tier: LoadOptions.Into gave %d bytes for tensor %s of %d", len(b), errs.Quote(ti.Name), ti.Bytes)
 			}
+			return b, err
 		}
 	}
-	var intoErr error
-	// ctx, not c.ctx: the caller's deadline ends the wait for another
-	// machine's read too.
-	v, lease, busy := c.fromL3Or(ctx, &req, key, tensorExpect(ti.DType, ti.Shape, ti.Bytes), func(string, []uint64, uint64) ([]byte, error) {
-		b, err := into()
-		intoErr = err
-		return b, err
-	}, wait)
-	if busy {
-		return nil, errFleetBusy
-	}
-	if v != nil {
-		l.promote(i, key, ti, v.Data, keep)
-		return tensor(v.Data, L3), nil
-	}
-	defer func() {
-		if lease != nil {
-			lease.Release()
-		}
-	}()
-	if intoErr != nil {
-		return nil, intoErr
-	}
-	if ctx.Err() != nil {
-		return nil, context.Cause(ctx)
-	}
-	b, err := into()
+	f, err := c.walk(ctx, &req, r)
 	if err != nil {
 		return nil, err
 	}
-	start := time.Now()
-	if err := pf.f.ReadTensorInto(ti.Name, b); err != nil {
-		return nil, err
-	}
-	req.missTook(time.Since(start))
-	l.promote(i, key, ti, b, keep)
-	switch {
-	case l.opts.Into == nil:
-		c.toL3(key, ti.DType, ti.Shape, b, c.ttl, lease)
-		lease = nil
-	case lease != nil:
-		// The caller owns b once this returns, and other machines wait
-		// for this write: make it now.
-		c.putL3Now(key, ti.DType, ti.Shape, b, c.ttl)
-	}
-	return tensor(b, Source), nil
-}
-
-// promoteL1 keeps a tensor read from L2 in L1 if this load keeps it there;
-// bytes the caller owns (Into) are copied.
-func (l *loading) promoteL1(key string, ti *TensorInfo, data []byte, keep bool) {
-	if !keep {
-		return
-	}
-	if l.opts.Into != nil {
-		data = append([]byte(nil), data...)
-	}
-	l.m.c.setL1(key, ti.DType, ti.Shape, data)
-}
-
-// promote keeps a tensor read from the source in L1 (if kept there) and
-// has it written to L2. Bytes the load owns are queued for L2 as they are;
-// bytes the caller owns (Into) are not copied for L2: the tensor is written
-// after the load, read again from its file (from the page cache, as a
-// rule), so that the load spends neither a copy nor the encoding on it.
-func (l *loading) promote(i int, key string, ti *TensorInfo, data []byte, keep bool) {
-	c := l.m.c
-	later := func() {
-		l.mu.Lock()
-		l.dropped = append(l.dropped, i)
-		l.mu.Unlock()
-	}
-	if l.opts.Into != nil {
-		if keep {
-			c.setL1(key, ti.DType, ti.Shape, append([]byte(nil), data...))
-		}
-		if c.wb != nil {
-			later()
-		}
-		return
-	}
-	if keep {
-		c.setL1(key, ti.DType, ti.Shape, data)
-	}
-	if c.wb != nil && !c.wb.enqueue(key, ti.DType, ti.Shape, data) {
-		later() // the queue is full
-	}
+	return &Tensor{Name: ti.Name, DType: ti.DType, Shape: ti.Shape, ServedBy: f.by, data: f.v.data}, nil
 }
 
 // promoteLater writes to L2, in the background and one at a time, the
@@ -474,7 +353,11 @@ func (l *loading) promote(i int, key string, ti *TensorInfo, data []byte, keep b
 // not wait for L2, and the next one should not read the source again.
 func (l *loading) promoteLater() {
 	c := l.m.c
-	if len(l.dropped) == 0 || c.l2 == nil {
+	// A load that its caller gave up on may still add to dropped.
+	l.mu.Lock()
+	todo := l.dropped
+	l.mu.Unlock()
+	if len(todo) == 0 || c.l2 == nil {
 		return
 	}
 	if c.enter() != nil {
@@ -493,7 +376,6 @@ func (l *loading) promoteLater() {
 		}
 		pins = append(pins, &pinnedFile{f: f, release: release, group: pf.group})
 	}
-	todo := l.dropped
 	c.promotions.Add(1)
 	go func() {
 		defer c.promotions.Done()
@@ -510,7 +392,7 @@ func (l *loading) promoteLater() {
 		// leaves the model in L2.
 		for _, i := range todo {
 			ti := &l.m.tensors[i]
-			if _, err := c.warmOne(context.Background(), pins[ti.file], ti); err != nil {
+			if _, err := c.warmOne(context.Background(), pins[ti.file], ti, true); err != nil {
 				if !errors.Is(err, errs.ErrClosed) {
 					c.warn.Warn("tier: writing a loaded tensor to L2 failed", "path", ti.File, "tensor", ti.Name, "err", err)
 				}

@@ -16,7 +16,6 @@ import (
 
 	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/internal/key"
-	"github.com/modelcache/modelcache/l3"
 	"github.com/modelcache/modelcache/loader"
 	"github.com/modelcache/modelcache/resolve"
 )
@@ -258,7 +257,9 @@ func (m *Model) Tensor(ctx context.Context, name string) (t *Tensor, err error) 
 	if err != nil {
 		return nil, err
 	}
-	return c.read(ctx, &req, pf.f.Identity(), pf.f, ti.key, name)
+	return c.read(ctx, &req, ti.key, name, func() *read {
+		return &read{key: ti.key, where: pf.f.Path(), name: name, file: pf.f, wait: true, keep: true}
+	})
 }
 
 // Close releases the model's files. Tensors returned earlier stay valid.
@@ -324,7 +325,7 @@ func (m *Model) Warm(ctx context.Context, opts *WarmOptions) (*WarmResult, error
 	var mu sync.Mutex // guards res's counters
 	err := m.each(ctx, opts.Parallel, func(t *TensorInfo) error {
 		pf := m.files[t.file]
-		stored, err := c.warmOne(ctx, pf, t)
+		stored, err := c.warmOne(ctx, pf, t, false)
 		if err != nil {
 			return err
 		}
@@ -375,60 +376,19 @@ func (m *Model) each(ctx context.Context, parallel int, fn func(*TensorInfo) err
 }
 
 // warmOne writes one tensor of pf to L2 unless L2 holds it, and says
-// whether it wrote it. With L3 it is read from L3 if the fleet has it, and
-// written to L3 when it was read from the file; tensors past StreamAbove,
-// streamed into L2, do not go through L3.
+// whether it wrote it: from L1's bytes, from L3 if the fleet has it (else
+// read from the file and written to L3 too); tensors past StreamAbove
+// are streamed into L2 and do not go through L3. A write a load left for
+// after it (later) reads the file it has at hand, not L3, and is waited
+// for by Close, not cancelled.
 //
-// ctx ends a wait for another machine's read of the tensor: Warm's, or
-// for the writes a load left (promoteLater), one that Close does not
-// cancel, since Close waits for them.
-func (c *Cache) warmOne(ctx context.Context, pf *pinnedFile, t *TensorInfo) (bool, error) {
-	key := t.key
-	if _, err := c.l2.Stat(key); err == nil {
-		return false, nil
+// ctx ends a wait for another machine's read of the tensor.
+func (c *Cache) warmOne(ctx context.Context, pf *pinnedFile, t *TensorInfo, later bool) (bool, error) {
+	var req request // warming is not a request
+	f, err := c.walk(ctx, &req, &read{key: t.key, where: pf.f.Path(), name: t.Name, file: pf.f, sink: toL2,
+		wait: true, lookup: later, afterClose: later})
+	if err != nil {
+		return false, err
 	}
-	if t.Bytes > streamAbove {
-		// Chunk by chunk: an 8 GiB file is not held in memory whole.
-		r, err := pf.f.TensorReader(t.Name)
-		if err != nil {
-			return false, err
-		}
-		defer r.Close()
-		c.warmLoads.Add(1)
-		if err := c.l2.PutStream(key, t.DType, t.Shape, t.Bytes, r); err != nil {
-			return false, fmt.Errorf("tier: %s: tensor %s: %w", pf.f.Path(), errs.Quote(t.Name), err)
-		}
-		return true, nil
-	}
-	var data []byte
-	var lease *l3.Lease
-	if c.l3 != nil {
-		var req request // warming is not a request
-		var v *l3.Value
-		if v, lease, _ = c.fromL3Or(ctx, &req, key, tensorExpect(t.DType, t.Shape, t.Bytes), nil, true); v != nil {
-			data = v.Data
-		}
-		if err := ctx.Err(); err != nil && v == nil {
-			if lease != nil {
-				lease.Release()
-			}
-			return false, err
-		}
-	}
-	if data == nil {
-		data = make([]byte, t.Bytes)
-		if err := pf.f.ReadTensorInto(t.Name, data); err != nil {
-			if lease != nil {
-				lease.Release()
-			}
-			return false, err
-		}
-		c.warmLoads.Add(1)
-		c.toL3(key, t.DType, t.Shape, data, c.ttl, lease)
-	}
-	if err := c.l2.Put(key, t.DType, t.Shape, data); err != nil {
-		// l2 names the cache and a key; the reader wants the model.
-		return false, fmt.Errorf("tier: %s: tensor %s: %w", pf.f.Path(), errs.Quote(t.Name), err)
-	}
-	return true, nil
+	return f.stored, nil
 }

@@ -30,7 +30,7 @@ type TensorReader struct {
 	Name     string
 	DType    string
 	Shape    []uint64 // shared: do not modify
-	ServedBy Tier     // where the bytes come from: L1, L2 or Source
+	ServedBy Tier     // where the bytes come from: L1, L2, L3, Shared (another caller's L3 read) or Source
 
 	c    *Cache
 	key  string
@@ -71,7 +71,6 @@ func (m *Model) OpenTensor(ctx context.Context, name string) (r *TensorReader, e
 	}
 	defer c.exit()
 	req := c.begin(&c.tensors)
-	req.missed()
 	defer func() {
 		by := Source
 		if r != nil {
@@ -89,29 +88,20 @@ func (m *Model) OpenTensor(ctx context.Context, name string) (r *TensorReader, e
 	if err != nil {
 		return nil, err
 	}
-	r = &TensorReader{Name: name, DType: ti.DType, Shape: ti.Shape, c: c, key: ti.key, size: int64(ti.Bytes), chunk: -1}
-	if v, _, ok := c.inRAM(r.key); ok {
-		r.ServedBy, r.data = L1, v.data
-		return r, nil
-	}
-	if c.l2 != nil {
-		e, err := c.l2.OpenEntry(r.key)
-		switch {
-		case err == nil:
-			r.ServedBy, r.entry = L2, e
-			return r, nil
-		default:
-			if err := c.l2Failed(&req, err, pf.f.Path(), name); err != nil {
-				return nil, err
-			}
-		}
-	}
-	// Hold the file open at its version for the reader's lifetime.
-	f, release, err := c.acquire(pf.f.Identity())
+	f, err := c.walk(ctx, &req, &read{key: ti.key, where: pf.f.Path(), name: name, file: pf.f, sink: toStream, wait: true, keep: true})
 	if err != nil {
 		return nil, err
 	}
-	r.ServedBy, r.file, r.release = Source, f, release
+	r = &TensorReader{Name: name, DType: ti.DType, Shape: ti.Shape, ServedBy: f.by, c: c, key: ti.key, size: int64(ti.Bytes), chunk: -1}
+	switch {
+	case f.v != nil:
+		r.data = f.v.data
+	case f.entry != nil:
+		r.entry = f.entry
+	default:
+		// Held open at its version for the reader's lifetime.
+		r.file, r.release = f.file, f.release
+	}
 	return r, nil
 }
 

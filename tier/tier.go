@@ -163,12 +163,14 @@ type Stats struct {
 	// given (Options.L2Optional); empty when L2 is in use or none was given.
 	L2Unavailable string
 
-	// Every Tensor call counts once in Requests and once in one of L1Hits,
-	// L2Hits, SourceLoads, SharedLoads and Failed, as its Tensor.ServedBy
-	// says (or its error): they add up to Requests.
-	Requests    uint64 // Tensor calls
+	// Every read of a tensor (Tensor, a tensor of Load, OpenTensor)
+	// counts once in Requests and once in one of L1Hits, L2Hits, L3Hits,
+	// SourceLoads, SharedLoads and Failed, as its ServedBy says (or its
+	// error): they add up to Requests.
+	Requests    uint64 // reads of tensors
 	L1Hits      uint64 // served from RAM (WriteBehindHits among them)
 	L2Hits      uint64 // read from L2 for this call
+	L3Hits      uint64 // read from the fleet tier for this call
 	SourceLoads uint64 // read from the model file for this call
 	SharedLoads uint64 // joined another call's load of the same tensor (ServedBy Shared)
 	Failed      uint64 // returned an error (not found, invalid model, cancelled, closed)
@@ -201,6 +203,7 @@ type Counters struct {
 	L1Hits      uint64 `json:"l1_hits"`
 	L2Hits      uint64 `json:"l2_hits"`
 	L2Misses    uint64 `json:"l2_misses"`
+	L3Hits      uint64 `json:"l3_hits"`
 	SourceLoads uint64 `json:"source_loads"`
 	SharedLoads uint64 `json:"shared_loads"`
 	Failed      uint64 `json:"failed"`
@@ -211,7 +214,7 @@ type Counters struct {
 // fields lists the counters by their names in L2 (and JSON).
 func (c *Counters) fields() map[string]*uint64 {
 	return map[string]*uint64{
-		"requests": &c.Requests, "l1_hits": &c.L1Hits, "l2_hits": &c.L2Hits, "l2_misses": &c.L2Misses,
+		"requests": &c.Requests, "l1_hits": &c.L1Hits, "l2_hits": &c.L2Hits, "l2_misses": &c.L2Misses, "l3_hits": &c.L3Hits,
 		"source_loads": &c.SourceLoads, "shared_loads": &c.SharedLoads, "failed": &c.Failed,
 		"warm_loads": &c.WarmLoads, "l2_errors": &c.L2Errors,
 	}
@@ -272,7 +275,7 @@ type Cache struct {
 	digest  bool
 	digests sync.Map // identity string -> loader.Digest
 	hashing singleflight.Group
-	group   singleflight.Group
+	reads   flights // the walk's loads in progress
 	// l1Bytes is L1's budget; promoting serializes the L2 writes that
 	// loads leave for after they finish.
 	l1Bytes    int64
@@ -419,7 +422,9 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (t *Tensor, err e
 		if err != nil {
 			return nil, err
 		}
-		return c.read(ctx, &req, pf.f.Identity(), pf.f, ti.key, name)
+		return c.read(ctx, &req, ti.key, name, func() *read {
+			return &read{key: ti.key, where: pf.f.Path(), name: name, file: pf.f, wait: true, keep: true}
+		})
 	}
 	if sharded(id) {
 		// Route the name to its shard; the shard's own identity keys it.
@@ -435,7 +440,9 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (t *Tensor, err e
 	if err != nil {
 		return nil, err
 	}
-	return c.read(ctx, &req, id, nil, key, name)
+	return c.read(ctx, &req, key, name, func() *read {
+		return &read{key: key, where: id.Path, name: name, id: id, wait: true, keep: true}
+	})
 }
 
 // InRAM returns the named tensor of the model file at path if L1 holds it
@@ -468,51 +475,19 @@ func (c *Cache) InRAM(ctx context.Context, path, name string) (*Tensor, bool) {
 	return &Tensor{Name: name, DType: v.dtype, Shape: v.shape, ServedBy: L1, data: v.data}, true
 }
 
-// read returns the tensor under key of version id, from L1 or from one
-// load shared by every caller asking for it at once. f, if not nil, is the
-// open file of version id (a Model's), read on a miss.
-func (c *Cache) read(ctx context.Context, req *request, id loader.Identity, f ModelFile, key, name string) (*Tensor, error) {
+// read returns the tensor under key: from L1 without a walk (the hot
+// path allocates nothing but the Tensor), else by the walk of the read mk
+// makes.
+func (c *Cache) read(ctx context.Context, req *request, key, name string, mk func() *read) (*Tensor, error) {
 	if v, ok := c.l1.Get(key); ok {
 		return &Tensor{Name: name, DType: v.dtype, Shape: v.shape, ServedBy: L1, data: v.data}, nil
 	}
-	req.missed()
-	r, leader, err := c.flight(ctx, key, func() (any, error) { return c.load(req, id, f, key, name) })
+	r := mk()
+	f, err := c.walk(ctx, req, r)
 	if err != nil {
 		return nil, err
 	}
-	t := r.(*Tensor)
-	if !leader {
-		shared := *t
-		shared.ServedBy = Shared
-		return &shared, nil
-	}
-	return t, nil
-}
-
-// flight runs load once for every caller asking for key at once and
-// returns its result; leader says that this caller's call ran it. The load
-// outlives a caller that gives up, so it counts as an operation of its own
-// for Close.
-func (c *Cache) flight(ctx context.Context, key string, load func() (any, error)) (any, bool, error) {
-	// The channel receive orders the write of led before its read; a
-	// caller that gives up never reads it.
-	led := false
-	ch := c.group.DoChan(key, func() (any, error) {
-		led = true
-		if err := c.enter(); err != nil {
-			return nil, err
-		}
-		defer c.exit()
-		return load()
-	})
-	select {
-	case r := <-ch:
-		return r.Val, led, r.Err
-	case <-ctx.Done():
-		return nil, false, ctx.Err()
-	case <-c.ctx.Done():
-		return nil, false, fmt.Errorf("tier: %w", errs.ErrClosed)
-	}
+	return &Tensor{Name: r.name, DType: f.v.dtype, Shape: f.v.shape, ServedBy: f.by, data: f.v.data}, nil
 }
 
 // servedBy is t's ServedBy, for a request's end; t is nil on an error.
@@ -542,86 +517,6 @@ func (c *Cache) enter() error {
 
 func (c *Cache) exit() { c.ops.Done() }
 
-// closing reports (as ErrClosed) that Close has begun, for long
-// operations to stop between steps.
-func (c *Cache) closing() error {
-	if c.ctx.Err() != nil {
-		return fmt.Errorf("tier: %w", errs.ErrClosed)
-	}
-	return nil
-}
-
-// load runs once per key at a time, for all callers waiting on it.
-func (c *Cache) load(req *request, id loader.Identity, f ModelFile, key, name string) (*Tensor, error) {
-	// Check L1 again: a load that finished between the caller's miss and
-	// this flight starting has already promoted the tensor.
-	if v, queued, ok := c.inRAM(key); ok {
-		if queued {
-			c.setL1(key, v.dtype, v.shape, v.data)
-		}
-		return &Tensor{Name: name, DType: v.dtype, Shape: v.shape, ServedBy: L1, data: v.data}, nil
-	}
-	if c.l2 != nil {
-		v, err := c.l2.Get(key)
-		if err == nil {
-			c.setL1(key, v.DType, v.Shape, v.Data)
-			return &Tensor{Name: name, DType: v.DType, Shape: v.Shape, ServedBy: L2, data: v.Data}, nil
-		}
-		if err := c.l2Failed(req, err, id.Path, name); err != nil {
-			return nil, err
-		}
-	}
-	if f == nil {
-		// Before L3: the file says what L3 must hold (a forged meta is
-		// a miss, not an allocation of whatever it announces).
-		var release func()
-		var err error
-		if f, release, err = c.acquire(id); err != nil {
-			return nil, err
-		}
-		defer release()
-	}
-	ti, ok := f.Tensor(name)
-	if !ok {
-		return nil, fmt.Errorf("tier: %s: tensor %s: %w", id.Path, errs.Quote(name), errs.ErrNotFound)
-	}
-	v, lease := c.fromL3(req, key, tensorExpect(string(ti.DType), ti.Shape, ti.Length), nil)
-	if v != nil {
-		c.setL1(key, v.DType, v.Shape, v.Data)
-		if c.wb != nil {
-			c.wb.enqueue(key, v.DType, v.Shape, v.Data)
-		}
-		return &Tensor{Name: name, DType: v.DType, Shape: v.Shape, ServedBy: L3, data: v.Data}, nil
-	}
-	defer func() {
-		if lease != nil { // toL3 did not take it
-			lease.Release()
-		}
-	}()
-	if err := c.closing(); err != nil {
-		return nil, err
-	}
-	start := time.Now()
-	defer func() { req.missTook(time.Since(start)) }()
-	data := make([]byte, ti.Length)
-	if err := f.ReadTensorInto(name, data); err != nil {
-		return nil, err
-	}
-	// The key is that of the version actually opened, which may be newer
-	// than the one stat'ed if the file changed in between.
-	key, err := c.keyOf(f.Identity(), name)
-	if err != nil {
-		return nil, err
-	}
-	c.setL1(key, string(ti.DType), ti.Shape, data)
-	if c.wb != nil {
-		c.wb.enqueue(key, string(ti.DType), ti.Shape, data)
-	}
-	c.toL3(key, string(ti.DType), ti.Shape, data, c.ttl, lease)
-	lease = nil
-	return &Tensor{Name: name, DType: string(ti.DType), Shape: ti.Shape, ServedBy: Source, data: data}, nil
-}
-
 // inRAM returns the tensor under key from L1 or, when L1 dropped it before
 // its L2 write was done, from the queue of those writes (queued): the queue
 // has its bytes, and reading the file again would queue it again.
@@ -636,11 +531,6 @@ func (c *Cache) inRAM(key string) (v *l1Value, queued, ok bool) {
 		}
 	}
 	return nil, false, false
-}
-
-// setL1 offers a tensor's bytes to L1, charged their length and the key's.
-func (c *Cache) setL1(key, dtype string, shape []uint64, data []byte) {
-	c.keepL1(key, &l1Value{dtype: dtype, shape: shape, data: data})
 }
 
 // keepL1 offers v to L1, charged its bytes and its key's.
@@ -945,7 +835,7 @@ func (c *Cache) Stats() Stats {
 	t, v, byNS := c.sessionCounts()
 	s := Stats{
 		L1:     c.l1.Stats(),
-		L1Hits: t.served[L1], L2Hits: t.served[L2],
+		L1Hits: t.served[L1], L2Hits: t.served[L2], L3Hits: t.served[L3],
 		SourceLoads: t.served[Source], SharedLoads: t.served[Shared], Failed: t.failed,
 		WriteBehindHits: c.wbHits.Load(), WarmLoads: c.warmLoads.Load(),
 		L2Errors: c.l2Errors.Load(), Removed: c.staleRemoved.Load(),
@@ -1029,10 +919,10 @@ func (c *Cache) session() Counters { return c.countersOf(c.tensors.read()) }
 // countersOf is the read counts of t, the tensor meter read.
 func (c *Cache) countersOf(t counts) Counters {
 	n := Counters{
-		L1Hits: t.served[L1], L2Hits: t.served[L2],
+		L1Hits: t.served[L1], L2Hits: t.served[L2], L3Hits: t.served[L3],
 		L2Misses: t.l2Misses, SourceLoads: t.served[Source], SharedLoads: t.served[Shared],
 		Failed: t.failed, WarmLoads: c.warmLoads.Load(), L2Errors: c.l2Errors.Load(),
 	}
-	n.Requests = n.L1Hits + n.L2Hits + n.SourceLoads + n.SharedLoads + n.Failed
+	n.Requests = n.L1Hits + n.L2Hits + n.L3Hits + n.SourceLoads + n.SharedLoads + n.Failed
 	return n
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/internal/key"
 	"github.com/modelcache/modelcache/l2"
-	"github.com/modelcache/modelcache/l3"
 )
 
 // Values are what a program computes and wants to keep: a model's outputs,
@@ -375,7 +374,7 @@ func (c *Cache) GetWith(ctx context.Context, ns, k string, o *PutOptions, fill F
 	return c.getMiss(ctx, &req, st, ek, k, o, fill)
 }
 
-// getMiss is GetWith past L1.
+// getMiss is GetWith past L1: the walk.
 func (c *Cache) getMiss(ctx context.Context, req *request, st *nsState, ek, k string, o *PutOptions, fill FillFunc) (v *Value, err error) {
 	defer func() {
 		by := Fill
@@ -384,19 +383,12 @@ func (c *Cache) getMiss(ctx context.Context, req *request, st *nsState, ek, k st
 		}
 		req.end(by, err)
 	}()
-	req.missed()
-	r, leader, err := c.flight(ctx, ek, func() (any, error) { return c.loadValue(req, st, ek, k, o, fill) })
+	f, err := c.walk(ctx, req, &read{key: ek, where: "namespace " + st.name, name: k, ns: st, fill: fill, opts: o, wait: true, keep: true})
 	if err != nil {
 		return nil, err
 	}
-	v = r.(*Value)
 	c.found(req, st)
-	if !leader {
-		shared := *v
-		shared.ServedBy = Shared
-		return &shared, nil
-	}
-	return v, nil
+	return f.v.value(st.name, k, f.by), nil
 }
 
 func (c *Cache) expired(v *l1Value) bool {
@@ -405,70 +397,6 @@ func (c *Cache) expired(v *l1Value) bool {
 
 func (v *l1Value) value(ns, k string, by Tier) *Value {
 	return &Value{Namespace: ns, Key: k, ServedBy: by, v: v}
-}
-
-// loadValue runs once per key at a time, for all callers waiting on it.
-func (c *Cache) loadValue(req *request, st *nsState, ek, k string, o *PutOptions, fill FillFunc) (*Value, error) {
-	if v, queued, ok := c.inRAM(ek); ok && !c.expired(v) {
-		if queued {
-			c.keepL1(ek, v)
-		}
-		return v.value(st.name, k, L1), nil
-	}
-	if c.l2 != nil {
-		v, err := c.l2.Get(ek)
-		if err == nil {
-			lv := storedValue(v.DType, v.Shape, v.Data, v.Written, v.Expires)
-			c.keepL1(ek, lv)
-			return lv.value(st.name, k, L2), nil
-		}
-		if err := c.l2Failed(req, err, "namespace "+st.name, k); err != nil {
-			return nil, err
-		}
-	}
-	// A lookup (no fill) takes no lease: it will not write what it misses.
-	var v *l3.Value
-	var lease *l3.Lease
-	if fill != nil {
-		v, lease = c.fromL3(req, ek, c.valueExpect(), nil)
-	} else if c.l3 != nil {
-		v = c.lookupL3(ek)
-	}
-	if v != nil {
-		lv := storedValue(v.DType, v.Shape, v.Data, v.Written, v.Expires)
-		c.keepL1(ek, lv)
-		// In L2 for what is left of its life in L3.
-		ttl := time.Duration(0)
-		if lv.expires != 0 {
-			ttl = max(time.Duration(lv.expires-c.now().UnixNano()), time.Millisecond)
-		}
-		c.queueValue(st, ek, lv, ttl)
-		return lv.value(st.name, k, L3), nil
-	}
-	defer func() {
-		if lease != nil {
-			lease.Release()
-		}
-	}()
-	if fill == nil {
-		return nil, fmt.Errorf("tier: namespace %s: value %s: %w%w", errs.Quote(st.name), errs.Quote(k), errs.ErrNotFound, errAbsent)
-	}
-	if err := c.closing(); err != nil {
-		return nil, err
-	}
-	start := time.Now()
-	data, err := fill(c.ctx)
-	req.missTook(time.Since(start))
-	if err != nil {
-		return nil, err
-	}
-	lv := c.newValue(st, data, o)
-	c.keepL1(ek, lv)
-	ttl := c.ttlOf(st, o)
-	c.queueValue(st, ek, lv, ttl)
-	c.toL3(ek, lv.dtype, lv.shape, lv.data, ttl, lease)
-	lease = nil
-	return lv.value(st.name, k, Fill), nil
 }
 
 // storedValue is what L1 holds of a value a lower tier had: stored at
@@ -846,24 +774,16 @@ func (c *Cache) OpenValue(ctx context.Context, ns, k string) (r *ValueReader, er
 		return nil, err
 	}
 	ek := st.key(k)
-	if lv, ok := c.l1.Get(ek); ok && !c.expired(lv) {
-		return &ValueReader{Name: k, DType: lv.dtype, Shape: lv.shape, ServedBy: L1, c: c, key: ek, size: int64(len(lv.data)), data: lv.data, chunk: -1}, nil
-	}
-	req.missed()
-	absent := fmt.Errorf("tier: namespace %s: value %s: %w%w", errs.Quote(ns), errs.Quote(k), errs.ErrNotFound, errAbsent)
-	if c.l2 == nil {
-		return nil, absent
-	}
-	e, err := c.l2.OpenEntry(ek)
+	f, err := c.walk(ctx, &req, &read{key: ek, where: "namespace " + ns, name: k, ns: st, sink: toStream, wait: true, keep: true})
 	if err != nil {
-		if err := c.l2Failed(&req, err, "namespace "+ns, k); err != nil {
-			return nil, err
-		}
-		return nil, absent
+		return nil, err
 	}
 	c.found(&req, st)
-	h := e.Header()
-	return &ValueReader{Name: k, DType: h.DType, Shape: h.Shape, ServedBy: L2, c: c, key: ek, size: int64(h.Length), entry: e, chunk: -1}, nil
+	if f.entry != nil {
+		h := f.entry.Header()
+		return &ValueReader{Name: k, DType: h.DType, Shape: h.Shape, ServedBy: f.by, c: c, key: ek, size: int64(h.Length), entry: f.entry, chunk: -1}, nil
+	}
+	return &ValueReader{Name: k, DType: f.v.dtype, Shape: f.v.shape, ServedBy: f.by, c: c, key: ek, size: int64(len(f.v.data)), data: f.v.data, chunk: -1}, nil
 }
 
 // PutReader stores the size bytes r yields as the value under key k of
