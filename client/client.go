@@ -9,7 +9,11 @@
 //
 // FromEnvironment dials $MODELCACHE_SERVER when it is set, so that a
 // program switches between the in-process cache and the daemon by
-// configuration.
+// configuration (package client/local serves the same Reader from a cache
+// in this process).
+//
+// The package links no cache engine (no tier, server, Badger, go-redis or
+// Prometheus): the wire types it shares with the daemon are package api's.
 package client
 
 import (
@@ -24,14 +28,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/modelcache/modelcache/api"
 	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/resolve"
-	"github.com/modelcache/modelcache/server"
-	"github.com/modelcache/modelcache/tier"
 )
 
 // ErrNoServer: no daemon answers at the address.
@@ -68,7 +70,7 @@ func DialToken(addr, token string) (*Client, error) {
 	c.http = &http.Client{Transport: tr}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	resp, err := c.do(ctx, http.MethodGet, "/v1/stats", nil, nil)
+	resp, err := c.do(ctx, http.MethodGet, api.PathStats, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +122,7 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, hd
 		return resp, nil
 	}
 	defer resp.Body.Close()
-	var e server.Error
+	var e api.Error
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e); err != nil {
 		return nil, fmt.Errorf("client: %s %s: %s", method, path, resp.Status)
 	}
@@ -135,7 +137,7 @@ func remote(msg, sentinelName string) error {
 
 // sentinel is the error a sentinel name from the daemon stands for.
 func sentinel(name string) error {
-	if name == server.NotExist {
+	if name == api.NotExist {
 		return fs.ErrNotExist
 	}
 	return errs.ByName(name)
@@ -152,10 +154,23 @@ func (e *remoteError) Error() string { return e.msg }
 func (e *remoteError) Unwrap() error { return e.sentinel }
 
 // Model describes a model as the daemon's cache sees it.
-type Model = server.ModelJSON
+type Model = api.Model
 
 // TensorInfo describes one tensor of a Model.
-type TensorInfo = server.TensorJSON
+type TensorInfo = api.TensorInfo
+
+// PutOptions describes a value being stored (tier.PutOptions converts to
+// it: (*client.PutOptions)(o)).
+type PutOptions = api.PutOptions
+
+// Stats are the daemon's cache's tier.Stats, as JSON carries them.
+type Stats = api.Stats
+
+// WarmProgress reports one step of Warm (tier.WarmProgress).
+type WarmProgress = api.WarmProgress
+
+// WarmResult says what Warm did (tier.WarmResult).
+type WarmResult = api.WarmResult
 
 // Model lists the tensors of the model at path (a file, a checkpoint, or
 // an hf:/ollama: name, resolved by the daemon).
@@ -164,10 +179,7 @@ func (c *Client) Model(ctx context.Context, path string) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !strings.HasPrefix(p, "/") {
-		p = "/" + p
-	}
-	resp, err := c.do(ctx, http.MethodGet, "/v1/models"+escapePath(p), nil, nil)
+	resp, err := c.do(ctx, http.MethodGet, api.ModelPath(p), nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -187,14 +199,6 @@ func absPath(path string) (string, error) {
 		return "", fmt.Errorf("client: %s: %w", path, err)
 	}
 	return p, nil
-}
-
-func escapePath(p string) string {
-	parts := strings.Split(p, "/")
-	for i, s := range parts {
-		parts[i] = url.PathEscape(s)
-	}
-	return strings.Join(parts, "/")
 }
 
 // Tensor is a tensor read through the daemon.
@@ -252,12 +256,12 @@ func (c *Client) OpenTensor(ctx context.Context, path, name string) (*TensorStre
 		return nil, err
 	}
 	q := url.Values{"path": {path}, "name": {name}}
-	resp, err := c.do(ctx, http.MethodGet, "/v1/tensor?"+q.Encode(), nil, nil)
+	resp, err := c.do(ctx, http.MethodGet, api.PathTensor+"?"+q.Encode(), nil, nil)
 	if err != nil {
 		return nil, err
 	}
-	s := &TensorStream{Name: name, DType: resp.Header.Get("X-Dtype"), ServedBy: resp.Header.Get("X-Served-By"), Size: resp.ContentLength, resp: resp, c: c, ctx: ctx}
-	if s.Shape, err = parseShape(resp.Header.Get("X-Shape")); err != nil {
+	s := &TensorStream{Name: name, DType: resp.Header.Get(api.HeaderDType), ServedBy: resp.Header.Get(api.HeaderServedBy), Size: resp.ContentLength, resp: resp, c: c, ctx: ctx}
+	if s.Shape, err = parseShape(resp.Header.Get(api.HeaderShape)); err != nil {
 		resp.Body.Close()
 		return nil, err
 	}
@@ -274,19 +278,13 @@ func readBody(resp *http.Response) ([]byte, error) {
 	return b, err
 }
 
+// parseShape parses the daemon's shape header.
 func parseShape(s string) ([]uint64, error) {
-	if s == "" {
-		return nil, nil
+	shape, err := api.ParseShape(s)
+	if err != nil {
+		return nil, fmt.Errorf("client: shape %q from the daemon: %w", s, err)
 	}
-	var out []uint64
-	for _, p := range strings.Split(s, ",") {
-		d, err := strconv.ParseUint(p, 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("client: shape %q", s)
-		}
-		out = append(out, d)
-	}
-	return out, nil
+	return shape, nil
 }
 
 // Load reads every tensor of the model at path, in storage order, and calls
@@ -370,21 +368,17 @@ type Value struct {
 	Data     []byte
 }
 
-func valuePath(ns, key string) string {
-	return "/v1/values/" + url.PathEscape(ns) + "/" + url.PathEscape(key)
-}
-
 // Get reads the value under key in namespace ns: errs.ErrNotFound when it
 // is not cached. (The daemon cannot call a fill function of this process:
 // compute on a miss and Put.)
 func (c *Client) Get(ctx context.Context, ns, key string) (*Value, error) {
-	resp, err := c.do(ctx, http.MethodGet, valuePath(ns, key), nil, nil)
+	resp, err := c.do(ctx, http.MethodGet, api.ValuePath(ns, key), nil, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	v := &Value{ServedBy: resp.Header.Get("X-Served-By"), DType: resp.Header.Get("X-Dtype")}
-	if v.Shape, err = parseShape(resp.Header.Get("X-Shape")); err != nil {
+	v := &Value{ServedBy: resp.Header.Get(api.HeaderServedBy), DType: resp.Header.Get(api.HeaderDType)}
+	if v.Shape, err = parseShape(resp.Header.Get(api.HeaderShape)); err != nil {
 		return nil, err
 	}
 	if v.Data, err = readBody(resp); err != nil {
@@ -400,12 +394,12 @@ type ValueStream = TensorStream
 // OpenValue opens the value under key in namespace ns for reading as it
 // arrives: errs.ErrNotFound when it is not cached. Close it.
 func (c *Client) OpenValue(ctx context.Context, ns, key string) (*ValueStream, error) {
-	resp, err := c.do(ctx, http.MethodGet, valuePath(ns, key), nil, nil)
+	resp, err := c.do(ctx, http.MethodGet, api.ValuePath(ns, key), nil, nil)
 	if err != nil {
 		return nil, err
 	}
-	s := &ValueStream{Name: key, DType: resp.Header.Get("X-Dtype"), ServedBy: resp.Header.Get("X-Served-By"), Size: resp.ContentLength, resp: resp, c: c, ctx: ctx}
-	if s.Shape, err = parseShape(resp.Header.Get("X-Shape")); err != nil {
+	s := &ValueStream{Name: key, DType: resp.Header.Get(api.HeaderDType), ServedBy: resp.Header.Get(api.HeaderServedBy), Size: resp.ContentLength, resp: resp, c: c, ctx: ctx}
+	if s.Shape, err = parseShape(resp.Header.Get(api.HeaderShape)); err != nil {
 		resp.Body.Close()
 		return nil, err
 	}
@@ -413,9 +407,8 @@ func (c *Client) OpenValue(ctx context.Context, ns, key string) (*ValueStream, e
 }
 
 // Put stores b under key in namespace ns.
-func (c *Client) Put(ctx context.Context, ns, key string, b []byte, o *tier.PutOptions) error {
-	hdr := valueHeader(o)
-	resp, err := c.do(ctx, http.MethodPut, valuePath(ns, key), bytes.NewReader(b), hdr)
+func (c *Client) Put(ctx context.Context, ns, key string, b []byte, o *PutOptions) error {
+	resp, err := c.do(ctx, http.MethodPut, api.ValuePath(ns, key), bytes.NewReader(b), api.PutHeader(o))
 	if err != nil {
 		return err
 	}
@@ -425,7 +418,7 @@ func (c *Client) Put(ctx context.Context, ns, key string, b []byte, o *tier.PutO
 
 // Delete removes the value under key in namespace ns.
 func (c *Client) Delete(ctx context.Context, ns, key string) error {
-	resp, err := c.do(ctx, http.MethodDelete, valuePath(ns, key), nil, nil)
+	resp, err := c.do(ctx, http.MethodDelete, api.ValuePath(ns, key), nil, nil)
 	if err != nil {
 		return err
 	}
@@ -435,7 +428,7 @@ func (c *Client) Delete(ctx context.Context, ns, key string) error {
 
 // DropNamespace drops every value of ns.
 func (c *Client) DropNamespace(ctx context.Context, ns string) error {
-	resp, err := c.do(ctx, http.MethodDelete, "/v1/values/"+url.PathEscape(ns), nil, nil)
+	resp, err := c.do(ctx, http.MethodDelete, api.NamespacePath(ns), nil, nil)
 	if err != nil {
 		return err
 	}
@@ -444,13 +437,13 @@ func (c *Client) DropNamespace(ctx context.Context, ns string) error {
 }
 
 // Stats returns the daemon's cache's Stats.
-func (c *Client) Stats(ctx context.Context) (*tier.Stats, error) {
-	resp, err := c.do(ctx, http.MethodGet, "/v1/stats", nil, nil)
+func (c *Client) Stats(ctx context.Context) (*Stats, error) {
+	resp, err := c.do(ctx, http.MethodGet, api.PathStats, nil, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	var s tier.Stats
+	var s Stats
 	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
 		return nil, c.readErr(ctx, "stats", err)
 	}
@@ -459,12 +452,12 @@ func (c *Client) Stats(ctx context.Context) (*tier.Stats, error) {
 
 // Warm has the daemon warm the model at path; progress, if not nil, gets
 // each tensor as it is stored.
-func (c *Client) Warm(ctx context.Context, path string, progress func(tier.WarmProgress)) (*tier.WarmResult, error) {
+func (c *Client) Warm(ctx context.Context, path string, progress func(WarmProgress)) (*WarmResult, error) {
 	path, err := absPath(path)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.do(ctx, http.MethodPost, "/v1/warm?"+url.Values{"path": {path}}.Encode(), nil, nil)
+	resp, err := c.do(ctx, http.MethodPost, api.PathWarm+"?"+url.Values{"path": {path}}.Encode(), nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -472,10 +465,10 @@ func (c *Client) Warm(ctx context.Context, path string, progress func(tier.WarmP
 	dec := json.NewDecoder(resp.Body)
 	for {
 		var line struct {
-			tier.WarmProgress
-			Result   *tier.WarmResult `json:"result"`
-			Error    string           `json:"error"`
-			Sentinel string           `json:"sentinel"`
+			WarmProgress
+			Result   *WarmResult `json:"result"`
+			Error    string      `json:"error"`
+			Sentinel string      `json:"sentinel"`
 		}
 		if err := dec.Decode(&line); err != nil {
 			return nil, c.readErr(ctx, "warm", err)

@@ -105,7 +105,7 @@ func TestClient_Values(t *testing.T) {
 	c, err := Dial(socket)
 	require.NoError(t, err)
 	ctx := context.Background()
-	require.NoError(t, c.Put(ctx, "out puts", "key/with slashes & spaces", []byte("v"), &tier.PutOptions{DType: "U8", Shape: []uint64{1}}))
+	require.NoError(t, c.Put(ctx, "out puts", "key/with slashes & spaces", []byte("v"), &PutOptions{DType: "U8", Shape: []uint64{1}}))
 	v, err := c.Get(ctx, "out puts", "key/with slashes & spaces")
 	require.NoError(t, err)
 	require.Equal(t, "v", string(v.Data))
@@ -119,7 +119,7 @@ func TestClient_Values(t *testing.T) {
 	require.NoError(t, c.DropNamespace(ctx, "ns"))
 	_, err = c.Get(ctx, "ns", "a")
 	require.ErrorIs(t, err, errs.ErrNotFound)
-	err = c.Put(ctx, "ns", "a", make([]byte, 3), &tier.PutOptions{DType: "F32", Shape: []uint64{1}})
+	err = c.Put(ctx, "ns", "a", make([]byte, 3), &PutOptions{DType: "F32", Shape: []uint64{1}})
 	require.ErrorIs(t, err, errs.ErrInvalidArgument)
 }
 
@@ -128,7 +128,7 @@ func TestClient_Warm(t *testing.T) {
 	c, err := Dial(socket)
 	require.NoError(t, err)
 	var lines int
-	res, err := c.Warm(context.Background(), abs(t), func(tier.WarmProgress) { lines++ })
+	res, err := c.Warm(context.Background(), abs(t), func(WarmProgress) { lines++ })
 	require.NoError(t, err)
 	require.Equal(t, 62, res.Tensors)
 	require.Equal(t, 63, lines, "the totals, then a line per tensor")
@@ -250,47 +250,4 @@ func TestClient_EightLoadsReadTheOriginOnce(t *testing.T) {
 	s := cache.Stats()
 	require.Equal(t, uint64(62), s.SourceLoads, "one read of each tensor from the file")
 	require.Equal(t, uint64(8*62), s.Requests)
-}
-
-// The same program runs against the cache in process or the daemon,
-// chosen by MODELCACHE_SERVER.
-func TestReader_InProcessOrDaemon(t *testing.T) {
-	socket, _ := daemon(t, "")
-	ctx := context.Background()
-	use := func(r Reader) []string {
-		defer r.Close()
-		m, err := r.Model(ctx, abs(t))
-		require.NoError(t, err)
-		require.Len(t, m.Tensors, 62)
-		var served []string
-		for range 2 {
-			tn, err := r.Tensor(ctx, abs(t), "Const_61")
-			require.NoError(t, err)
-			require.Equal(t, fileBytes(t, "Const_61"), tn.Data)
-			served = append(served, tn.ServedBy)
-		}
-		n := 0
-		require.NoError(t, r.Load(ctx, abs(t), 2, func(*Tensor) error { n++; return nil }))
-		require.Equal(t, 62, n)
-		require.NoError(t, r.Put(ctx, "ns", "k", []byte("v"), nil))
-		v, err := r.Get(ctx, "ns", "k")
-		require.NoError(t, err)
-		require.Equal(t, "v", string(v.Data))
-		require.NoError(t, r.DropNamespace(ctx, "ns"))
-		_, err = r.Get(ctx, "ns", "k")
-		require.ErrorIs(t, err, errs.ErrNotFound)
-		s, err := r.Stats(ctx)
-		require.NoError(t, err)
-		require.Positive(t, s.Tensors.Requests)
-		return served
-	}
-	t.Setenv("MODELCACHE_SERVER", "")
-	r, err := Open(&tier.Options{Dir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
-	require.Equal(t, []string{"source", "l1"}, use(r))
-	t.Setenv("MODELCACHE_SERVER", socket)
-	r, err = Open(nil)
-	require.NoError(t, err)
-	require.IsType(t, &Client{}, r)
-	require.Equal(t, []string{"source", "l1"}, use(r))
 }

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"syscall"
 	"time"
+
+	"github.com/modelcache/modelcache/api"
 )
 
 // A daemon that goes away in the middle of an answer leaves the client
@@ -50,7 +52,7 @@ func brokenConn(err error) bool {
 func (c *Client) gone() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/stats", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+api.PathStats, nil)
 	if err != nil {
 		return true
 	}

@@ -12,8 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/modelcache/modelcache/api"
 	"github.com/modelcache/modelcache/errs"
-	"github.com/modelcache/modelcache/server"
 )
 
 // Mapped is a tensor in shared memory the daemon handed out: its bytes are
@@ -53,7 +53,7 @@ func (c *Client) MapTensor(ctx context.Context, path, name string) (*Mapped, err
 	if err != nil {
 		return nil, err
 	}
-	reply, data, err := c.shm(ctx, "/v1/shm/tensor?"+url.Values{"path": {path}, "name": {name}}.Encode())
+	reply, data, err := c.shm(ctx, api.PathShmTensor+"?"+url.Values{"path": {path}, "name": {name}}.Encode())
 	if errors.Is(err, errOverHTTP) {
 		t, err := c.Tensor(ctx, path, name)
 		if err != nil {
@@ -70,7 +70,7 @@ func (c *Client) MapTensor(ctx context.Context, path, name string) (*Mapped, err
 // MappedModel is every tensor of a model in one mapping of the daemon's
 // shared memory, valid until Close as Mapped is.
 type MappedModel struct {
-	Tensors []server.ShmTensor // in storage order, with their places
+	Tensors []api.ShmTensor // in storage order, with their places
 	data    []byte
 	heap    bool // read over HTTP, not mapped
 }
@@ -107,7 +107,7 @@ func (c *Client) MapModel(ctx context.Context, path string) (*MappedModel, error
 	if err != nil {
 		return nil, err
 	}
-	reply, data, err := c.shm(ctx, "/v1/shm/model?"+url.Values{"path": {path}}.Encode())
+	reply, data, err := c.shm(ctx, api.PathShmModel+"?"+url.Values{"path": {path}}.Encode())
 	if errors.Is(err, errOverHTTP) {
 		return c.modelOverHTTP(ctx, path)
 	}
@@ -125,7 +125,7 @@ func (c *Client) modelOverHTTP(ctx context.Context, path string) (*MappedModel, 
 	}
 	mm := &MappedModel{data: make([]byte, 0, m.Bytes), heap: true}
 	err = c.Load(ctx, path, 0, func(t *Tensor) error {
-		mm.Tensors = append(mm.Tensors, server.ShmTensor{Name: t.Name, DType: t.DType, Shape: t.Shape, Offset: int64(len(mm.data)), Size: int64(len(t.Data))})
+		mm.Tensors = append(mm.Tensors, api.ShmTensor{Name: t.Name, DType: t.DType, Shape: t.Shape, Offset: int64(len(mm.data)), Size: int64(len(t.Data))})
 		mm.data = append(mm.data, t.Data...)
 		return nil
 	})
@@ -136,11 +136,11 @@ func (c *Client) modelOverHTTP(ctx context.Context, path string) (*MappedModel, 
 }
 
 // errOverHTTP: the daemon wants the bytes read over HTTP
-// (server.ShmReply.HTTP).
+// (api.ShmReply.HTTP).
 var errOverHTTP = errors.New("client: shared memory refused: read over HTTP")
 
 // shm asks the daemon for a descriptor and maps it read-only.
-func (c *Client) shm(ctx context.Context, target string) (*server.ShmReply, []byte, error) {
+func (c *Client) shm(ctx context.Context, target string) (*api.ShmReply, []byte, error) {
 	if c.socket == "" {
 		return nil, nil, fmt.Errorf("client: shared memory needs the daemon's unix socket: %w", errs.ErrUnsupported)
 	}
@@ -195,7 +195,7 @@ func (c *Client) shm(ctx context.Context, target string) (*server.ShmReply, []by
 	if _, err := io.ReadFull(uc, body[got:]); err != nil {
 		return nil, nil, c.readErr(ctx, "shared memory", err)
 	}
-	var reply server.ShmReply
+	var reply api.ShmReply
 	if err := json.Unmarshal(body, &reply); err != nil {
 		return nil, nil, fmt.Errorf("client: shared memory: %w", err)
 	}

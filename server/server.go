@@ -6,7 +6,7 @@
 //	GET    /v1/tensor?path=P&name=N      a tensor's raw bytes; Range supported;
 //	                                     X-Dtype, X-Shape, X-Served-By headers
 //	POST   /v1/warm?path=P               warm a model into L2 (and L3): progress as JSON lines
-//	GET    /v1/stats                     tier.Stats (JSON)
+//	GET    /v1/stats                     tier.Stats (JSON; api.Stats reads it)
 //	GET    /metrics                      Prometheus text
 //	GET    /v1/values/{ns}/{key...}      a value's bytes (X-Served-By)
 //	PUT    /v1/values/{ns}/{key...}      store the body (X-TTL, X-Dtype, X-Shape)
@@ -19,6 +19,9 @@
 // Errors are JSON, {"error": "...", "sentinel": "ErrNotFound"}, with the
 // status the sentinel implies (404, 400, 403, 409, 413, 422, 503; 500 for
 // the rest); package client turns them back into the errs sentinels.
+//
+// The routes, headers and bodies are package api's, which package client
+// shares without linking this one.
 package server
 
 import (
@@ -31,14 +34,13 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/modelcache/modelcache/api"
 	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/resolve"
 	"github.com/modelcache/modelcache/tier"
@@ -127,17 +129,17 @@ func New(c *tier.Cache, o *Options) *Handler {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(tier.NewCollector(c))
-	h.mux.HandleFunc("GET /v1/models/{path...}", h.model)
-	h.mux.HandleFunc("GET /v1/tensor", h.tensor)
-	h.mux.HandleFunc("GET /v1/shm/tensor", h.shmTensor)
-	h.mux.HandleFunc("GET /v1/shm/model", h.shmModel)
-	h.mux.HandleFunc("POST /v1/warm", h.warm)
-	h.mux.HandleFunc("GET /v1/stats", h.stats)
-	h.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	h.mux.HandleFunc("GET /v1/values/{ns}/{key...}", h.getValue)
-	h.mux.HandleFunc("PUT /v1/values/{ns}/{key...}", h.putValue)
-	h.mux.HandleFunc("DELETE /v1/values/{ns}/{key...}", h.deleteValue)
-	h.mux.HandleFunc("DELETE /v1/values/{ns}", h.dropNamespace)
+	h.mux.HandleFunc("GET "+api.PathModels+"{path...}", h.model)
+	h.mux.HandleFunc("GET "+api.PathTensor, h.tensor)
+	h.mux.HandleFunc("GET "+api.PathShmTensor, h.shmTensor)
+	h.mux.HandleFunc("GET "+api.PathShmModel, h.shmModel)
+	h.mux.HandleFunc("POST "+api.PathWarm, h.warm)
+	h.mux.HandleFunc("GET "+api.PathStats, h.stats)
+	h.mux.Handle("GET "+api.PathMetrics, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	h.mux.HandleFunc("GET "+api.PathValues+"{ns}/{key...}", h.getValue)
+	h.mux.HandleFunc("PUT "+api.PathValues+"{ns}/{key...}", h.putValue)
+	h.mux.HandleFunc("DELETE "+api.PathValues+"{ns}/{key...}", h.deleteValue)
+	h.mux.HandleFunc("DELETE "+api.PathValues+"{ns}", h.dropNamespace)
 	return h
 }
 
@@ -166,10 +168,9 @@ func (h *Handler) Close() { h.shm.close() }
 var ErrShmUnsupported = fmt.Errorf("server: shared memory: %w", errs.ErrUnsupported)
 
 // Error is the JSON body of an error response.
-type Error struct {
-	Error    string `json:"error"`
-	Sentinel string `json:"sentinel,omitempty"`
-}
+//
+// Deprecated: use api.Error.
+type Error = api.Error
 
 // status is the HTTP status of an error.
 func status(err error) int {
@@ -198,19 +199,20 @@ func writeError(w http.ResponseWriter, code int, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Del("Content-Length")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(Error{Error: err.Error(), Sentinel: sentinelOf(err)})
+	_ = json.NewEncoder(w).Encode(api.Error{Error: err.Error(), Sentinel: sentinelOf(err)})
 }
 
-// NotExist is the sentinel name of fs.ErrNotExist (a model file that is
-// not there), which is not one of errs'.
-const NotExist = "fs.ErrNotExist"
+// NotExist is the sentinel name of fs.ErrNotExist.
+//
+// Deprecated: use api.NotExist.
+const NotExist = api.NotExist
 
 func sentinelOf(err error) string {
 	if n := errs.Name(err); n != "" {
 		return n
 	}
 	if errors.Is(err, fs.ErrNotExist) {
-		return NotExist
+		return api.NotExist
 	}
 	return ""
 }
@@ -227,22 +229,14 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 // TensorJSON describes one tensor in a model listing.
-type TensorJSON struct {
-	Name  string   `json:"name"`
-	DType string   `json:"dtype"`
-	Shape []uint64 `json:"shape"`
-	Bytes uint64   `json:"bytes"`
-	File  string   `json:"file"`
-}
+//
+// Deprecated: use api.TensorInfo.
+type TensorJSON = api.TensorInfo
 
 // ModelJSON is the answer of GET /v1/models/{path}.
-type ModelJSON struct {
-	Path       string       `json:"path"`
-	Version    string       `json:"version"`
-	Bytes      uint64       `json:"bytes"`
-	CachedOnly bool         `json:"cached_only"`
-	Tensors    []TensorJSON `json:"tensors"`
-}
+//
+// Deprecated: use api.Model.
+type ModelJSON = api.Model
 
 // modelPath is the path of /v1/models/{path...}: absolute paths keep their
 // leading slash (the pattern takes it off), names (hf:, ollama:) do not
@@ -266,9 +260,9 @@ func (h *Handler) model(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer m.Close()
-	out := ModelJSON{Path: m.Path(), Version: m.Version(), Bytes: m.Bytes(), CachedOnly: m.CachedOnly(), Tensors: []TensorJSON{}}
+	out := api.Model{Path: m.Path(), Version: m.Version(), Bytes: m.Bytes(), CachedOnly: m.CachedOnly(), Tensors: []api.TensorInfo{}}
 	for _, t := range m.Tensors() {
-		out.Tensors = append(out.Tensors, TensorJSON{Name: t.Name, DType: t.DType, Shape: t.Shape, Bytes: t.Bytes, File: t.File})
+		out.Tensors = append(out.Tensors, api.TensorInfo{Name: t.Name, DType: t.DType, Shape: t.Shape, Bytes: t.Bytes, File: t.File})
 	}
 	writeJSON(w, out)
 }
@@ -295,29 +289,6 @@ func (h *Handler) openModel(w http.ResponseWriter, r *http.Request, path string)
 	return m
 }
 
-func shapeHeader(shape []uint64) string {
-	parts := make([]string, len(shape))
-	for i, d := range shape {
-		parts[i] = strconv.FormatUint(d, 10)
-	}
-	return strings.Join(parts, ",")
-}
-
-func parseShape(s string) ([]uint64, error) {
-	if s == "" {
-		return nil, nil
-	}
-	var out []uint64
-	for _, p := range strings.Split(s, ",") {
-		d, err := strconv.ParseUint(strings.TrimSpace(p), 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("%w: shape %q", errs.ErrInvalidArgument, s)
-		}
-		out = append(out, d)
-	}
-	return out, nil
-}
-
 // tensor serves a tensor's bytes: from memory when the cache holds it
 // whole, piecewise (a tensor reader) past tier.StreamAbove.
 func (h *Handler) tensor(w http.ResponseWriter, r *http.Request) {
@@ -334,9 +305,9 @@ func (h *Handler) tensor(w http.ResponseWriter, r *http.Request) {
 	hdr := w.Header()
 	if t, ok := h.c.InRAM(r.Context(), path, name); ok {
 		hdr.Set("Content-Type", "application/octet-stream")
-		hdr.Set("X-Dtype", t.DType)
-		hdr.Set("X-Shape", shapeHeader(t.Shape))
-		hdr.Set("X-Served-By", t.ServedBy.String())
+		hdr.Set(api.HeaderDType, t.DType)
+		hdr.Set(api.HeaderShape, api.FormatShape(t.Shape))
+		hdr.Set(api.HeaderServedBy, t.ServedBy.String())
 		serveContent(w, r, bytes.NewReader(t.Bytes()))
 		return
 	}
@@ -351,8 +322,8 @@ func (h *Handler) tensor(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	hdr.Set("Content-Type", "application/octet-stream")
-	hdr.Set("X-Dtype", info.DType)
-	hdr.Set("X-Shape", shapeHeader(info.Shape))
+	hdr.Set(api.HeaderDType, info.DType)
+	hdr.Set(api.HeaderShape, api.FormatShape(info.Shape))
 	if info.Bytes > tier.StreamAbove {
 		tr, err := m.OpenTensor(r.Context(), name)
 		if err != nil {
@@ -360,7 +331,7 @@ func (h *Handler) tensor(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		defer tr.Close()
-		hdr.Set("X-Served-By", tr.ServedBy.String())
+		hdr.Set(api.HeaderServedBy, tr.ServedBy.String())
 		serveContent(w, r, io.NewSectionReader(abortOnError{tr}, 0, tr.Size()))
 		return
 	}
@@ -369,7 +340,7 @@ func (h *Handler) tensor(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	hdr.Set("X-Served-By", t.ServedBy.String())
+	hdr.Set(api.HeaderServedBy, t.ServedBy.String())
 	serveContent(w, r, bytes.NewReader(t.Bytes()))
 }
 
@@ -398,7 +369,7 @@ func (h *Handler) warm(w http.ResponseWriter, r *http.Request) {
 	go func() {
 		defer close(done)
 		for p := range progress {
-			_ = enc.Encode(p)
+			_ = enc.Encode(api.WarmProgress(p))
 			if flusher != nil {
 				flusher.Flush()
 			}
@@ -409,12 +380,16 @@ func (h *Handler) warm(w http.ResponseWriter, r *http.Request) {
 	<-done
 	if err != nil {
 		// The status is sent: the error is the last line.
-		_ = enc.Encode(Error{Error: err.Error(), Sentinel: sentinelOf(err)})
+		_ = enc.Encode(api.Error{Error: err.Error(), Sentinel: sentinelOf(err)})
 		return
 	}
-	_ = enc.Encode(map[string]any{"result": res})
+	_ = enc.Encode(struct {
+		Result *api.WarmResult `json:"result"`
+	}{(*api.WarmResult)(res)})
 }
 
+// stats answers tier.Stats, whose JSON api.Stats reads
+// (TestStats_APIReadsEveryField).
 func (h *Handler) stats(w http.ResponseWriter, r *http.Request) { writeJSON(w, h.c.Stats()) }
 
 func (h *Handler) getValue(w http.ResponseWriter, r *http.Request) {
@@ -426,10 +401,10 @@ func (h *Handler) getValue(w http.ResponseWriter, r *http.Request) {
 	defer v.Close()
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/octet-stream")
-	hdr.Set("X-Served-By", v.ServedBy.String())
+	hdr.Set(api.HeaderServedBy, v.ServedBy.String())
 	if v.DType != "" {
-		hdr.Set("X-Dtype", v.DType)
-		hdr.Set("X-Shape", shapeHeader(v.Shape))
+		hdr.Set(api.HeaderDType, v.DType)
+		hdr.Set(api.HeaderShape, api.FormatShape(v.Shape))
 	}
 	// An entry of L2 can be replaced while it is read (its chunks go):
 	// the bytes are read before the status line where that is cheap, and
@@ -448,18 +423,12 @@ func (h *Handler) getValue(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) putValue(w http.ResponseWriter, r *http.Request) {
-	o := &tier.PutOptions{DType: r.Header.Get("X-Dtype")}
-	var err error
-	if o.Shape, err = parseShape(r.Header.Get("X-Shape")); err != nil {
+	po, err := api.ParsePutHeader(r.Header)
+	if err != nil {
 		fail(w, err)
 		return
 	}
-	if s := r.Header.Get("X-TTL"); s != "" {
-		if o.TTL, err = time.ParseDuration(s); err != nil || o.TTL < 0 {
-			badRequest(w, "X-TTL %q is not a duration", s)
-			return
-		}
-	}
+	o := (*tier.PutOptions)(&po)
 	ns, key := r.PathValue("ns"), r.PathValue("key")
 	switch {
 	case r.ContentLength > MaxValueBytes:

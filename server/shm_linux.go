@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/modelcache/modelcache/api"
 	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/tier"
 )
@@ -32,28 +33,14 @@ import (
 // tensor is copied into shared memory once, not per request.
 
 // ShmReply describes the descriptor that follows, or the error.
-type ShmReply struct {
-	DType    string   `json:"dtype,omitempty"`
-	Shape    []uint64 `json:"shape,omitempty"`
-	Size     int64    `json:"size"`
-	ServedBy string   `json:"served_by,omitempty"`
-	// Tensors places each tensor of a whole model in the descriptor.
-	Tensors  []ShmTensor `json:"tensors,omitempty"`
-	Error    string      `json:"error,omitempty"`
-	Sentinel string      `json:"sentinel,omitempty"`
-	// HTTP, with an error: read the bytes over HTTP instead (the peer's
-	// ShmPeerBytes is used up).
-	HTTP bool `json:"http,omitempty"`
-}
+//
+// Deprecated: use api.ShmReply.
+type ShmReply = api.ShmReply
 
 // ShmTensor is one tensor's place in a model's descriptor.
-type ShmTensor struct {
-	Name   string   `json:"name"`
-	DType  string   `json:"dtype"`
-	Shape  []uint64 `json:"shape"`
-	Offset int64    `json:"offset"`
-	Size   int64    `json:"size"`
-}
+//
+// Deprecated: use api.ShmTensor.
+type ShmTensor = api.ShmTensor
 
 // shmEntry is one memfd; refs counts the requests sending it, so that
 // eviction never closes a descriptor being sent.
@@ -64,7 +51,7 @@ type shmEntry struct {
 	refs  int
 	dead  bool
 	elem  *list.Element
-	reply ShmReply // what the descriptor holds, Error empty
+	reply api.ShmReply // what the descriptor holds, Error empty
 }
 
 // shmCache keeps memfds by tensor, least recently asked for first out.
@@ -118,7 +105,7 @@ type peer struct {
 // acquire returns the entry for key, with a reference the caller
 // releases; fill makes its sealed memfd if the cache has none, charged to
 // p.
-func (c *shmCache) acquire(key string, p peer, fill func() (fd int, size int64, reply ShmReply, err error)) (*shmEntry, error) {
+func (c *shmCache) acquire(key string, p peer, fill func() (fd int, size int64, reply api.ShmReply, err error)) (*shmEntry, error) {
 	c.mu.Lock()
 	if e, ok := c.byKey[key]; ok {
 		e.refs++
@@ -320,7 +307,7 @@ func (h *Handler) shmTensor(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, shmOnUnixOnly)
 		return
 	}
-	var reply ShmReply
+	var reply api.ShmReply
 	var e *shmEntry
 	var m *tier.Model
 	var err error
@@ -333,13 +320,13 @@ func (h *Handler) shmTensor(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		defer m.Close()
 		key := "t\x00" + m.Path() + "\x00" + m.Version() + "\x00" + name
-		e, err = h.shm.acquire(key, p, func() (int, int64, ShmReply, error) {
+		e, err = h.shm.acquire(key, p, func() (int, int64, api.ShmReply, error) {
 			t, err := m.Tensor(r.Context(), name)
 			if err != nil {
-				return -1, 0, ShmReply{}, err
+				return -1, 0, api.ShmReply{}, err
 			}
 			fd, err := sealedMemfd(t.Bytes())
-			return fd, int64(len(t.Bytes())), ShmReply{DType: t.DType, Shape: t.Shape, Size: int64(len(t.Bytes())), ServedBy: t.ServedBy.String()}, err
+			return fd, int64(len(t.Bytes())), api.ShmReply{DType: t.DType, Shape: t.Shape, Size: int64(len(t.Bytes())), ServedBy: t.ServedBy.String()}, err
 		})
 		if err == nil {
 			defer h.shm.release(e)
@@ -371,11 +358,11 @@ func (h *Handler) shmModel(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		defer m.Close()
 		key := "m\x00" + m.Path() + "\x00" + m.Version()
-		e, err = h.shm.acquire(key, p, func() (int, int64, ShmReply, error) {
-			reply := ShmReply{Size: int64(m.Bytes())}
+		e, err = h.shm.acquire(key, p, func() (int, int64, api.ShmReply, error) {
+			reply := api.ShmReply{Size: int64(m.Bytes())}
 			var off int64
 			for _, t := range m.Tensors() {
-				reply.Tensors = append(reply.Tensors, ShmTensor{Name: t.Name, DType: t.DType, Shape: t.Shape, Offset: off, Size: int64(t.Bytes)})
+				reply.Tensors = append(reply.Tensors, api.ShmTensor{Name: t.Name, DType: t.DType, Shape: t.Shape, Offset: off, Size: int64(t.Bytes)})
 				off += int64(t.Bytes)
 			}
 			fd, err := newMemfd(reply.Size)
@@ -401,7 +388,7 @@ func (h *Handler) shmModel(w http.ResponseWriter, r *http.Request) {
 			defer h.shm.release(e)
 		}
 	}
-	var reply ShmReply
+	var reply api.ShmReply
 	if e != nil {
 		reply = e.reply
 	}
@@ -410,9 +397,9 @@ func (h *Handler) shmModel(w http.ResponseWriter, r *http.Request) {
 
 // sendFd hijacks the connection and sends the reply (or err) with e's
 // descriptor, in one message.
-func (h *Handler) sendFd(w http.ResponseWriter, hj *http.ResponseController, reply ShmReply, err error, e *shmEntry) {
+func (h *Handler) sendFd(w http.ResponseWriter, hj *http.ResponseController, reply api.ShmReply, err error, e *shmEntry) {
 	if err != nil {
-		reply, e = ShmReply{Error: err.Error(), Sentinel: sentinelOf(err), HTTP: errors.Is(err, ErrShmPeerLimit)}, nil
+		reply, e = api.ShmReply{Error: err.Error(), Sentinel: sentinelOf(err), HTTP: errors.Is(err, ErrShmPeerLimit)}, nil
 	}
 	conn, _, err := hj.Hijack()
 	if err != nil {

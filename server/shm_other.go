@@ -4,17 +4,14 @@ package server
 
 import (
 	"net/http"
+
+	"github.com/modelcache/modelcache/api"
 )
 
 // ShmReply is as on Linux; shared memory needs memfd and is not served here.
-type ShmReply struct {
-	DType    string   `json:"dtype,omitempty"`
-	Shape    []uint64 `json:"shape,omitempty"`
-	Size     int64    `json:"size"`
-	ServedBy string   `json:"served_by,omitempty"`
-	Error    string   `json:"error,omitempty"`
-	Sentinel string   `json:"sentinel,omitempty"`
-}
+//
+// Deprecated: use api.ShmReply.
+type ShmReply = api.ShmReply
 
 type shmCache struct{}
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +14,20 @@ import (
 	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/tier"
 )
+
+// wireStats is s as a daemon sends it (client.Stats), for output that
+// shows either: through JSON, so that no field is left behind.
+func wireStats(s tier.Stats) (*client.Stats, error) {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("warm: stats: %w", err)
+	}
+	var out client.Stats
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fmt.Errorf("warm: stats: %w", err)
+	}
+	return &out, nil
+}
 
 // daemonSockets are where a warm serve of dir listens unless told
 // otherwise (--socket): serve.sock in the directory, and

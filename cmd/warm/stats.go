@@ -12,6 +12,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
+	"github.com/modelcache/modelcache/api"
 	"github.com/modelcache/modelcache/client"
 	"github.com/modelcache/modelcache/l2"
 	"github.com/modelcache/modelcache/tier"
@@ -30,11 +31,11 @@ type statsJSON struct {
 	DiskBytes    int64  `json:"disk_bytes"`
 	MaxBytes     int64  `json:"max_bytes"`
 	// Reads of every process since the directory was created.
-	Reads tier.Counters `json:"reads"`
+	Reads api.Counters `json:"reads"`
 	// Measures of every process since the directory was created: hit
 	// rates by tier, latency histograms, Tc, Tr and the average access
 	// time, of tensors and of values (in all and by namespace).
-	Measures tier.Measured `json:"measures"`
+	Measures api.Measured `json:"measures"`
 	// L3 is the fleet tier, when --redis names one.
 	L3 *l3JSON `json:"l3,omitempty"`
 }
@@ -78,7 +79,9 @@ below 128 ns << i (not cumulative), the last one any longer.`,
   warm stats --json | jq .stored_ratio`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var all tier.Stats
+			// The daemon's Stats, or this process's as the daemon would send
+			// them.
+			var all client.Stats
 			var l3err error
 			local := false
 			dir := g.dir
@@ -92,7 +95,11 @@ below 128 ns << i (not cumulative), the last one any longer.`,
 				return nil
 			}, func(c *tier.Cache) error {
 				local = true
-				all, l3err = c.Stats(), c.CheckL3(cmdContext(cmd))
+				st, err := wireStats(c.Stats())
+				if err != nil {
+					return err
+				}
+				all, l3err = *st, c.CheckL3(cmdContext(cmd))
 				return nil
 			}); err != nil {
 				return err
@@ -145,10 +152,10 @@ below 128 ns << i (not cumulative), the last one any longer.`,
 
 // printMeasures prints the seed's measures: a row for tensors, values and
 // each namespace.
-func printMeasures(g *globals, m tier.Measured) {
+func printMeasures(g *globals, m api.Measured) {
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\tREQUESTS\tHIT RATE\tL1\tL2\tL3\tTc\tTr\tT FORMULA\tT MEASURED\t")
-	row := func(name string, s tier.Measures) {
+	row := func(name string, s api.Measures) {
 		pct := func(r float64) string { return fmt.Sprintf("%.1f%%", r*100) }
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, s.Requests, pct(s.HitRate),
 			pct(s.Tiers[0].HitRate), pct(s.Tiers[1].HitRate), pct(s.Tiers[2].HitRate), dur(s.Tc), dur(s.Tr), dur(s.Formula), dur(s.Measured))

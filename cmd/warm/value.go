@@ -41,7 +41,7 @@ func putValue(ctx context.Context, g *globals, ns, k string, o *tier.PutOptions)
 		if size < 0 {
 			in = &limitedStdin{r: os.Stdin, left: maxValueStdin}
 		}
-		return d.PutReader(ctx, ns, k, in, size, o)
+		return d.PutReader(ctx, ns, k, in, size, (*client.PutOptions)(o))
 	}, func(c *tier.Cache) error {
 		if size >= 0 {
 			return c.PutReader(ctx, ns, k, os.Stdin, size, o)

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/term"
 
+	"github.com/modelcache/modelcache/client"
 	"github.com/modelcache/modelcache/l2"
 	"github.com/modelcache/modelcache/loader"
 	"github.com/modelcache/modelcache/resolve"
@@ -228,7 +229,13 @@ func (g *globals) warmFiles(ctx context.Context, args []string, w *warmFlags) er
 			var res *tier.WarmResult
 			var err error
 			if d != nil {
-				res, err = d.Warm(ctx, f, opts.Progress)
+				var progress func(client.WarmProgress)
+				if opts.Progress != nil {
+					progress = func(p client.WarmProgress) { opts.Progress(tier.WarmProgress(p)) }
+				}
+				var dr *client.WarmResult
+				dr, err = d.Warm(ctx, f, progress)
+				res = (*tier.WarmResult)(dr)
 			} else {
 				res, err = warmOne(ctx, c, f, &opts)
 			}
@@ -264,7 +271,7 @@ func (g *globals) warmFiles(ctx context.Context, args []string, w *warmFlags) er
 	var st l2.Stats
 	if d != nil {
 		if s, err := d.Stats(context.Background()); err == nil {
-			st = s.L2
+			st = l2.Stats(s.L2)
 		}
 	} else {
 		st = c.Stats().L2

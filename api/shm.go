@@ -1,0 +1,30 @@
+package api
+
+// Shared memory (Linux, the unix socket only). GET PathShmTensor and
+// PathShmModel are answered with one message: a 4-byte little-endian
+// length, a JSON ShmReply, and (on success) a sealed memfd passed with
+// SCM_RIGHTS holding the bytes, which the client maps read-only.
+
+// ShmReply describes the descriptor that follows, or the error.
+type ShmReply struct {
+	DType    string   `json:"dtype,omitempty"`
+	Shape    []uint64 `json:"shape,omitempty"`
+	Size     int64    `json:"size"`
+	ServedBy string   `json:"served_by,omitempty"`
+	// Tensors places each tensor of a whole model in the descriptor.
+	Tensors  []ShmTensor `json:"tensors,omitempty"`
+	Error    string      `json:"error,omitempty"`
+	Sentinel string      `json:"sentinel,omitempty"`
+	// HTTP, with an error: read the bytes over HTTP instead (the peer's
+	// server.Options.ShmPeerBytes is used up).
+	HTTP bool `json:"http,omitempty"`
+}
+
+// ShmTensor is one tensor's place in a model's descriptor.
+type ShmTensor struct {
+	Name   string   `json:"name"`
+	DType  string   `json:"dtype"`
+	Shape  []uint64 `json:"shape"`
+	Offset int64    `json:"offset"`
+	Size   int64    `json:"size"`
+}
