@@ -19,6 +19,7 @@ type Stats struct {
 	Requests    uint64
 	L1Hits      uint64
 	L2Hits      uint64
+	L3Hits      uint64
 	SourceLoads uint64
 	SharedLoads uint64
 	Failed      uint64
@@ -81,6 +82,7 @@ type Counters struct {
 	L1Hits      uint64 `json:"l1_hits"`
 	L2Hits      uint64 `json:"l2_hits"`
 	L2Misses    uint64 `json:"l2_misses"`
+	L3Hits      uint64 `json:"l3_hits"`
 	SourceLoads uint64 `json:"source_loads"`
 	SharedLoads uint64 `json:"shared_loads"`
 	Failed      uint64 `json:"failed"`
