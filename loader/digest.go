@@ -4,7 +4,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"path/filepath"
 
 	"github.com/zeebo/blake3"
 )
@@ -36,31 +35,42 @@ func ParseDigest(s string) (Digest, error) {
 // version it hashed. A file that changes while it is hashed is an error,
 // so a digest never describes a mix of two versions.
 func DigestFile(path string) (Digest, Identity, error) {
+	b, err := openLocal(path)
+	if err != nil {
+		return Digest{}, Identity{}, err
+	}
+	defer b.Close()
+	d, err := DigestBlob(b)
+	return d, b.id, err
+}
+
+// digestBuffer is the size of the reads DigestBlob issues.
+const digestBuffer = 1 << 20
+
+// DigestBlob hashes the bytes of b, the version b.Identity names. A local
+// file (OpenLocal) changed while it is hashed is an error; any other Blob
+// reports a change on read.
+func DigestBlob(b Blob) (Digest, error) {
 	var d Digest
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return d, Identity{}, fmt.Errorf("loader: %s: %w", path, err)
-	}
-	f, before, err := openRegular(abs)
-	if err != nil {
-		return d, Identity{}, err
-	}
-	defer f.Close()
+	id := b.Identity()
 	h := blake3.New()
-	// Plain reads, not the mapping: a file truncated meanwhile is a short
+	// Plain reads, not a mapping: a file truncated meanwhile is a short
 	// read here, never a fault.
-	n, err := io.Copy(h, f)
+	n, err := io.CopyBuffer(h, io.NewSectionReader(b, 0, id.Size), make([]byte, digestBuffer))
 	if err != nil {
-		return d, Identity{}, fmt.Errorf("loader: %s: hashing: %w", abs, err)
+		return d, fmt.Errorf("loader: %s: hashing: %w", id.Path, err)
 	}
-	after, err := f.Stat()
-	if err != nil {
-		return d, Identity{}, fmt.Errorf("loader: %s: %w", abs, err)
+	changed := n != id.Size
+	if lb, ok := b.(*localBlob); ok && !changed {
+		after, err := lb.fd.Stat()
+		if err != nil {
+			return d, fmt.Errorf("loader: %s: %w", id.Path, err)
+		}
+		changed = identityOf(id.Path, after) != id
 	}
-	id := identityOf(abs, before)
-	if n != before.Size() || identityOf(abs, after) != id {
-		return d, Identity{}, fmt.Errorf("loader: %s: the file changed while it was hashed", abs)
+	if changed {
+		return d, fmt.Errorf("loader: %s: the file changed while it was hashed", id.Path)
 	}
 	h.Sum(d[:0])
-	return d, id, nil
+	return d, nil
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"os"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
@@ -61,13 +60,22 @@ type File struct {
 	metadata map[string]string
 	gguf     *GGUFHeader
 
-	// mu guards data and fd: readers hold it shared while they copy from
-	// the mapping or read the descriptor, Close holds it exclusively to
-	// unmap and close.
+	// mu guards data and src: readers hold it shared while they copy from
+	// the mapping or read the source, Close holds it exclusively to unmap
+	// and close.
 	mu     sync.RWMutex
-	data   mmap.MMap
-	fd     *os.File // the version opened, for pread and fstat
+	src    Blob       // what every read goes through
+	local  *localBlob // src, when it is a local file: mapped, and checked with fstat
+	data   mmap.MMap  // local: the whole file
 	closed bool
+
+	// decoded is the last tensor not stored as is that ReadTensorAt
+	// decoded whole, kept for the next piece of it; dmu guards it.
+	dmu     sync.Mutex
+	decoded struct {
+		name string
+		b    []byte
+	}
 }
 
 // tensorRead says how a tensor's stored bytes become its value.
@@ -121,29 +129,54 @@ func Open(path string) (*File, error) { return OpenFormat(path, "") }
 
 // OpenFormat is Open with the format given; "" detects it.
 func OpenFormat(path string, format Format) (*File, error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, fmt.Errorf("loader: %s: %w", path, err)
-	}
-	f, fi, err := openRegular(abs)
+	b, err := openLocal(path)
 	if err != nil {
 		return nil, err
 	}
-	m := &File{id: identityOf(abs, fi), fd: f}
-	if fi.Size() > 0 {
-		if m.data, err = mmap.Map(f, mmap.RDONLY, 0); err != nil {
-			return nil, fmt.Errorf("loader: %s: mmap: %w", abs, err)
+	return OpenBlob(b, format)
+}
+
+// OpenBlob opens and validates the model file b holds, in the format given
+// or, with "", the one FormatOf tells from its Identity's Path and first
+// bytes. The File takes b: it closes b at Close, and OpenBlob closes it on
+// an error. Headers are read through b.ReadAt as far as they go, tensors
+// when they are read; a Blob from OpenLocal is mapped and read as Open
+// does.
+func OpenBlob(b Blob, format Format) (*File, error) {
+	id := b.Identity()
+	m := &File{id: id, src: b}
+	if id.Size < 0 {
+		_ = m.Close()
+		return nil, invalid(id.Path, "size %d", id.Size)
+	}
+	fb := &fileBytes{size: uint64(id.Size), ra: b}
+	if lb, ok := b.(*localBlob); ok {
+		m.local = lb
+		if id.Size > 0 {
+			var err error
+			if m.data, err = mmap.Map(lb.fd, mmap.RDONLY, 0); err != nil {
+				_ = m.Close()
+				return nil, fmt.Errorf("loader: %s: mmap: %w", id.Path, err)
+			}
+			fb.mapped, fb.size = m.data, uint64(len(m.data))
 		}
 	}
+	var err error
 	if format == "" {
-		var head [8]byte
-		_ = guarded(func() { copy(head[:], m.data) })
-		format = FormatOf(abs, head[:])
+		var head []byte
+		if ferr := guarded(func() { head, err = fb.read(0, min(fb.size, 8)) }); ferr != nil {
+			err = ferr
+		}
+		if err != nil {
+			_ = m.Close()
+			return nil, fmt.Errorf("loader: %s: %w", id.Path, err)
+		}
+		format = FormatOf(id.Path, head)
 	}
 	m.format = format
 	// The file may shrink under the mapping while it is parsed.
-	if ferr := guarded(func() { err = m.parse() }); ferr != nil {
-		err = fmt.Errorf("loader: %s: %w (was the file truncated while in use?)", abs, ferr)
+	if ferr := guarded(func() { err = m.parse(fb) }); ferr != nil {
+		err = fmt.Errorf("loader: %s: %w (was the file truncated while in use?)", id.Path, ferr)
 	}
 	if err != nil {
 		_ = m.Close()
@@ -162,53 +195,74 @@ func OpenFormat(path string, format Format) (*File, error) {
 	return m, nil
 }
 
-func (m *File) parse() error {
-	abs, data := m.id.Path, []byte(m.data)
+func (m *File) parse(fb *fileBytes) error {
+	err := m.parseFormat(fb)
+	// A read that failed is the source's trouble, not a defect of the file.
+	var re *readError
+	if errors.As(err, &re) {
+		return fmt.Errorf("loader: %s: %w", m.id.Path, re)
+	}
+	return err
+}
+
+func (m *File) parseFormat(fb *fileBytes) error {
+	abs, size := m.id.Path, fb.size
 	if m.format != Plain {
-		if what := standIn(data); what != "" {
+		head, err := fb.read(0, min(size, 1024))
+		if err != nil {
+			return err
+		}
+		if what := standIn(head); what != "" {
 			return invalid(abs, "%s", what)
 		}
 	}
 	switch m.format {
 	case Safetensors:
-		if len(data) < 8 {
-			return invalid(abs, "%d bytes, too short for a safetensors header", len(data))
+		if size < 8 {
+			return invalid(abs, "%d bytes, too short for a safetensors header", size)
 		}
-		n := binary.LittleEndian.Uint64(data)
+		p, err := fb.read(0, 8)
+		if err != nil {
+			return err
+		}
+		n := binary.LittleEndian.Uint64(p)
 		// Check the claimed length before using it.
 		if n > MaxSafetensorsHeader {
 			return invalid(abs, "header length %d exceeds the %d byte limit", n, MaxSafetensorsHeader)
 		}
-		if n > uint64(len(data))-8 {
-			return invalid(abs, "header length %d runs past the end of a %d byte file", n, len(data))
+		if n > size-8 {
+			return invalid(abs, "header length %d runs past the end of a %d byte file", n, size)
 		}
-		h, err := ParseSafetensors(data[8:8+n], uint64(len(data)))
+		head, err := fb.read(8, n)
+		if err != nil {
+			return err
+		}
+		h, err := ParseSafetensors(head, size)
 		if err != nil {
 			return invalid(abs, "%w", err)
 		}
 		m.tensors, m.metadata = h.Tensors, h.Metadata
 	case GGUF:
-		h, err := ParseGGUF(data)
+		h, err := ggufFrom(fb)
 		if err != nil {
 			return invalid(abs, "%w", err)
 		}
 		m.tensors, m.gguf, m.metadata = h.Tensors, h, h.StringMetadata()
 	case NPY:
-		a, err := ParseNPY(data)
+		a, err := npyFrom(fb)
 		if err != nil {
 			return invalid(abs, "%w", err)
 		}
 		a.Tensor.Name = strings.TrimSuffix(filepath.Base(abs), filepath.Ext(abs))
 		m.tensors, m.reads = []TensorInfo{a.Tensor}, []tensorRead{a.read()}
 	case NPZ:
-		ts, rs, err := parseNPZ(data)
+		ts, rs, err := parseNPZ(fb)
 		if err != nil {
 			return invalid(abs, "%w", err)
 		}
 		m.tensors, m.reads = ts, rs
 	case Plain:
-		n := uint64(len(data))
-		m.tensors = []TensorInfo{{Name: PlainTensor, DType: U8, Shape: []uint64{n}, Length: n}}
+		m.tensors = []TensorInfo{{Name: PlainTensor, DType: U8, Shape: []uint64{size}, Length: size}}
 	default:
 		return fmt.Errorf("loader: %s: format %q: %w", abs, m.format, errs.ErrUnsupported)
 	}
@@ -278,7 +332,7 @@ func (f *File) ReadTensor(name string) ([]byte, error) {
 		return nil, fmt.Errorf("loader: %s: %w", f.id.Path, errs.ErrClosed)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("loader: %s: tensor %s: %w (was the file truncated while in use?)", f.id.Path, errs.Quote(name), err)
+		return nil, f.readFailed(name, err)
 	}
 	out := stored
 	switch {
@@ -301,12 +355,16 @@ func (f *File) ReadTensor(name string) ([]byte, error) {
 	return out, nil
 }
 
-// copyOut copies from the mapping at off, unless the file is closed.
+// copyOut copies from the mapping at off, or reads the source there,
+// unless the file is closed.
 func (f *File) copyOut(dst []byte, off uint64) (closed bool, err error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.closed {
 		return true, nil
+	}
+	if f.local == nil {
+		return false, readFull(f.src, dst, int64(off))
 	}
 	return false, guarded(func() { copy(dst, f.data[off:off+uint64(len(dst))]) })
 }
@@ -359,21 +417,24 @@ func guarded(f func()) (err error) {
 	return nil
 }
 
-// Close unmaps the file once the reads in progress are done. Bytes returned
-// by ReadTensor stay valid.
+// Close unmaps the file and closes its source once the reads in progress
+// are done. Bytes returned by ReadTensor stay valid.
 func (f *File) Close() error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.closed {
+		f.mu.Unlock()
 		return nil
 	}
 	f.closed = true
-	err := f.fd.Close()
-	f.fd = nil
-	if f.data == nil {
-		return err
+	err := closeBlob(f.src)
+	f.src, f.local = nil, nil
+	if f.data != nil {
+		err = errors.Join(f.data.Unmap(), err)
+		f.data = nil
 	}
-	err = errors.Join(f.data.Unmap(), err)
-	f.data = nil
+	f.mu.Unlock()
+	f.dmu.Lock()
+	f.decoded.name, f.decoded.b = "", nil
+	f.dmu.Unlock()
 	return err
 }

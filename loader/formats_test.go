@@ -262,12 +262,15 @@ func TestGGUF_Refusals(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			refusedCheaply(t, func() error { _, err := ParseGGUF(tc.b); return err }, tc.want)
-			// Through Open, the error names the file.
+			// Through Open and OpenBlob, the error names the file.
 			p := filepath.Join(t.TempDir(), "hostile.gguf")
 			require.NoError(t, os.WriteFile(p, tc.b, 0o644))
-			_, err := Open(p)
-			require.ErrorIs(t, err, errs.ErrInvalidModel)
-			require.Contains(t, err.Error(), p)
+			for how, open := range openers {
+				_, err := open(t, p)
+				require.ErrorIs(t, err, errs.ErrInvalidModel, how)
+				require.Contains(t, err.Error(), p, how)
+				require.Contains(t, err.Error(), tc.want, how)
+			}
 		})
 	}
 }
@@ -338,6 +341,7 @@ func TestNPY_Refusals(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			refusedCheaply(t, func() error { _, err := ParseNPY(tc.b); return err }, tc.want)
+			refusedCheaply(t, func() error { _, err := OpenBlob(newMemBlob("/mem/x.npy", tc.b), ""); return err }, tc.want)
 		})
 	}
 }
@@ -378,6 +382,7 @@ func TestNPZ_Refusals(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			refusedCheaply(t, func() error { _, err := ParseNPZ(tc.b); return err }, tc.want)
+			refusedCheaply(t, func() error { _, err := OpenBlob(newMemBlob("/mem/x.npz", tc.b), ""); return err }, tc.want)
 		})
 	}
 	// A member whose bytes were changed fails on read (CRC or DEFLATE).
@@ -418,6 +423,7 @@ func FuzzParseGGUF(f *testing.F) {
 	f.Add(nested(6))
 	f.Add(ggufHead(3, 2, 0).tensor("a", 0, 0, 16).tensor("b", 0, 32, 16).pad(256).Bytes())
 	f.Fuzz(func(t *testing.T, b []byte) {
+		checkBlob(t, b, GGUF)
 		h, err := ParseGGUF(b)
 		if err != nil {
 			return
@@ -433,6 +439,7 @@ func FuzzParseGGUF(f *testing.F) {
 func FuzzParseNPY(f *testing.F) {
 	fixtureSeeds(f, ".npy")
 	f.Fuzz(func(t *testing.T, b []byte) {
+		checkBlob(t, b, NPY)
 		a, err := ParseNPY(b)
 		if err != nil {
 			return
@@ -456,7 +463,8 @@ func FuzzParseNPY(f *testing.F) {
 func FuzzParseNPZ(f *testing.F) {
 	fixtureSeeds(f, ".npz")
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ts, rs, err := parseNPZ(b)
+		checkBlob(t, b, NPZ)
+		ts, rs, err := parseNPZ(&fileBytes{size: uint64(len(b)), mapped: b})
 		if err != nil {
 			return
 		}
@@ -481,9 +489,14 @@ func FuzzParseShardIndex(f *testing.F) {
 	f.Add([]byte(`{"weight_map": {"a": "x", "a": "y"}, "metadata": {"n": [1, {"x": null}]}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		idx, err := ParseShardIndex(b)
+		fromBlob, berr := ReadShardIndexBlob(newMemBlob("/mem/i.json", b))
+		if (err == nil) != (berr == nil) {
+			t.Fatalf("from bytes: %v, from a Blob: %v", err, berr)
+		}
 		if err != nil {
 			return
 		}
+		require.Equal(t, idx, fromBlob)
 		for _, s := range idx.WeightMap {
 			if s != filepath.Base(s) || s == ".." {
 				t.Fatalf("shard %q escapes the directory", s)

@@ -202,8 +202,25 @@ func (h *GGUFHeader) StringMetadata() map[string]string {
 // ParseGGUF validates a whole GGUF file and parses its header. Errors
 // describe the defect; they do not name a file.
 func ParseGGUF(b []byte) (*GGUFHeader, error) {
-	r := &ggufReader{b: b}
-	if len(b) < 24 || string(b[:4]) != ggufMagic {
+	return parseGGUF(&ggufReader{b: b, size: uint64(len(b))})
+}
+
+// ggufFrom parses the GGUF file fb holds, reading no further than its
+// header goes: a header longer than fb's head is read on in steps that
+// double.
+func ggufFrom(fb *fileBytes) (*GGUFHeader, error) {
+	if fb.mapped != nil {
+		return ParseGGUF(fb.mapped)
+	}
+	first, err := fb.read(0, min(fb.size, headRead))
+	if err != nil {
+		return nil, err
+	}
+	return parseGGUF(&ggufReader{b: first, size: fb.size, more: fb})
+}
+
+func parseGGUF(r *ggufReader) (*GGUFHeader, error) {
+	if r.size < 24 || len(r.b) < 24 || string(r.b[:4]) != ggufMagic {
 		return nil, errors.New("not a GGUF file (no GGUF magic)")
 	}
 	r.off = 4
@@ -224,10 +241,10 @@ func ParseGGUF(b []byte) (*GGUFHeader, error) {
 	// smallest pair 8 + 4 + 1; counts that cannot fit are refused before
 	// anything is allocated for them.
 	if nt > r.left()/32 {
-		return nil, fmt.Errorf("%d tensors cannot fit in %d bytes", nt, len(b))
+		return nil, fmt.Errorf("%d tensors cannot fit in %d bytes", nt, r.size)
 	}
 	if nkv > r.left()/13 {
-		return nil, fmt.Errorf("%d metadata pairs cannot fit in %d bytes", nkv, len(b))
+		return nil, fmt.Errorf("%d metadata pairs cannot fit in %d bytes", nkv, r.size)
 	}
 	h.Metadata = make([]GGUFKV, 0, nkv)
 	keys := make(map[string]bool, nkv)
@@ -278,10 +295,10 @@ func ParseGGUF(b []byte) (*GGUFHeader, error) {
 	if nt == 0 {
 		return h, nil
 	}
-	if h.DataOffset > uint64(len(b)) {
-		return nil, fmt.Errorf("tensor data would start at %d, past the end of %d bytes", h.DataOffset, len(b))
+	if h.DataOffset > r.size {
+		return nil, fmt.Errorf("tensor data would start at %d, past the end of %d bytes", h.DataOffset, r.size)
 	}
-	dataLen := uint64(len(b)) - h.DataOffset
+	dataLen := r.size - h.DataOffset
 	order := make([]int, len(h.Tensors))
 	for i := range order {
 		order[i] = i
@@ -319,18 +336,31 @@ func cmpUint(a, b uint64) int {
 	return 0
 }
 
+// ggufReader reads a GGUF header from b, the first bytes of a file of size
+// bytes, reading more from more as it needs them (when b is not the whole
+// file).
 type ggufReader struct {
-	b   []byte
-	off uint64
+	b    []byte
+	size uint64
+	more *fileBytes
+	off  uint64
 }
 
 var errShort = errors.New("unexpected end of file")
 
-func (r *ggufReader) left() uint64 { return uint64(len(r.b)) - r.off }
+func (r *ggufReader) left() uint64 { return r.size - r.off }
 
 func (r *ggufReader) take(n uint64) ([]byte, error) {
 	if n > r.left() {
 		return nil, errShort
+	}
+	if end := r.off + n; end > uint64(len(r.b)) {
+		have := uint64(len(r.b))
+		p, err := r.more.read(have, min(r.size, max(end, 2*have))-have)
+		if err != nil {
+			return nil, err
+		}
+		r.b = append(r.b, p...)
 	}
 	p := r.b[r.off : r.off+n]
 	r.off += n
@@ -361,7 +391,10 @@ func (r *ggufReader) str() (string, error) {
 	if n > r.left() {
 		return "", fmt.Errorf("string of %d bytes runs past the end of the file", n)
 	}
-	p, _ := r.take(n)
+	p, err := r.take(n)
+	if err != nil {
+		return "", err
+	}
 	return string(p), nil
 }
 
@@ -465,8 +498,10 @@ func (r *ggufReader) array(et GGUFType, n uint64, depth int) (any, error) {
 		}
 		a.Values = v
 	default:
-		p, _ := r.take(n * min)
-		var err error
+		p, err := r.take(n * min)
+		if err != nil {
+			return nil, err
+		}
 		if a.Values, err = scalars(et, p, int(n)); err != nil {
 			return nil, err
 		}

@@ -52,6 +52,50 @@ func ParseNPY(b []byte) (*NPYArray, error) {
 	return a, nil
 }
 
+// npyFrom parses the .npy file fb holds, reading its header only.
+func npyFrom(fb *fileBytes) (*NPYArray, error) {
+	if fb.mapped != nil {
+		return ParseNPY(fb.mapped)
+	}
+	pre, err := fb.read(0, min(fb.size, 12))
+	if err != nil {
+		return nil, err
+	}
+	head := pre
+	if n := npyHeadLen(pre); n > uint64(len(pre)) {
+		if head, err = fb.read(0, min(n, fb.size)); err != nil {
+			return nil, err
+		}
+	}
+	a, err := ParseNPYHeader(head)
+	if err != nil {
+		return nil, err
+	}
+	if have := fb.size - a.Tensor.Offset; have != a.Tensor.Length {
+		return nil, fmt.Errorf("data is %d bytes, dtype %s and shape %v need %d", have, a.Descr, a.Tensor.Shape, a.Tensor.Length)
+	}
+	return a, nil
+}
+
+// npyHeadLen is the length of the .npy header (magic, version, length and
+// dict) whose first 12 bytes, or fewer, are pre; 0 when pre does not tell
+// or the length is past what ParseNPYHeader accepts (which it then says).
+func npyHeadLen(pre []byte) uint64 {
+	var n uint64
+	switch {
+	case len(pre) < 10 || string(pre[:6]) != npyMagic:
+		return 0
+	case pre[6] == 1:
+		n = 10 + uint64(binary.LittleEndian.Uint16(pre[8:]))
+	case len(pre) >= 12:
+		n = 12 + uint64(binary.LittleEndian.Uint32(pre[8:]))
+	}
+	if n > 12+MaxNPYHeader {
+		return 0
+	}
+	return n
+}
+
 // ParseNPYHeader parses the header at the start of b, which need not hold
 // the data.
 func ParseNPYHeader(b []byte) (*NPYArray, error) {

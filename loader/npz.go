@@ -2,11 +2,10 @@ package loader
 
 import (
 	"archive/zip"
-	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 
 	"github.com/modelcache/modelcache/errs"
@@ -24,12 +23,17 @@ const deflateMaxRatio = 1032
 // deflated, as numpy.savez and savez_compressed write them) and lists its
 // arrays; each is named as its member without ".npy".
 func ParseNPZ(b []byte) ([]TensorInfo, error) {
-	ts, _, err := parseNPZ(b)
+	ts, _, err := parseNPZ(&fileBytes{size: uint64(len(b)), mapped: b})
 	return ts, err
 }
 
-func parseNPZ(b []byte) ([]TensorInfo, []tensorRead, error) {
-	zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
+// parseNPZ parses the .npz file b holds, reading its directory and the
+// .npy header of each member.
+func parseNPZ(b *fileBytes) ([]TensorInfo, []tensorRead, error) {
+	if b.size > math.MaxInt64 {
+		return nil, nil, fmt.Errorf("%d bytes: too large", b.size)
+	}
+	zr, err := zip.NewReader(b, int64(b.size))
 	if err != nil {
 		return nil, nil, fmt.Errorf("not a valid zip archive: %w", err)
 	}
@@ -53,7 +57,7 @@ func parseNPZ(b []byte) ([]TensorInfo, []tensorRead, error) {
 	return ts, rs, nil
 }
 
-func npzMember(b []byte, f *zip.File) (TensorInfo, tensorRead, error) {
+func npzMember(b *fileBytes, f *zip.File) (TensorInfo, tensorRead, error) {
 	var t TensorInfo
 	var r tensorRead
 	name, ok := strings.CutSuffix(f.Name, ".npy")
@@ -68,7 +72,7 @@ func npzMember(b []byte, f *zip.File) (TensorInfo, tensorRead, error) {
 		return t, r, err
 	}
 	csize, usize := f.CompressedSize64, f.UncompressedSize64
-	if uint64(off) > uint64(len(b)) || csize > uint64(len(b))-uint64(off) {
+	if uint64(off) > b.size || csize > b.size-uint64(off) {
 		return t, r, fmt.Errorf("%d compressed bytes at offset %d run past the end of the archive", csize, off)
 	}
 	var head []byte
@@ -77,7 +81,9 @@ func npzMember(b []byte, f *zip.File) (TensorInfo, tensorRead, error) {
 		if csize != usize {
 			return t, r, fmt.Errorf("stored member of %d bytes declares %d uncompressed", csize, usize)
 		}
-		head = b[off : uint64(off)+csize]
+		if head, err = readNPYHead(io.NewSectionReader(b, off, int64(csize))); err != nil {
+			return t, r, err
+		}
 	case zip.Deflate:
 		if usize/deflateMaxRatio > csize+1 {
 			return t, r, fmt.Errorf("declares %d bytes from %d compressed, more than DEFLATE can produce", usize, csize)
@@ -115,31 +121,21 @@ func npzMember(b []byte, f *zip.File) (TensorInfo, tensorRead, error) {
 func readNPYHead(rd io.Reader) ([]byte, error) {
 	pre := make([]byte, 12)
 	n, err := io.ReadFull(rd, pre)
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
-		return nil, fmt.Errorf("inflating: %w", err)
+	if err != nil && err != io.EOF && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, fmt.Errorf("reading the member: %w", err)
 	}
 	pre = pre[:n]
 	if n < 10 || string(pre[:6]) != npyMagic {
 		return nil, errors.New("not a .npy file (no \\x93NUMPY magic)")
 	}
-	var total uint64
-	if pre[6] == 1 {
-		total = 10 + uint64(binary.LittleEndian.Uint16(pre[8:]))
-	} else if n == 12 {
-		total = 12 + uint64(binary.LittleEndian.Uint32(pre[8:]))
-	} else {
-		return pre, nil // ParseNPYHeader says what is wrong
-	}
-	if total > 12+MaxNPYHeader {
-		return pre, nil
-	}
+	total := npyHeadLen(pre)
 	if total <= uint64(n) {
-		return pre, nil
+		return pre, nil // whole, or ParseNPYHeader says what is wrong
 	}
 	rest := make([]byte, total-uint64(n))
 	m, err := io.ReadFull(rd, rest)
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
-		return nil, fmt.Errorf("inflating: %w", err)
+		return nil, fmt.Errorf("reading the member: %w", err)
 	}
 	return append(pre, rest[:m]...), nil
 }

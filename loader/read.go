@@ -3,7 +3,6 @@ package loader
 import (
 	"fmt"
 	"io"
-	"os"
 
 	"golang.org/x/sync/errgroup"
 
@@ -40,7 +39,8 @@ func (f *File) index(name string) (int, error) {
 }
 
 // ReadTensorInto reads the named tensor into dst, which must be exactly its
-// length. A tensor stored as is is read with positioned reads (pread) of
+// length. A tensor stored as is is read with positioned reads (pread, or
+// the source's ReadAt) of
 // ReadBlock bytes, several in flight, straight into dst: no page faults on a
 // mapping, no second copy. Others are decoded as ReadTensor does and copied.
 // The bytes are those of the version opened; a file changed in place while
@@ -62,64 +62,95 @@ func (f *File) ReadTensorInto(name string, dst []byte) error {
 		copy(dst, b)
 		return f.Check()
 	}
-	return f.ReadTensorAt(name, dst, 0)
+	return f.readAt(name, dst, t.Offset)
 }
 
-// ReadTensorAt reads len(p) bytes of the named tensor, which must be
-// Direct, starting at its byte off, with reads of ReadBlock bytes in
-// parallel. It is the io.ReaderAt of a tensor that need not be in memory
-// whole. Reading past the tensor's end is io.ErrUnexpectedEOF.
+// ReadTensorAt reads len(p) bytes of the named tensor's value (as
+// ReadTensor returns it) starting at its byte off: the io.ReaderAt of a
+// tensor that need not be in memory whole. A tensor stored as is is read
+// straight from the file, with reads of ReadBlock bytes in parallel; a
+// big-endian .npy array reads the elements asked for and swaps them; any
+// other (an .npz member, whose CRC covers it whole, a Fortran-order array)
+// is decoded whole at the first read and kept for the next ones until
+// another such tensor is read or the file is closed. Reading past the
+// tensor's end is io.ErrUnexpectedEOF.
 func (f *File) ReadTensorAt(name string, p []byte, off uint64) error {
 	i, err := f.index(name)
 	if err != nil {
 		return err
 	}
-	t := f.tensors[i]
-	if !f.Direct(name) {
-		return fmt.Errorf("loader: %s: tensor %s is stored encoded (%s); read it whole: %w", f.id.Path, errs.Quote(name), f.format, errs.ErrUnsupported)
-	}
+	t, r := f.tensors[i], f.reads[i]
 	if off > t.Length || uint64(len(p)) > t.Length-off {
 		return fmt.Errorf("loader: %s: tensor %s: %d bytes at %d of %d: %w", f.id.Path, errs.Quote(name), len(p), off, t.Length, io.ErrUnexpectedEOF)
 	}
+	switch {
+	case f.Direct(name):
+		return f.readAt(name, p, t.Offset+off)
+	case !r.member && !r.fortran && r.swap > 1 && r.stored == t.Length:
+		// Whole elements around [off, off+len(p)), swapped.
+		w := uint64(r.swap)
+		start, end := off/w*w, (off+uint64(len(p))+w-1)/w*w
+		buf := make([]byte, end-start)
+		if err := f.readAt(name, buf, t.Offset+start); err != nil {
+			return err
+		}
+		swapBytes(buf, r.swap)
+		copy(p, buf[off-start:])
+		return nil
+	}
+	f.dmu.Lock()
+	defer f.dmu.Unlock()
+	if f.decoded.b == nil || f.decoded.name != name {
+		b, err := f.ReadTensor(name)
+		if err != nil {
+			return err
+		}
+		f.decoded.name, f.decoded.b = name, b
+	}
+	copy(p, f.decoded.b[off:])
+	return f.Check()
+}
+
+// readAt fills p from the file at off, in ReadBlock reads in parallel, and
+// checks that the file did not change meanwhile.
+func (f *File) readAt(name string, p []byte, at uint64) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.closed {
 		return fmt.Errorf("loader: %s: %w", f.id.Path, errs.ErrClosed)
 	}
-	base := int64(t.Offset + off)
+	var err error
+	base := int64(at)
 	if len(p) <= ReadBlock {
-		err = preadFull(f.fd, p, base)
+		err = readFull(f.src, p, base)
 	} else {
 		var g errgroup.Group
 		g.SetLimit(readParallel)
 		for start := 0; start < len(p); start += ReadBlock {
 			b := p[start:min(start+ReadBlock, len(p))]
-			g.Go(func() error { return preadFull(f.fd, b, base+int64(start)) })
+			g.Go(func() error { return readFull(f.src, b, base+int64(start)) })
 		}
 		err = g.Wait()
 	}
 	if err != nil {
-		return fmt.Errorf("loader: %s: tensor %s: %w (was the file truncated while in use?)", f.id.Path, errs.Quote(name), err)
+		return f.readFailed(name, err)
 	}
 	return f.checkUnchanged()
 }
 
-// preadFull fills p from fd at off; a short file is io.ErrUnexpectedEOF.
-func preadFull(fd *os.File, p []byte, off int64) error {
-	n, err := fd.ReadAt(p, off)
-	if n == len(p) {
-		return nil
+// readFailed is the error of a read of the named tensor that failed.
+func (f *File) readFailed(name string, err error) error {
+	if f.local != nil {
+		return fmt.Errorf("loader: %s: tensor %s: %w (was the file truncated while in use?)", f.id.Path, errs.Quote(name), err)
 	}
-	if err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	return err
+	return fmt.Errorf("loader: %s: tensor %s: %w", f.id.Path, errs.Quote(name), err)
 }
 
-// Check reports errs.ErrChanged if the file opened was changed in place
-// (written, truncated) since Open: its bytes may no longer be those of the
-// version whose identity it has. A file replaced by another (renamed over,
-// deleted) is not changed: the version opened stays readable.
+// Check reports errs.ErrChanged if the local file opened was changed in
+// place (written, truncated) since Open: its bytes may no longer be those of
+// the version whose identity it has. A file replaced by another (renamed
+// over, deleted) is not changed: the version opened stays readable. A Blob
+// that is no local file reports a change itself, on read.
 func (f *File) Check() error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -130,14 +161,8 @@ func (f *File) Check() error {
 }
 
 func (f *File) checkUnchanged() error {
-	fi, err := f.fd.Stat()
-	if err != nil {
-		return fmt.Errorf("loader: %s: %w", f.id.Path, err)
+	if f.local == nil {
+		return nil
 	}
-	// Not ctime: unlinking or renaming over the file, which leaves the
-	// version opened intact, changes it too.
-	if now := identityOf(f.id.Path, fi); now.Size != f.id.Size || now.ModTime != f.id.ModTime {
-		return fmt.Errorf("loader: %s: %w (size %d → %d)", f.id.Path, errs.ErrChanged, f.id.Size, now.Size)
-	}
-	return nil
+	return f.local.unchanged()
 }

@@ -229,6 +229,7 @@ func FuzzParseSafetensors(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, file []byte) {
+		checkBlob(t, file, Safetensors)
 		if len(file) < 8 {
 			return
 		}

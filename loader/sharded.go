@@ -159,22 +159,27 @@ func stringToken(dec *json.Decoder, what string) (string, error) {
 
 // ReadShardIndex reads and validates the index file at path.
 func ReadShardIndex(path string) (*ShardIndex, error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, fmt.Errorf("loader: %s: %w", path, err)
-	}
-	f, _, err := openRegular(abs)
+	b, err := openLocal(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxShardIndex+1))
-	if err != nil {
-		return nil, fmt.Errorf("loader: %s: %w", path, err)
+	defer b.Close()
+	return ReadShardIndexBlob(b)
+}
+
+// ReadShardIndexBlob reads and validates the index file b holds.
+func ReadShardIndexBlob(b Blob) (*ShardIndex, error) {
+	id := b.Identity()
+	if id.Size < 0 || id.Size > MaxShardIndex {
+		return nil, invalid(id.Path, "index of %d bytes exceeds the %d byte limit", id.Size, MaxShardIndex)
 	}
-	idx, err := ParseShardIndex(b)
+	buf := make([]byte, id.Size)
+	if err := readFull(b, buf, 0); err != nil {
+		return nil, fmt.Errorf("loader: %s: %w", id.Path, err)
+	}
+	idx, err := ParseShardIndex(buf)
 	if err != nil {
-		return nil, invalid(path, "%w", err)
+		return nil, invalid(id.Path, "%w", err)
 	}
 	return idx, nil
 }
@@ -198,16 +203,23 @@ func OpenSharded(path string) (*Sharded, error) {
 	if !ok {
 		return nil, fmt.Errorf("loader: %s: no %s: %w", path, ShardIndexName, errs.ErrNotFound)
 	}
-	ip, err := filepath.Abs(ip)
-	if err != nil {
-		return nil, fmt.Errorf("loader: %s: %w", path, err)
-	}
-	idx, err := ReadShardIndex(ip)
+	b, err := openLocal(ip)
 	if err != nil {
 		return nil, err
 	}
-	s := &Sharded{path: ip, index: idx, shards: map[string]*File{}, where: map[string]*File{}}
-	if err := s.openShards(); err != nil {
+	defer b.Close()
+	return openSharded(b, func(p string) (Blob, error) { return OpenLocal(p) })
+}
+
+// openSharded opens the checkpoint whose index index holds, opening each
+// shard, by its path beside the index, with open.
+func openSharded(index Blob, open func(path string) (Blob, error)) (*Sharded, error) {
+	idx, err := ReadShardIndexBlob(index)
+	if err != nil {
+		return nil, err
+	}
+	s := &Sharded{path: index.Identity().Path, index: idx, shards: map[string]*File{}, where: map[string]*File{}}
+	if err := s.openShards(open); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -215,10 +227,14 @@ func OpenSharded(path string) (*Sharded, error) {
 }
 
 // openShards opens every shard and checks it against the index.
-func (s *Sharded) openShards() error {
+func (s *Sharded) openShards(open func(path string) (Blob, error)) error {
 	ip, idx := s.path, s.index
 	for _, name := range idx.Shards {
-		f, err := Open(filepath.Join(filepath.Dir(ip), name))
+		b, err := open(filepath.Join(filepath.Dir(ip), name))
+		var f *File
+		if err == nil {
+			f, err = OpenBlob(b, "")
+		}
 		if err != nil {
 			return fmt.Errorf("loader: %s: shard %s: %w", ip, name, err)
 		}

@@ -58,7 +58,7 @@ func (a fileAt) ReadAt(p []byte, off int64) (int, error) {
 	if a.f.closed {
 		return 0, fmt.Errorf("loader: %s: %w", a.f.id.Path, errs.ErrClosed)
 	}
-	return a.f.fd.ReadAt(p, off)
+	return a.f.src.ReadAt(p, off)
 }
 
 // checkedReader passes n bytes through and, at their end, checks that the

@@ -26,32 +26,34 @@ func TestTensorReader_EveryFormat(t *testing.T) {
 		if filepath.Ext(p) == ".py" || filepath.Ext(p) == ".json" {
 			continue
 		}
-		f, err := Open(p)
-		require.NoError(t, err, p)
-		for _, ti := range f.Tensors() {
-			want, err := f.ReadTensor(ti.Name)
-			require.NoError(t, err)
-			for _, piece := range []int{1, 3, 16, 17, 4096} {
-				r, err := f.TensorReader(ti.Name)
+		for how, open := range openers {
+			f, err := open(t, p)
+			require.NoError(t, err, how, p)
+			for _, ti := range f.Tensors() {
+				want, err := f.ReadTensor(ti.Name)
 				require.NoError(t, err)
-				var got []byte
-				buf := make([]byte, piece)
-				for {
-					k, err := iotest.HalfReader(r).Read(buf)
-					got = append(got, buf[:k]...)
-					if err == io.EOF {
-						break
+				for _, piece := range []int{1, 3, 16, 17, 4096} {
+					r, err := f.TensorReader(ti.Name)
+					require.NoError(t, err)
+					var got []byte
+					buf := make([]byte, piece)
+					for {
+						k, err := iotest.HalfReader(r).Read(buf)
+						got = append(got, buf[:k]...)
+						if err == io.EOF {
+							break
+						}
+						require.NoError(t, err, "%s %s", p, ti.Name)
 					}
-					require.NoError(t, err, "%s %s", p, ti.Name)
+					require.Equal(t, want, append([]byte{}, got...), "%s %s", p, ti.Name)
+					require.NoError(t, r.Close())
 				}
-				require.Equal(t, want, append([]byte{}, got...), "%s %s", p, ti.Name)
-				require.NoError(t, r.Close())
+				dst := make([]byte, ti.Length)
+				require.NoError(t, f.ReadTensorInto(ti.Name, dst))
+				require.Equal(t, want, append([]byte{}, dst...))
 			}
-			dst := make([]byte, ti.Length)
-			require.NoError(t, f.ReadTensorInto(ti.Name, dst))
-			require.Equal(t, want, append([]byte{}, dst...))
+			require.NoError(t, f.Close())
 		}
-		require.NoError(t, f.Close())
 	}
 }
 

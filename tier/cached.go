@@ -129,6 +129,7 @@ func (f *cachedFile) ReadTensor(string) ([]byte, error) { return nil, f.gone() }
 func (f *cachedFile) ReadTensorInto(string, []byte) error {
 	return f.gone()
 }
+func (f *cachedFile) ReadTensorAt(string, []byte, uint64) error  { return f.gone() }
 func (f *cachedFile) TensorReader(string) (io.ReadCloser, error) { return nil, f.gone() }
 
 func (f *cachedFile) Tensor(name string) (loader.TensorInfo, bool) {

@@ -67,8 +67,8 @@ func (c *Cache) checkKeyMode(dir string) error {
 	return nil
 }
 
-// digestFile is loader.DigestFile; tests count its calls.
-var digestFile = loader.DigestFile
+// digestBlob is loader.DigestBlob; tests count its calls.
+var digestBlob = loader.DigestBlob
 
 // digestOf returns the digest of version id: remembered, kept in L2, or
 // hashed now (once, however many callers ask).
@@ -91,12 +91,17 @@ func (c *Cache) digestOf(id loader.Identity) (loader.Digest, error) {
 				}
 			}
 		}
-		d, hashed, err := digestFile(id.Path)
+		b, err := c.origin.OpenBlob(id.Path)
 		if err != nil {
 			return nil, err
 		}
-		if hashed != id {
+		defer closeBlob(b)
+		if b.Identity() != id {
 			return nil, fmt.Errorf("tier: %s: changed between stat and hashing; read it again", id.Path)
+		}
+		d, err := digestBlob(b)
+		if err != nil {
+			return nil, err
 		}
 		c.digests.Store(ids, d)
 		if c.l2 != nil {

@@ -14,12 +14,12 @@ import (
 
 func countDigests(t *testing.T) *atomic.Int32 {
 	var n atomic.Int32
-	orig := digestFile
-	digestFile = func(p string) (loader.Digest, loader.Identity, error) {
+	orig := digestBlob
+	digestBlob = func(b loader.Blob) (loader.Digest, error) {
 		n.Add(1)
-		return orig(p)
+		return orig(b)
 	}
-	t.Cleanup(func() { digestFile = orig })
+	t.Cleanup(func() { digestBlob = orig })
 	return &n
 }
 

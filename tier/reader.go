@@ -9,7 +9,6 @@ import (
 
 	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/l2"
-	"github.com/modelcache/modelcache/loader"
 )
 
 // StreamAbove is the tensor size above which Warm streams a tensor into L2
@@ -181,22 +180,9 @@ func grow(b []byte, n int) []byte {
 }
 
 // readFile reads from the model file: directly where the tensor is stored
-// as is, else from a whole copy made once.
+// as is, else from a whole copy the file makes once.
 func (r *TensorReader) readFile(p []byte, off int64) error {
-	if lf, ok := r.file.(*loader.File); ok && lf.Direct(r.Name) {
-		return lf.ReadTensorAt(r.Name, p, uint64(off))
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.whole == nil {
-		b, err := r.file.ReadTensor(r.Name)
-		if err != nil {
-			return err
-		}
-		r.whole = b
-	}
-	copy(p, r.whole[off:])
-	return nil
+	return r.file.ReadTensorAt(r.Name, p, uint64(off))
 }
 
 // WriteTo writes the whole tensor to w, a chunk at a time. Read from the

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -42,18 +41,24 @@ func (c *Cache) shardIndexOf(id loader.Identity) (*loader.ShardIndex, string, er
 	iid, err := c.origin.Stat(ip)
 	if err != nil {
 		if id.IsDir && errors.Is(err, fs.ErrNotExist) {
-			return nil, "", notACheckpoint(id.Path)
+			return nil, "", c.notACheckpoint(id.Path)
 		}
 		return nil, "", err
 	}
 	if v, ok := c.indexes.Load(ip); ok && v.(*shardIndex).id == iid {
 		return v.(*shardIndex).idx, ip, nil
 	}
-	idx, err := loader.ReadShardIndex(ip)
+	b, err := c.origin.OpenBlob(ip)
 	if err != nil {
 		return nil, "", err
 	}
-	c.indexes.Store(ip, &shardIndex{id: iid, idx: idx})
+	defer closeBlob(b)
+	idx, err := loader.ReadShardIndexBlob(b)
+	if err != nil {
+		return nil, "", err
+	}
+	// Under the version read, which may be newer than the one stat'ed.
+	c.indexes.Store(ip, &shardIndex{id: b.Identity(), idx: idx})
 	return idx, ip, nil
 }
 
@@ -93,19 +98,17 @@ func (c *Cache) modelFiles(path string) ([]string, error) {
 
 // notACheckpoint is the error of a directory asked for as a model that is
 // no sharded checkpoint: it names the models it holds, to choose from.
-func notACheckpoint(dir string) error {
+func (c *Cache) notACheckpoint(dir string) error {
 	var models []string
-	ents, _ := os.ReadDir(dir) // for the message only
+	ents, _ := c.origin.List(dir) // for the message only
 	for _, e := range ents {
-		p := filepath.Join(dir, e.Name())
-		fi, err := os.Stat(p)
+		name := filepath.Base(e.Path)
 		switch {
-		case err != nil:
-		case fi.Mode().IsRegular() && slices.Contains([]string{".safetensors", ".gguf", ".npy", ".npz"}, strings.ToLower(filepath.Ext(p))):
-			models = append(models, e.Name())
-		case fi.IsDir():
-			if _, ok := loader.ShardIndexPath(p); ok {
-				models = append(models, e.Name()+"/")
+		case !e.IsDir && slices.Contains([]string{".safetensors", ".gguf", ".npy", ".npz"}, strings.ToLower(filepath.Ext(name))):
+			models = append(models, name)
+		case e.IsDir:
+			if id, err := c.origin.Stat(filepath.Join(e.Path, loader.ShardIndexName)); err == nil && !id.IsDir {
+				models = append(models, name+"/")
 			}
 		}
 	}
