@@ -39,10 +39,9 @@ type TensorReader struct {
 	entry   *l2.EntryReader // L2
 	file    ModelFile       // Source
 	release func()          // of file
-	mu      sync.Mutex      // guards chunk, buf, whole and closed
+	mu      sync.Mutex      // guards chunk, buf and closed
 	chunk   int             // index of the chunk in buf, or -1
 	buf     []byte          // one decoded chunk
-	whole   []byte          // Source: a tensor not stored as is, read whole
 	closed  bool
 }
 
@@ -295,6 +294,6 @@ func (r *TensorReader) Close() error {
 	if r.release != nil {
 		r.release()
 	}
-	r.buf, r.whole = nil, nil
+	r.buf = nil
 	return nil
 }
