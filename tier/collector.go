@@ -23,7 +23,7 @@ type Collector struct {
 //
 //	modelcache_requests_total{kind,tier}             requests served, by the tier that served them
 //	modelcache_request_failures_total{kind}          requests that returned an error
-//	modelcache_request_duration_seconds{kind,tier}   histogram of request times (L1 hits sampled 1 in 16, weighted)
+//	modelcache_request_duration_seconds{kind,tier}   histogram of request times (L1 hits sampled 1 in 64, weighted by exact counts)
 //	modelcache_miss_duration_seconds{kind}           histogram of source reads (tensors) and fills (values): Tr
 //	modelcache_hit_ratio{kind}                       hits / requests served
 //	modelcache_access_time_seconds{kind,estimate}    mean access time, estimate "formula" (HR·Tc + (1−HR)(Tc+Tr)) or "measured"
@@ -49,7 +49,7 @@ var (
 	descFailures = prometheus.NewDesc("modelcache_request_failures_total",
 		"Requests that returned an error.", []string{"kind"}, nil)
 	descDuration = prometheus.NewDesc("modelcache_request_duration_seconds",
-		"Time of requests, by the tier that served them (L1 hits sampled one in 16 and weighted).", []string{"kind", "tier"}, nil)
+		"Time of requests, by the tier that served them (L1 hits sampled one in 64, weighted by exact counts).", []string{"kind", "tier"}, nil)
 	descMiss = prometheus.NewDesc("modelcache_miss_duration_seconds",
 		"Time of the source reads (tensors) and fills (values) of misses: Tr.", []string{"kind"}, nil)
 	descHitRatio = prometheus.NewDesc("modelcache_hit_ratio",

@@ -317,7 +317,8 @@ type TierMeasure struct {
 	Latency Latency `json:"latency"`
 }
 
-// Measures are the seed's measures of one kind of request.
+// Measures are the hit rate and the average access time of one kind of
+// request, per tier and in all.
 type Measures struct {
 	Requests uint64 `json:"requests"`
 	// Hits were served by a cache tier (L1, L2, L3); Misses read the source or

@@ -183,9 +183,10 @@ type Stats struct {
 	WriteBehindDropped uint64 // L2 writes skipped because the queue was full
 	WriteBehindErrors  uint64 // L2 writes that failed
 
-	// Measured are the seed's measures of this process's requests: of
-	// tensors (Requests to Failed above, with latencies) and of values
-	// (Cache.Get), in all and by namespace.
+	// Measured are the hit rates and average access times (per tier and
+	// in all) of this process's requests: of tensors (Requests to Failed
+	// above, with latencies) and of values (Cache.Get), in all and by
+	// namespace.
 	Measured
 	// LifetimeMeasured are those of every process that used the cache
 	// directory, kept as Lifetime is; without L2, this process's.

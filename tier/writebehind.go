@@ -6,9 +6,10 @@ import (
 	"sync/atomic"
 )
 
-// writeBehind writes tensors read from the source to L2 in the background.
-// It holds at most maxBytes of tensor data; enqueue never blocks, it drops
-// the write instead when the queue is full.
+// writeBehind makes writes to a lower tier in the background: to L2 (the
+// entries a read promotes, values put) or to L3 (entries read from the
+// origin or filled). It holds at most maxBytes of data; enqueue never
+// blocks, it drops the write instead when the queue is full.
 type writeBehind struct {
 	tier     string // "l2" or "l3", for warnings
 	store    putter
@@ -28,7 +29,7 @@ type writeBehind struct {
 	dropped, failed atomic.Uint64
 }
 
-// putter is what write-behind needs of L2.
+// putter is what write-behind needs of the tier it writes to.
 type putter interface {
 	Put(key, dtype string, shape []uint64, data []byte) error
 }

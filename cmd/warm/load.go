@@ -37,6 +37,7 @@ type loadServed struct {
 	L2     int `json:"l2"`
 	L3     int `json:"l3"`
 	Source int `json:"source"`
+	Shared int `json:"shared,omitempty"` // joined another read of the same tensor in this process
 }
 
 func newLoadCmd(g *globals) *cobra.Command {
@@ -177,7 +178,7 @@ func loadOne(ctx context.Context, c *tier.Cache, path string, o *tier.LoadOption
 	}
 	r.Path, r.Tensors, r.Bytes = res.Path, res.Tensors, res.Bytes
 	r.Seconds, r.GBps = res.Elapsed.Seconds(), res.GBps()
-	r.Served = loadServed{L1: res.L1, L2: res.L2, L3: res.L3, Source: res.Source}
+	r.Served = loadServed{L1: res.L1, L2: res.L2, L3: res.L3, Source: res.Source, Shared: res.Shared}
 	r.SourceBytes = res.SourceBytes
 	return r
 }

@@ -133,8 +133,12 @@ below 128 ns << i (not cumulative), the last one any longer.`,
 				s.Dir, s.Entries, humanize.IBytes(s.LogicalBytes), s.LogicalBytes, humanize.IBytes(s.StoredBytes), s.StoredBytes, s.StoredRatio,
 				humanize.IBytes(uint64(max(s.DiskBytes, 0))), s.DiskBytes)
 			r := s.Reads
-			fmt.Fprintf(g.stdout, "reads:         %d since the cache was created: %d from L1, %d from L2 (%d L2 misses), %d from model files, %d L2 errors\n",
-				r.Requests, r.L1Hits, r.L2Hits, r.L2Misses, r.SourceLoads, r.L2Errors)
+			fromL3 := ""
+			if r.L3Hits > 0 {
+				fromL3 = fmt.Sprintf(", %d from L3", r.L3Hits)
+			}
+			fmt.Fprintf(g.stdout, "reads:         %d since the cache was created: %d from L1, %d from L2 (%d L2 misses)%s, %d from model files, %d L2 errors\n",
+				r.Requests, r.L1Hits, r.L2Hits, r.L2Misses, fromL3, r.SourceLoads, r.L2Errors)
 			if s.L3 != nil {
 				state := "up"
 				if !s.L3.Up {
@@ -150,7 +154,7 @@ below 128 ns << i (not cumulative), the last one any longer.`,
 	return cmd
 }
 
-// printMeasures prints the seed's measures: a row for tensors, values and
+// printMeasures prints hit rates and average access times: a row for tensors, values and
 // each namespace.
 func printMeasures(g *globals, m api.Measured) {
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
