@@ -22,39 +22,6 @@ import (
 	"github.com/modelcache/modelcache/tier"
 )
 
-// Shared memory. GET /v1/shm/tensor on the unix socket answers with one
-// message: a 4-byte length, a JSON ShmReply, and (on success) a file
-// descriptor passed with SCM_RIGHTS: a sealed memfd holding the tensor's
-// bytes, which the client maps read-only. The kernel counts the references:
-// a mapping stays valid while the client holds it, whatever the daemon
-// does, and is freed when the client unmaps it or dies. The daemon keeps
-// the memfds of the tensors asked for last, within a byte budget, so that a
-// tensor is copied into shared memory once, not per request.
-
-// ShmReply describes the descriptor that follows, or the error.
-type ShmReply struct {
-	DType    string   `json:"dtype,omitempty"`
-	Shape    []uint64 `json:"shape,omitempty"`
-	Size     int64    `json:"size"`
-	ServedBy string   `json:"served_by,omitempty"`
-	// Tensors places each tensor of a whole model in the descriptor.
-	Tensors  []ShmTensor `json:"tensors,omitempty"`
-	Error    string      `json:"error,omitempty"`
-	Sentinel string      `json:"sentinel,omitempty"`
-	// HTTP, with an error: read the bytes over HTTP instead (the peer's
-	// ShmPeerBytes is used up).
-	HTTP bool `json:"http,omitempty"`
-}
-
-// ShmTensor is one tensor's place in a model's descriptor.
-type ShmTensor struct {
-	Name   string   `json:"name"`
-	DType  string   `json:"dtype"`
-	Shape  []uint64 `json:"shape"`
-	Offset int64    `json:"offset"`
-	Size   int64    `json:"size"`
-}
-
 // shmEntry is one memfd; refs counts the requests sending it, so that
 // eviction never closes a descriptor being sent.
 type shmEntry struct {
@@ -94,13 +61,6 @@ type shmCharge struct {
 	start string
 	bytes int64
 }
-
-// DefaultShmPeerBytes is the default of Options.ShmPeerBytes.
-const DefaultShmPeerBytes = DefaultShmBytes
-
-// ErrShmPeerLimit: the peer's user made the daemon create its share of
-// shared memory; the bytes come over HTTP.
-var ErrShmPeerLimit = fmt.Errorf("server: shared memory: this user's processes hold their share (Options.ShmPeerBytes); read over HTTP: %w", errs.ErrTooLarge)
 
 func newShmCache(max, peerMax int64) *shmCache {
 	if peerMax <= 0 {
