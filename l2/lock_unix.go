@@ -12,8 +12,6 @@ import (
 	"github.com/modelcache/modelcache/errs"
 )
 
-const lockName = "modelcache.lock"
-
 // lockDir takes an exclusive, non-blocking flock on dir's lock file. The lock
 // is released when the returned file is closed or the process dies.
 func lockDir(dir string) (*os.File, error) {

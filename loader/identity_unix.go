@@ -14,7 +14,7 @@ import (
 func sysIdentity(fi os.FileInfo) (dev, ino uint64, ctime int64) {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		//nolint:unconvert // widths differ across platforms
-		return uint64(st.Dev), uint64(st.Ino), int64(st.Ctim.Sec)*1e9 + int64(st.Ctim.Nsec)
+		return uint64(st.Dev), uint64(st.Ino), statCtime(st)
 	}
 	return 0, 0, 0
 }

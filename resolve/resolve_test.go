@@ -4,7 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -215,7 +214,7 @@ func bounded(t *testing.T, f func()) {
 func TestName_FIFOsAreRefused(t *testing.T) {
 	fifo := func(p string) {
 		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
-		require.NoError(t, syscall.Mkfifo(p, 0o644))
+		mkfifo(t, p)
 	}
 	hf := hfLayout(t, "models--org--tiny", map[string][]string{commitA: {"config.json"}, commitB: {"config.json"}}, map[string]string{"main": commitA})
 	t.Setenv("HF_HUB_CACHE", hf)

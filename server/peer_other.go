@@ -1,8 +1,8 @@
-//go:build !linux
+//go:build !linux && !darwin
 
 package server
 
 import "net"
 
-// peerUID: no SO_PEERCRED here; all unix-socket clients are one peer.
+// peerUID: no peer credentials here; all unix-socket clients are one peer.
 func peerUID(*net.UnixConn) (uint32, bool) { return 0, false }

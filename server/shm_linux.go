@@ -23,25 +23,6 @@ import (
 	"github.com/modelcache/modelcache/tier"
 )
 
-// Shared memory. GET /v1/shm/tensor on the unix socket answers with one
-// message: a 4-byte length, a JSON ShmReply, and (on success) a file
-// descriptor passed with SCM_RIGHTS: a sealed memfd holding the tensor's
-// bytes, which the client maps read-only. The kernel counts the references:
-// a mapping stays valid while the client holds it, whatever the daemon
-// does, and is freed when the client unmaps it or dies. The daemon keeps
-// the memfds of the tensors asked for last, within a byte budget, so that a
-// tensor is copied into shared memory once, not per request.
-
-// ShmReply describes the descriptor that follows, or the error.
-//
-// Deprecated: use api.ShmReply.
-type ShmReply = api.ShmReply
-
-// ShmTensor is one tensor's place in a model's descriptor.
-//
-// Deprecated: use api.ShmTensor.
-type ShmTensor = api.ShmTensor
-
 // shmEntry is one memfd; refs counts the requests sending it, so that
 // eviction never closes a descriptor being sent.
 type shmEntry struct {
@@ -81,13 +62,6 @@ type shmCharge struct {
 	start string
 	bytes int64
 }
-
-// DefaultShmPeerBytes is the default of Options.ShmPeerBytes.
-const DefaultShmPeerBytes = DefaultShmBytes
-
-// ErrShmPeerLimit: the peer's user made the daemon create its share of
-// shared memory; the bytes come over HTTP.
-var ErrShmPeerLimit = fmt.Errorf("server: shared memory: this user's processes hold their share (Options.ShmPeerBytes); read over HTTP: %w", errs.ErrTooLarge)
 
 func newShmCache(max, peerMax int64) *shmCache {
 	if peerMax <= 0 {

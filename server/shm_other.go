@@ -4,15 +4,9 @@ package server
 
 import (
 	"net/http"
-
-	"github.com/modelcache/modelcache/api"
 )
 
-// ShmReply is as on Linux; shared memory needs memfd and is not served here.
-//
-// Deprecated: use api.ShmReply.
-type ShmReply = api.ShmReply
-
+// shmCache: shared memory needs memfd (Linux); the handlers refuse.
 type shmCache struct{}
 
 func newShmCache(int64, int64) *shmCache { return &shmCache{} }

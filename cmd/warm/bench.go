@@ -152,6 +152,9 @@ emulate network storage.`,
 				return err
 			}
 			opts.sourceRate = uint64(rate)
+			if !pagecache.Supported {
+				return fmt.Errorf("bench: the cold modes evict files from the page cache (posix_fadvise, mincore), which needs Linux: %w", errs.ErrUnsupported)
+			}
 			ctx := cmd.Context()
 			if ctx == nil {
 				ctx = context.Background()

@@ -8,11 +8,19 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/modelcache/modelcache/internal/pagecache"
 )
 
 // warm bench measures every mode, with the page cache really evicted for the
 // cold ones, and writes its chart and Markdown section.
 func TestBench(t *testing.T) {
+	if !pagecache.Supported {
+		r := warm(t, "bench", "--runs", "1", testModel)
+		require.Equal(t, 1, r.code)
+		require.Contains(t, string(r.stderr), "needs Linux")
+		t.Skip("warm bench needs page-cache eviction (Linux); checked that it says so")
+	}
 	out := t.TempDir()
 	md := filepath.Join(out, "B.md")
 	require.NoError(t, os.WriteFile(md, []byte("# Title\n\n<!-- warm-bench:x:start -->\nOLD-CONTENT\n<!-- warm-bench:x:end -->\n\ntail\n"), 0o644))

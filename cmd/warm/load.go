@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"sync"
 	"time"
@@ -94,6 +95,9 @@ files (the origin's traffic).`,
 			pool := newBufferPool()
 			if transport != "http" && transport != "shm" {
 				return usageError{fmt.Errorf("--transport: %q is not http or shm", transport)}
+			}
+			if transport == "shm" && runtime.GOOS != "linux" {
+				return usageError{fmt.Errorf("--transport shm: shared memory needs Linux (memfd); use --transport http")}
 			}
 			err = g.viaDaemonOr(func(d *client.Client) error {
 				for _, f := range files {

@@ -49,7 +49,7 @@ func startDaemon(t *testing.T, cwd string, env []string, dir, socket string, roo
 	cmd := exec.Command(warmBin, daemonArgs(dir, socket, roots...)...)
 	cmd.Dir = cwd
 	cmd.Env = append([]string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}, env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childProcAttr()
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	require.NoError(t, cmd.Start())
@@ -185,7 +185,7 @@ func TestRedis_URLWithUserPasswordAndDB(t *testing.T) {
 	} {
 		socket := filepath.Join(t.TempDir(), "s")
 		cmd := exec.Command(warmBin, "--dir", t.TempDir(), "--redis", c.url, "serve", "--socket", socket)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		cmd.SysProcAttr = childProcAttr()
 		var stderr syncBuffer
 		cmd.Stderr = &stderr
 		require.NoError(t, cmd.Start())

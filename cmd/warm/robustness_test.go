@@ -5,7 +5,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -47,7 +46,7 @@ func TestGet_UnusableCacheDirectoryReadsTheFile(t *testing.T) {
 // and warm get (opening it for reading blocked forever, holding the lock).
 func TestWarm_RefusesAFIFO(t *testing.T) {
 	fifo := filepath.Join(t.TempDir(), "f")
-	require.NoError(t, syscall.Mkfifo(fifo, 0o644))
+	mkfifo(t, fifo)
 	dir := t.TempDir()
 	for _, args := range [][]string{{"--dir", dir, fifo}, {"get", "--dir", dir, fifo, "-"}} {
 		r := warm(t, args...)

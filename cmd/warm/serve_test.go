@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -26,7 +27,7 @@ func startServe(t testing.TB, dir, socket string, args ...string) *exec.Cmd {
 		args = []string{"--root", "/"}
 	}
 	cmd := exec.Command(warmBin, append([]string{"--dir", dir, "serve", "--socket", socket}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childProcAttr()
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
@@ -61,7 +62,14 @@ func TestServe_ClientsDaemonDeathAndRestart(t *testing.T) {
 	r = warm(t, "--server", socket, "stats", "--json")
 	require.Equal(t, 0, r.code, string(r.stderr))
 	require.Contains(t, string(r.stdout), `"dir":"`+dir)
-	for _, transport := range []string{"http", "shm"} {
+	transports := []string{"http", "shm"}
+	if runtime.GOOS != "linux" {
+		transports = transports[:1]
+		r = warm(t, "--server", socket, "load", "--transport", "shm", model)
+		require.Equal(t, 2, r.code)
+		require.Contains(t, string(r.stderr), "shared memory needs Linux")
+	}
+	for _, transport := range transports {
 		r = warm(t, "--server", socket, "load", "--json", "--transport", transport, model)
 		require.Equal(t, 0, r.code, string(r.stderr))
 		require.Contains(t, string(r.stdout), `"tensors":62,"bytes":2516390`, transport)

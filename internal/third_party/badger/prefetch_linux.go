@@ -24,11 +24,15 @@ func releaseMapped(b []byte) {
 	if len(b) < releaseMin {
 		return
 	}
-	start := uintptr(unsafe.Pointer(&b[0]))
+	// The page bounds are computed as addresses, and the pointer handed to
+	// madvise is derived from b's own with unsafe.Add, so it stays a
+	// pointer into b that the garbage collector sees.
+	p := unsafe.Pointer(&b[0])
+	start := uintptr(p)
 	lo := (start + page - 1) &^ (page - 1)
 	hi := (start + uintptr(len(b))) &^ (page - 1)
 	if hi <= lo {
 		return
 	}
-	_ = unix.Madvise(unsafe.Slice((*byte)(unsafe.Pointer(lo)), hi-lo), unix.MADV_DONTNEED)
+	_ = unix.Madvise(unsafe.Slice((*byte)(unsafe.Add(p, lo-start)), hi-lo), unix.MADV_DONTNEED)
 }
