@@ -401,7 +401,7 @@ func (c *Cache) below(ctx context.Context, req *request, r *read) (*found, error
 			if err := c.promote(r, r.key, lv); err != nil {
 				return nil, err
 			}
-			return &found{by: L3, v: lv}, nil
+			return &found{by: L3, v: lv, stored: r.sink == toL2}, nil
 		}
 		if intoErr != nil {
 			return nil, intoErr
