@@ -286,7 +286,9 @@ func (c *Cache) shared(ctx context.Context, req *request, r *read) (*found, erro
 		if leader {
 			return fl.f, fl.err
 		}
-		if gaveUp(fl.err) && ctx.Err() == nil {
+		// A follower with a fill does not take a lookup's miss for its
+		// answer: it reads again, and fills.
+		if (gaveUp(fl.err) || r.fill != nil && errors.Is(fl.err, errAbsent)) && ctx.Err() == nil {
 			continue
 		}
 		if fl.err != nil {
