@@ -1,7 +1,11 @@
 package tier
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
@@ -9,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/internal/testmodels"
 	"github.com/modelcache/modelcache/internal/testredis"
 	"github.com/modelcache/modelcache/l3"
 )
@@ -91,4 +96,75 @@ func TestReadPaths_FillJoiningALookupStillFills(t *testing.T) {
 	require.NoError(t, r.err, "a Get with a fill is never ErrNotFound")
 	require.Equal(t, "computed", string(r.v.Bytes()))
 	require.Equal(t, Fill, r.v.ServedBy)
+}
+
+// writeVersion writes (renames over path) a safetensors file of one U8
+// tensor "a" of value b, with modification time at, and returns b.
+func writeVersion(t *testing.T, path string, b []byte, at int64) []byte {
+	t.Helper()
+	head := fmt.Sprintf(`{"a":{"dtype":"U8","shape":[%d],"data_offsets":[0,%d]}}`, len(b), len(b))
+	tmp := path + ".new"
+	require.NoError(t, os.WriteFile(tmp, testmodels.Build(head, b), 0o644))
+	mt := time.Unix(at, 0)
+	require.NoError(t, os.Chtimes(tmp, mt, mt))
+	require.NoError(t, os.Rename(tmp, path))
+	return b
+}
+
+// Found by TestReadPaths_Model: a Model holds its version of a file, so
+// that a file renamed over meanwhile is still read as it was. Its
+// OpenTensor, served by the source, must read that version, even when
+// the cache has opened the newer one since (it read the newer file).
+func TestReadPaths_OldModelOpenTensorReadsItsVersion(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "m.safetensors")
+	v1 := writeVersion(t, p, bytes.Repeat([]byte{1}, 4096), 1_000_000_001)
+	c := openCache(t, &Options{Dir: t.TempDir(), Logger: nilLogger()})
+	m, err := c.Model(ctx, p)
+	require.NoError(t, err)
+	defer m.Close()
+	v2 := writeVersion(t, p, bytes.Repeat([]byte{2}, 4096), 1_000_000_002)
+	tn, err := c.Tensor(ctx, p, "a")
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(v2, tn.Bytes()))
+
+	r, err := m.OpenTensor(ctx, "a")
+	require.NoError(t, err)
+	defer r.Close()
+	require.Equal(t, Source, r.ServedBy)
+	got := make([]byte, r.Size())
+	_, err = r.ReadAt(got, 0)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(v1, got), "the handle's version, not the file now at its path: got %x…", got[:4])
+}
+
+// Found with it: the L2 writes a Load leaves for after it (LoadOptions.Into)
+// read the handle's version again, not the file now at its path: else
+// L2 holds the newer bytes under the older version's key.
+func TestReadPaths_LoadLeavesItsOwnVersionInL2(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "m.safetensors")
+	v1 := writeVersion(t, p, bytes.Repeat([]byte{1}, 4096), 1_000_000_001)
+	c := openCache(t, &Options{Dir: t.TempDir(), Logger: nilLogger()})
+	m, err := c.Model(ctx, p)
+	require.NoError(t, err)
+	defer m.Close()
+	writeVersion(t, p, bytes.Repeat([]byte{2}, 4096), 1_000_000_002)
+	_, err = c.Tensor(ctx, p, "a")
+	require.NoError(t, err)
+
+	_, err = m.Load(ctx, &LoadOptions{Into: func(ti *TensorInfo) ([]byte, error) { return make([]byte, ti.Bytes), nil }},
+		func(tn *Tensor) error {
+			require.True(t, bytes.Equal(v1, tn.Bytes()))
+			return nil
+		})
+	require.NoError(t, err)
+	c.Flush()
+	ti, _, err := m.lookup("a")
+	require.NoError(t, err)
+	c.l1.Delete(ti.key) // read it from L2
+	tn, err := m.Tensor(ctx, "a")
+	require.NoError(t, err)
+	require.Equal(t, L2, tn.ServedBy)
+	require.True(t, bytes.Equal(v1, tn.Bytes()), "L2 holds the handle's version under its key: got %x…", tn.Bytes()[:4])
 }
