@@ -21,10 +21,15 @@ const maxIdleFiles = 256
 // is reading are closed, least recently released first.
 type fileTable struct {
 	origin Origin
-	// mu guards byPath, idle, closed, and every openFile's refs, stale and
-	// elem.
+	// mu guards byPath, byID, idle, closed, and every openFile's refs,
+	// stale and elem.
 	mu     sync.Mutex
 	byPath map[string]*openFile
+	// byID holds every version open, by identity: an older one (stale)
+	// that a Model still holds is shared by the reads of that version
+	// (its TensorReader, the L2 writes its Load leaves), never replaced
+	// by the newer file now at its path.
+	byID   map[string]*openFile
 	closed bool       // by closeAll: nothing opens after it
 	idle   *list.List // of *openFile with refs == 0, most recent at the front
 	// opening collapses concurrent opens of one version.
@@ -39,7 +44,7 @@ type openFile struct {
 }
 
 func newFileTable(origin Origin) *fileTable {
-	return &fileTable{origin: origin, byPath: make(map[string]*openFile), idle: list.New()}
+	return &fileTable{origin: origin, byPath: make(map[string]*openFile), byID: make(map[string]*openFile), idle: list.New()}
 }
 
 // acquire returns the open file for the version id, opening it if needed
@@ -71,10 +76,12 @@ func (t *fileTable) acquire(id loader.Identity) (f ModelFile, release func(), op
 		old.stale = true
 		if old.refs == 0 {
 			t.idle.Remove(old.elem)
+			t.forget(old)
 			_ = old.f.Close()
 		}
 	}
 	t.byPath[id.Path] = of
+	t.byID[f.Identity().String()] = of
 	t.mu.Unlock()
 	return f, t.releaser(of), true, nil
 }
@@ -83,8 +90,8 @@ func (t *fileTable) acquire(id loader.Identity) (f ModelFile, release func(), op
 func (t *fileTable) get(id loader.Identity) *openFile {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	of, ok := t.byPath[id.Path]
-	if !ok || of.f.Identity() != id {
+	of, ok := t.byID[id.String()]
+	if !ok {
 		return nil
 	}
 	if of.refs == 0 {
@@ -105,6 +112,7 @@ func (t *fileTable) releaser(of *openFile) func() {
 				return
 			}
 			if of.stale {
+				t.forget(of)
 				_ = of.f.Close()
 				return
 			}
@@ -113,9 +121,17 @@ func (t *fileTable) releaser(of *openFile) func() {
 				old := t.idle.Remove(t.idle.Back()).(*openFile)
 				old.elem = nil
 				delete(t.byPath, old.f.Path())
+				t.forget(old)
 				_ = old.f.Close()
 			}
 		})
+	}
+}
+
+// forget removes of from byID, if it is the file held there.
+func (t *fileTable) forget(of *openFile) {
+	if k := of.f.Identity().String(); t.byID[k] == of {
+		delete(t.byID, k)
 	}
 }
 
@@ -137,6 +153,7 @@ func (t *fileTable) closeAll() error {
 		}
 		delete(t.byPath, p)
 	}
+	clear(t.byID)
 	t.idle.Init()
 	return first
 }

@@ -286,7 +286,9 @@ func (c *Cache) shared(ctx context.Context, req *request, r *read) (*found, erro
 		if leader {
 			return fl.f, fl.err
 		}
-		if gaveUp(fl.err) && ctx.Err() == nil {
+		// A follower with a fill does not take a lookup's miss for its
+		// answer: it reads again, and fills.
+		if (gaveUp(fl.err) || r.fill != nil && errors.Is(fl.err, errAbsent)) && ctx.Err() == nil {
 			continue
 		}
 		if fl.err != nil {
@@ -401,7 +403,7 @@ func (c *Cache) below(ctx context.Context, req *request, r *read) (*found, error
 			if err := c.promote(r, r.key, lv); err != nil {
 				return nil, err
 			}
-			return &found{by: L3, v: lv}, nil
+			return &found{by: L3, v: lv, stored: r.sink == toL2}, nil
 		}
 		if intoErr != nil {
 			return nil, intoErr
