@@ -326,26 +326,40 @@ func (l *loading) fetch(ctx context.Context, i int, wait bool) (t *Tensor, err e
 		return nil, context.Cause(ctx)
 	}
 	ti := &l.m.tensors[i]
-	r := &read{key: ti.key, where: l.m.files[ti.file].f.Path(), name: ti.Name, file: l.m.files[ti.file].f,
-		wait: wait, keep: i < l.keep, later: func() {
-			l.mu.Lock()
-			l.dropped = append(l.dropped, i)
-			l.mu.Unlock()
-		}}
-	if into := l.opts.Into; into != nil {
-		r.into = func() ([]byte, error) {
-			b, err := into(ti)
-			if err == nil && uint64(len(b)) != ti.Bytes {
-				err = fmt.Errorf("tier: LoadOptions.Into gave %d bytes for tensor %s of %d", len(b), errs.Quote(ti.Name), ti.Bytes)
+	pf := l.m.files[ti.file]
+	if v, ok := c.l1.Get(ti.key); ok {
+		// The hot path, without a walk: an L1 hit.
+		data := v.data
+		if l.opts.Into != nil {
+			if data, err = l.into(ti); err != nil {
+				return nil, err
 			}
-			return b, err
+			copy(data, v.data)
 		}
+		return &Tensor{Name: ti.Name, DType: ti.DType, Shape: ti.Shape, ServedBy: L1, data: data}, nil
 	}
+	r := &read{key: ti.key, where: pf.f.Path(), name: ti.Name, file: pf.f, wait: wait, keep: i < l.keep, ld: l, i: i}
 	f, err := c.walk(ctx, &req, r)
 	if err != nil {
 		return nil, err
 	}
 	return &Tensor{Name: ti.Name, DType: ti.DType, Shape: ti.Shape, ServedBy: f.by, data: f.v.data}, nil
+}
+
+// into asks LoadOptions.Into for tensor ti's buffer, exactly its length.
+func (l *loading) into(ti *TensorInfo) ([]byte, error) {
+	b, err := l.opts.Into(ti)
+	if err == nil && uint64(len(b)) != ti.Bytes {
+		err = fmt.Errorf("tier: LoadOptions.Into gave %d bytes for tensor %s of %d", len(b), errs.Quote(ti.Name), ti.Bytes)
+	}
+	return b, err
+}
+
+// drop leaves tensor i's L2 write for after the load.
+func (l *loading) drop(i int) {
+	l.mu.Lock()
+	l.dropped = append(l.dropped, i)
+	l.mu.Unlock()
 }
 
 // promoteLater writes to L2, in the background and one at a time, the

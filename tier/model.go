@@ -258,7 +258,7 @@ func (m *Model) Tensor(ctx context.Context, name string) (t *Tensor, err error) 
 		return nil, err
 	}
 	return c.read(ctx, &req, ti.key, name, func() *read {
-		return &read{key: ti.key, where: pf.f.Path(), name: name, file: pf.f, wait: true, keep: true}
+		return &read{key: ti.key, where: pf.f.Path(), name: name, file: pf.f, wait: true, keep: true, detach: true}
 	})
 }
 
@@ -376,7 +376,7 @@ func (m *Model) each(ctx context.Context, parallel int, fn func(*TensorInfo) err
 }
 
 // warmOne writes one tensor of pf to L2 unless L2 holds it, and says
-// whether it wrote it: from L1's bytes, from L3 if the fleet has it (else
+// whether it wrote it: from L3 if the fleet has it (else
 // read from the file and written to L3 too); tensors past StreamAbove
 // are streamed into L2 and do not go through L3. A write a load left for
 // after it (later) reads the file it has at hand, not L3, and is waited
@@ -384,6 +384,9 @@ func (m *Model) each(ctx context.Context, parallel int, fn func(*TensorInfo) err
 //
 // ctx ends a wait for another machine's read of the tensor.
 func (c *Cache) warmOne(ctx context.Context, pf *pinnedFile, t *TensorInfo, later bool) (bool, error) {
+	if _, err := c.l2.Stat(t.key); err == nil {
+		return false, nil // as the walk would find, without it
+	}
 	var req request // warming is not a request
 	f, err := c.walk(ctx, &req, &read{key: t.key, where: pf.f.Path(), name: t.Name, file: pf.f, sink: toL2,
 		wait: true, lookup: later, afterClose: later})

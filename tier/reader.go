@@ -86,6 +86,10 @@ func (m *Model) OpenTensor(ctx context.Context, name string) (r *TensorReader, e
 	if err != nil {
 		return nil, err
 	}
+	if v, ok := c.l1.Get(ti.key); ok {
+		// The hot path, without a walk: an L1 hit.
+		return &TensorReader{Name: name, DType: ti.DType, Shape: ti.Shape, ServedBy: L1, c: c, key: ti.key, size: int64(ti.Bytes), chunk: -1, data: v.data}, nil
+	}
 	f, err := c.walk(ctx, &req, &read{key: ti.key, where: pf.f.Path(), name: name, file: pf.f, sink: toStream, wait: true, keep: true})
 	if err != nil {
 		return nil, err

@@ -424,7 +424,7 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (t *Tensor, err e
 			return nil, err
 		}
 		return c.read(ctx, &req, ti.key, name, func() *read {
-			return &read{key: ti.key, where: pf.f.Path(), name: name, file: pf.f, wait: true, keep: true}
+			return &read{key: ti.key, where: pf.f.Path(), name: name, file: pf.f, wait: true, keep: true, detach: true}
 		})
 	}
 	if sharded(id) {
@@ -442,7 +442,7 @@ func (c *Cache) Tensor(ctx context.Context, path, name string) (t *Tensor, err e
 		return nil, err
 	}
 	return c.read(ctx, &req, key, name, func() *read {
-		return &read{key: key, where: id.Path, name: name, id: id, wait: true, keep: true}
+		return &read{key: key, where: id.Path, name: name, id: id, wait: true, keep: true, detach: true}
 	})
 }
 

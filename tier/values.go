@@ -383,7 +383,7 @@ func (c *Cache) getMiss(ctx context.Context, req *request, st *nsState, ek, k st
 		}
 		req.end(by, err)
 	}()
-	f, err := c.walk(ctx, req, &read{key: ek, where: "namespace " + st.name, name: k, ns: st, fill: fill, opts: o, wait: true, keep: true})
+	f, err := c.walk(ctx, req, &read{key: ek, name: k, ns: st, fill: fill, opts: o, wait: true, keep: true, detach: true})
 	if err != nil {
 		return nil, err
 	}
@@ -774,7 +774,11 @@ func (c *Cache) OpenValue(ctx context.Context, ns, k string) (r *ValueReader, er
 		return nil, err
 	}
 	ek := st.key(k)
-	f, err := c.walk(ctx, &req, &read{key: ek, where: "namespace " + ns, name: k, ns: st, sink: toStream, wait: true, keep: true})
+	if lv, ok := c.l1.Get(ek); ok && !c.expired(lv) {
+		// The hot path, without a walk: an L1 hit.
+		return &ValueReader{Name: k, DType: lv.dtype, Shape: lv.shape, ServedBy: L1, c: c, key: ek, size: int64(len(lv.data)), data: lv.data, chunk: -1}, nil
+	}
+	f, err := c.walk(ctx, &req, &read{key: ek, name: k, ns: st, sink: toStream, wait: true, keep: true})
 	if err != nil {
 		return nil, err
 	}

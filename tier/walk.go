@@ -43,23 +43,27 @@ const (
 // caller wants.
 type read struct {
 	key   string
-	where string // for messages: the model file, or "namespace NS"
+	where string // for messages: the model file (a value's: its namespace)
 	name  string // the tensor's name, or the value's key
 	sink  sink
-	// into returns the caller's buffer for the bytes (toBytes), exactly the
-	// entry's length; it is asked once per read, and a tier that fails to
-	// fill it leaves it to the next. nil: the cache allocates.
-	into func() ([]byte, error)
+	// ld, if set, is the Load this read is tensor i of: its
+	// LoadOptions.Into gives the caller's buffer for the bytes (toBytes),
+	// asked once per read (a tier that fails to fill it leaves it to the
+	// next); without Into the cache allocates. Tensors read from the
+	// source whose L2 write cannot be queued (the caller's buffer, or a
+	// full queue) are left to the load, which writes them after it
+	// finishes, read again from the file.
+	ld *loading
+	i  int
+	// detach: a load into the cache's bytes outlives a caller that gives
+	// up (the next caller finds what it read). Callers that wait for every
+	// read of theirs anyway (Load, Warm) read on their own goroutine.
+	detach bool
 	// wait for another machine's read of the entry from the origin; if
 	// false, such an entry is errFleetBusy (Load takes the next tensor).
 	wait bool
 	// keep in L1 what a lower tier had.
 	keep bool
-	// later, if set, is called instead of queueing an L2 write of bytes
-	// read from the source that cannot be queued (the caller's buffer, or
-	// a full queue): Load writes those after it finishes, read again from
-	// the file.
-	later func()
 	// lookup: L3 is looked in without a lease or a wait, and not written
 	// (the writes Load leaves for after it: L3 has what the load wrote
 	// there, and the file is at hand).
@@ -83,20 +87,28 @@ type read struct {
 
 // buffer returns n bytes for the entry: the caller's (asked once), or new.
 func (r *read) buffer(n uint64) ([]byte, error) {
-	if r.into == nil {
+	if !r.owned() {
 		return make([]byte, n), nil
 	}
 	if !r.asked {
 		r.asked = true
-		r.buf, r.bufErr = r.into()
+		r.buf, r.bufErr = r.ld.into(&r.ld.m.tensors[r.i])
 	}
 	return r.buf, r.bufErr
+}
+
+// place names where the entry is, for messages.
+func (r *read) place() string {
+	if r.ns != nil {
+		return "namespace " + r.ns.name
+	}
+	return r.where
 }
 
 // alloc is buffer as the tiers ask for it; err remembers the caller's
 // failure, which ends the read (a tier's own is a miss).
 func (r *read) alloc(err *error) func(string, []uint64, uint64) ([]byte, error) {
-	if r.into == nil {
+	if !r.owned() {
 		return nil
 	}
 	return func(_ string, _ []uint64, n uint64) ([]byte, error) {
@@ -107,7 +119,7 @@ func (r *read) alloc(err *error) func(string, []uint64, uint64) ([]byte, error) 
 }
 
 // owned says that bytes read for r are the caller's, not the cache's.
-func (r *read) owned() bool { return r.into != nil }
+func (r *read) owned() bool { return r.ld != nil && r.ld.opts.Into != nil }
 
 // found is what a walk found.
 type found struct {
@@ -124,7 +136,7 @@ type found struct {
 }
 
 // walk reads r from the fastest tier that has it.
-func (c *Cache) walk(ctx context.Context, req *request, r *read) (*found, error) {
+func (c *Cache) walk(ctx context.Context, req *request, r *read) (found, error) {
 	if r.sink != toL2 {
 		if v, queued, ok := c.inRAM(r.key); ok && !c.expired(v) {
 			if queued && r.keep {
@@ -139,15 +151,18 @@ func (c *Cache) walk(ctx context.Context, req *request, r *read) (*found, error)
 		if c.l2 != nil {
 			e, err := c.l2.OpenEntry(r.key)
 			if err == nil {
-				return &found{by: L2, entry: e}, nil
+				return found{by: L2, entry: e}, nil
 			}
-			if err := c.l2Failed(req, err, r.where, r.name); err != nil {
-				return nil, err
+			if err := c.l2Failed(req, err, r.place(), r.name); err != nil {
+				return found{}, err
 			}
+		}
+		if r.ns == nil && c.l3 == nil {
+			return c.openSource(r) // nothing below L2 but the file
 		}
 	case toL2:
 		if _, err := c.l2.Stat(r.key); err == nil {
-			return &found{by: L2}, nil
+			return found{by: L2}, nil
 		}
 	}
 	f, err := c.shared(ctx, req, r)
@@ -159,50 +174,50 @@ func (c *Cache) walk(ctx context.Context, req *request, r *read) (*found, error)
 
 // inMemory is what a read gets of bytes in memory (L1's, or a shared
 // load's): the caller's buffer filled with them, with into.
-func (c *Cache) inMemory(r *read, v *l1Value, by Tier) (*found, error) {
+func (c *Cache) inMemory(r *read, v *l1Value, by Tier) (found, error) {
 	if r.sink != toBytes || !r.owned() {
-		return &found{by: by, v: v}, nil
+		return found{by: by, v: v}, nil
 	}
 	b, err := r.buffer(uint64(len(v.data)))
 	if err != nil {
-		return nil, err
+		return found{}, err
 	}
 	copy(b, v.data)
 	cv := *v
 	cv.data = b
-	return &found{by: by, v: &cv}, nil
+	return found{by: by, v: &cv}, nil
 }
 
 // openSource holds the tensor's file open for a reader (toStream).
-func (c *Cache) openSource(r *read) (*found, error) {
+func (c *Cache) openSource(r *read) (found, error) {
 	id := r.id
 	if r.file != nil {
 		id = r.file.Identity()
 	}
 	f, release, err := c.acquire(id)
 	if err != nil {
-		return nil, err
+		return found{}, err
 	}
-	return &found{by: Source, file: f, release: release}, nil
+	return found{by: Source, file: f, release: release}, nil
 }
 
 // flights are the reads below L1 in progress, by sink and key: one load
 // per entry at a time, which callers asking for it meanwhile share.
 type flights struct {
 	mu sync.Mutex
-	m  map[string]*flight
+	m  map[flightID]*flight
 }
 
 type flight struct {
 	done      chan struct{}
 	followers int
-	f         *found // with v the cache's own bytes
+	f         found // with v the cache's own bytes
 	err       error
 }
 
 // join makes the caller the leader of key's flight, or a follower of the
 // one in progress.
-func (g *flights) join(key string) (fl *flight, leader bool) {
+func (g *flights) join(key flightID) (fl *flight, leader bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if fl, ok := g.m[key]; ok {
@@ -210,7 +225,7 @@ func (g *flights) join(key string) (fl *flight, leader bool) {
 		return fl, false
 	}
 	if g.m == nil {
-		g.m = map[string]*flight{}
+		g.m = map[flightID]*flight{}
 	}
 	fl = &flight{done: make(chan struct{})}
 	g.m[key] = fl
@@ -220,7 +235,7 @@ func (g *flights) join(key string) (fl *flight, leader bool) {
 // land ends a flight with its leader's result. Bytes that are the
 // leader's caller's are copied once for the followers, if any: the caller
 // owns its buffer from the moment its read returns.
-func (g *flights) land(key string, fl *flight, f *found, err error, owned bool) {
+func (g *flights) land(key flightID, fl *flight, f found, err error, owned bool) {
 	g.mu.Lock()
 	delete(g.m, key)
 	n := fl.followers
@@ -228,17 +243,18 @@ func (g *flights) land(key string, fl *flight, f *found, err error, owned bool) 
 	if err == nil && f.v != nil && owned && n > 0 {
 		cv := *f.v
 		cv.data = append([]byte(nil), f.v.data...)
-		f = &found{by: f.by, v: &cv}
+		f = found{by: f.by, v: &cv}
 	}
 	fl.f, fl.err = f, err
 	close(fl.done)
 }
 
-// flightKey is the flight of r: reads to one sink share a load (a stream
-// cannot share another caller's open entry, nor Warm a load that only
-// queues its L2 write).
-func flightKey(r *read) string {
-	return string(rune('0'+r.sink)) + r.key
+// flightID is the flight of a read: reads to one sink share a load (a
+// stream cannot share another caller's open entry, nor Warm a load that
+// only queues its L2 write).
+type flightID struct {
+	sink sink
+	key  string
 }
 
 // maxFollows bounds how many times a caller follows a flight whose leader
@@ -252,11 +268,11 @@ const maxFollows = 4
 // buffer runs on the caller's goroutine, so that the buffer is never
 // written after the read returns, and a follower whose leader gave up
 // tries again.
-func (c *Cache) shared(ctx context.Context, req *request, r *read) (*found, error) {
-	key := flightKey(r)
+func (c *Cache) shared(ctx context.Context, req *request, r *read) (found, error) {
+	key := flightID{r.sink, r.key}
 	for range maxFollows {
 		fl, leader := c.reads.join(key)
-		if leader && (r.owned() || r.afterClose) {
+		if leader && (!r.detach || r.owned() || r.afterClose) {
 			f, err := c.below(ctx, req, r)
 			c.reads.land(key, fl, f, err, r.owned())
 			return f, err
@@ -265,9 +281,13 @@ func (c *Cache) shared(ctx context.Context, req *request, r *read) (*found, erro
 			go func() {
 				// An operation of its own for Close.
 				err := c.enter()
-				var f *found
+				var f found
 				if err == nil {
-					f, err = c.below(context.WithoutCancel(ctx), req, r)
+					// Not the caller's context: Close's.
+					dctx, stop := context.WithCancelCause(context.WithoutCancel(ctx))
+					defer context.AfterFunc(c.ctx, func() { stop(fmt.Errorf("tier: %w", errs.ErrClosed)) })()
+					f, err = c.below(dctx, req, r)
+					stop(nil)
 					c.exit()
 				}
 				c.reads.land(key, fl, f, err, false)
@@ -276,10 +296,10 @@ func (c *Cache) shared(ctx context.Context, req *request, r *read) (*found, erro
 		select {
 		case <-fl.done:
 		case <-ctx.Done():
-			return nil, context.Cause(ctx)
+			return found{}, context.Cause(ctx)
 		case <-c.ctx.Done():
 			if !r.afterClose {
-				return nil, fmt.Errorf("tier: %w", errs.ErrClosed)
+				return found{}, fmt.Errorf("tier: %w", errs.ErrClosed)
 			}
 			<-fl.done
 		}
@@ -292,12 +312,12 @@ func (c *Cache) shared(ctx context.Context, req *request, r *read) (*found, erro
 			continue
 		}
 		if fl.err != nil {
-			return nil, fl.err
+			return found{}, fl.err
 		}
 		if fl.f.v == nil {
 			// toStream from the source, or toL2 written: nothing to
 			// share but that it is done (a stream opens its own file).
-			return &found{by: fl.f.by}, nil
+			return found{by: fl.f.by}, nil
 		}
 		return c.inMemory(r, fl.f.v, Shared)
 	}
@@ -311,13 +331,7 @@ func gaveUp(err error) bool {
 
 // below is the leader's read under L1: L2, L3, then the source or the
 // fill, promoting what it finds.
-func (c *Cache) below(ctx context.Context, req *request, r *read) (*found, error) {
-	if !r.afterClose {
-		var stop context.CancelCauseFunc
-		ctx, stop = context.WithCancelCause(ctx)
-		defer stop(nil)
-		defer context.AfterFunc(c.ctx, func() { stop(fmt.Errorf("tier: %w", errs.ErrClosed)) })()
-	}
+func (c *Cache) below(ctx context.Context, req *request, r *read) (found, error) {
 	if r.sink != toL2 {
 		// A load that finished between the caller's miss and this flight
 		// has promoted it.
@@ -335,12 +349,12 @@ func (c *Cache) below(ctx context.Context, req *request, r *read) (*found, error
 		case err == nil:
 			lv := storedValue(v.DType, v.Shape, v.Data, v.Written, v.Expires)
 			c.promoteL1(r, lv)
-			return &found{by: L2, v: lv}, nil
+			return found{by: L2, v: lv}, nil
 		case intoErr != nil:
-			return nil, intoErr
+			return found{}, intoErr
 		default:
-			if err := c.l2Failed(req, err, r.where, r.name); err != nil {
-				return nil, err
+			if err := c.l2Failed(req, err, r.place(), r.name); err != nil {
+				return found{}, err
 			}
 		}
 	}
@@ -354,13 +368,13 @@ func (c *Cache) below(ctx context.Context, req *request, r *read) (*found, error
 		var release func()
 		var err error
 		if f, release, err = c.acquire(r.id); err != nil {
-			return nil, err
+			return found{}, err
 		}
 		defer release()
 	}
 	ti, ok := f.Tensor(r.name)
 	if !ok {
-		return nil, fmt.Errorf("tier: %s: tensor %s: %w", f.Path(), errs.Quote(r.name), errs.ErrNotFound)
+		return found{}, fmt.Errorf("tier: %s: tensor %s: %w", f.Path(), errs.Quote(r.name), errs.ErrNotFound)
 	}
 	dtype := string(ti.DType)
 	if r.sink == toL2 && ti.Length > streamAbove {
@@ -368,14 +382,14 @@ func (c *Cache) below(ctx context.Context, req *request, r *read) (*found, error
 		// (nor sent to L3, which holds entries whole).
 		src, err := f.TensorReader(r.name)
 		if err != nil {
-			return nil, err
+			return found{}, err
 		}
 		defer src.Close()
 		c.warmLoads.Add(1)
 		if err := c.l2.PutStream(r.key, dtype, ti.Shape, ti.Length, src); err != nil {
-			return nil, fmt.Errorf("tier: %s: tensor %s: %w", f.Path(), errs.Quote(r.name), err)
+			return found{}, fmt.Errorf("tier: %s: tensor %s: %w", f.Path(), errs.Quote(r.name), err)
 		}
-		return &found{by: Source, stored: true}, nil
+		return found{by: Source, stored: true}, nil
 	}
 	var lease *l3.Lease
 	defer func() {
@@ -395,33 +409,33 @@ func (c *Cache) below(ctx context.Context, req *request, r *read) (*found, error
 			var busy bool
 			v, lease, busy = c.fromL3Or(ctx, req, r.key, want, r.alloc(&intoErr), r.wait)
 			if busy {
-				return nil, errFleetBusy
+				return found{}, errFleetBusy
 			}
 		}
 		if v != nil {
 			lv := &l1Value{dtype: v.DType, shape: v.Shape, data: v.Data}
 			if err := c.promote(r, r.key, lv); err != nil {
-				return nil, err
+				return found{}, err
 			}
-			return &found{by: L3, v: lv, stored: r.sink == toL2}, nil
+			return found{by: L3, v: lv, stored: r.sink == toL2}, nil
 		}
 		if intoErr != nil {
-			return nil, intoErr
+			return found{}, intoErr
 		}
 	}
 	if r.sink == toStream {
-		return &found{by: Source}, nil
+		return found{by: Source}, nil
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, context.Cause(ctx)
+		return found{}, context.Cause(ctx)
 	}
 	b, err := r.buffer(ti.Length)
 	if err != nil {
-		return nil, err
+		return found{}, err
 	}
 	start := time.Now()
 	if err := f.ReadTensorInto(r.name, b); err != nil {
-		return nil, err
+		return found{}, err
 	}
 	req.missTook(time.Since(start))
 	k := r.key
@@ -429,7 +443,7 @@ func (c *Cache) below(ctx context.Context, req *request, r *read) (*found, error
 		// The key of the version actually opened, which may be newer
 		// than the one stat'ed if the file changed in between.
 		if k, err = c.keyOf(f.Identity(), r.name); err != nil {
-			return nil, err
+			return found{}, err
 		}
 	}
 	lv := &l1Value{dtype: dtype, shape: ti.Shape, data: b}
@@ -447,13 +461,13 @@ func (c *Cache) below(ctx context.Context, req *request, r *read) (*found, error
 		c.putL3Now(k, dtype, ti.Shape, b, c.ttl)
 	}
 	if err := c.promote(r, k, lv); err != nil {
-		return nil, err
+		return found{}, err
 	}
-	return &found{by: Source, v: lv, stored: r.sink == toL2}, nil
+	return found{by: Source, v: lv, stored: r.sink == toL2}, nil
 }
 
 // belowValue is below for a value, past L2: L3, then the fill.
-func (c *Cache) belowValue(ctx context.Context, req *request, r *read) (*found, error) {
+func (c *Cache) belowValue(ctx context.Context, req *request, r *read) (found, error) {
 	st := r.ns
 	var v *l3.Value
 	var lease *l3.Lease
@@ -474,7 +488,7 @@ func (c *Cache) belowValue(ctx context.Context, req *request, r *read) (*found, 
 			ttl = max(time.Duration(lv.expires-c.now().UnixNano()), time.Millisecond)
 		}
 		c.queueValue(st, r.key, lv, ttl)
-		return &found{by: L3, v: lv}, nil
+		return found{by: L3, v: lv}, nil
 	}
 	defer func() {
 		if lease != nil {
@@ -482,16 +496,16 @@ func (c *Cache) belowValue(ctx context.Context, req *request, r *read) (*found, 
 		}
 	}()
 	if r.fill == nil {
-		return nil, fmt.Errorf("tier: namespace %s: value %s: %w%w", errs.Quote(st.name), errs.Quote(r.name), errs.ErrNotFound, errAbsent)
+		return found{}, fmt.Errorf("tier: namespace %s: value %s: %w%w", errs.Quote(st.name), errs.Quote(r.name), errs.ErrNotFound, errAbsent)
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, context.Cause(ctx)
+		return found{}, context.Cause(ctx)
 	}
 	start := time.Now()
 	data, err := r.fill(ctx)
 	req.missTook(time.Since(start))
 	if err != nil {
-		return nil, err
+		return found{}, err
 	}
 	lv := c.newValue(st, data, r.opts)
 	c.keepL1(r.key, lv)
@@ -499,7 +513,7 @@ func (c *Cache) belowValue(ctx context.Context, req *request, r *read) (*found, 
 	c.queueValue(st, r.key, lv, ttl)
 	c.toL3(r.key, lv.dtype, lv.shape, lv.data, ttl, lease)
 	lease = nil
-	return &found{by: Fill, v: lv}, nil
+	return found{by: Fill, v: lv}, nil
 }
 
 // promoteL1 keeps in L1 what a lower tier had, if r keeps it; bytes the
@@ -525,7 +539,7 @@ func (c *Cache) promote(r *read, k string, lv *l1Value) error {
 	if r.sink == toL2 {
 		if err := c.l2.Put(k, lv.dtype, lv.shape, lv.data); err != nil {
 			// l2 names the cache and a key; the reader wants the model.
-			return fmt.Errorf("tier: %s: tensor %s: %w", r.where, errs.Quote(r.name), err)
+			return fmt.Errorf("tier: %s: tensor %s: %w", r.place(), errs.Quote(r.name), err)
 		}
 		return nil
 	}
@@ -542,8 +556,8 @@ func (c *Cache) promote(r *read, k string, lv *l1Value) error {
 		return nil
 	}
 	if r.owned() || !c.wb.enqueue(k, lv.dtype, lv.shape, lv.data) {
-		if r.later != nil {
-			r.later()
+		if r.ld != nil {
+			r.ld.drop(r.i)
 		}
 	}
 	return nil
