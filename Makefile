@@ -113,6 +113,8 @@ fuzz:
 	$(GO) test ./l3/ -run '^$$' -fuzz FuzzDecodeMeta -fuzztime $(FUZZTIME)
 	$(GO) test ./l3/ -run '^$$' -fuzz FuzzDecodeRecords -fuzztime $(FUZZTIME)
 	$(GO) test ./l2/ -run '^$$' -fuzz FuzzOpenDamagedTable -fuzztime $(FUZZTIME)
+	$(GO) test ./tier/ -run '^$$' -fuzz FuzzReadPaths -fuzztime $(FUZZTIME)
+	MODELCACHE_MODEL_TIME=$(FUZZTIME) $(GO) test -race -count=1 -timeout 30m ./tier/ -run '^TestReadPaths_Model$$'
 
 # Hit ratios and throughput against rival caches (bench/ is its own module).
 bench-rivals:
