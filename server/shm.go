@@ -32,6 +32,6 @@ type ShmTensor = api.ShmTensor
 // DefaultShmPeerBytes is the default of Options.ShmPeerBytes.
 const DefaultShmPeerBytes = DefaultShmBytes
 
-// ErrShmPeerLimit: the peer's user made the daemon create its share of
+// errShmPeerLimit: the peer's user made the daemon create its share of
 // shared memory; the bytes come over HTTP.
-var ErrShmPeerLimit = fmt.Errorf("server: shared memory: this user's processes hold their share (Options.ShmPeerBytes); read over HTTP: %w", errs.ErrTooLarge)
+var errShmPeerLimit = fmt.Errorf("server: shared memory: this user's processes hold their share (Options.ShmPeerBytes); read over HTTP: %w", errs.ErrTooLarge)

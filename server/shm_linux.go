@@ -91,7 +91,7 @@ func (c *shmCache) acquire(key string, p peer, fill func() (fd int, size int64, 
 	// pass peerMax by the one memfd that crosses it.
 	if c.chargedLocked(p.uid) >= c.peerMax {
 		c.mu.Unlock()
-		return nil, ErrShmPeerLimit
+		return nil, errShmPeerLimit
 	}
 	c.mu.Unlock()
 	fd, size, reply, err := fill()
@@ -373,7 +373,7 @@ func (h *Handler) shmModel(w http.ResponseWriter, r *http.Request) {
 // descriptor, in one message.
 func (h *Handler) sendFd(w http.ResponseWriter, hj *http.ResponseController, reply api.ShmReply, err error, e *shmEntry) {
 	if err != nil {
-		reply, e = api.ShmReply{Error: err.Error(), Sentinel: sentinelOf(err), HTTP: errors.Is(err, ErrShmPeerLimit)}, nil
+		reply, e = api.ShmReply{Error: err.Error(), Sentinel: sentinelOf(err), HTTP: errors.Is(err, errShmPeerLimit)}, nil
 	}
 	conn, _, err := hj.Hijack()
 	if err != nil {

@@ -12,5 +12,5 @@ type shmCache struct{}
 func newShmCache(int64, int64) *shmCache { return &shmCache{} }
 func (*shmCache) close()                 {}
 
-func (h *Handler) shmTensor(w http.ResponseWriter, r *http.Request) { fail(w, ErrShmUnsupported) }
-func (h *Handler) shmModel(w http.ResponseWriter, r *http.Request)  { fail(w, ErrShmUnsupported) }
+func (h *Handler) shmTensor(w http.ResponseWriter, r *http.Request) { fail(w, errShmUnsupported) }
+func (h *Handler) shmModel(w http.ResponseWriter, r *http.Request)  { fail(w, errShmUnsupported) }
