@@ -3,8 +3,8 @@ package server
 import (
 	"fmt"
 
-	"github.com/modelcache/modelcache/api"
 	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/internal/shmwire"
 )
 
 // Shared memory. GET /v1/shm/tensor on the unix socket answers with one
@@ -21,13 +21,15 @@ import (
 
 // ShmReply describes the descriptor that follows, or the error.
 //
-// Deprecated: use api.ShmReply.
-type ShmReply = api.ShmReply
+// Deprecated: the shared-memory message is private to package client and
+// the daemon.
+type ShmReply = shmwire.Reply
 
 // ShmTensor is one tensor's place in a model's descriptor.
 //
-// Deprecated: use api.ShmTensor.
-type ShmTensor = api.ShmTensor
+// Deprecated: the shared-memory message is private to package client and
+// the daemon.
+type ShmTensor = shmwire.Tensor
 
 // DefaultShmPeerBytes is the default of Options.ShmPeerBytes.
 const DefaultShmPeerBytes = DefaultShmBytes
