@@ -1,9 +1,6 @@
 package server
 
 import (
-	"fmt"
-
-	"github.com/modelcache/modelcache/errs"
 	"github.com/modelcache/modelcache/internal/shmwire"
 )
 
@@ -33,7 +30,3 @@ type ShmTensor = shmwire.Tensor
 
 // DefaultShmPeerBytes is the default of Options.ShmPeerBytes.
 const DefaultShmPeerBytes = DefaultShmBytes
-
-// errShmPeerLimit: the peer's user made the daemon create its share of
-// shared memory; the bytes come over HTTP.
-var errShmPeerLimit = fmt.Errorf("server: shared memory: this user's processes hold their share (Options.ShmPeerBytes); read over HTTP: %w", errs.ErrTooLarge)

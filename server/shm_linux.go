@@ -23,6 +23,10 @@ import (
 	"github.com/modelcache/modelcache/tier"
 )
 
+// errShmPeerLimit: the peer's user made the daemon create its share of
+// shared memory; the bytes come over HTTP.
+var errShmPeerLimit = fmt.Errorf("server: shared memory: this user's processes hold their share (Options.ShmPeerBytes); read over HTTP: %w", errs.ErrTooLarge)
+
 // shmEntry is one memfd; refs counts the requests sending it, so that
 // eviction never closes a descriptor being sent.
 type shmEntry struct {

@@ -3,8 +3,15 @@
 package server
 
 import (
+	"fmt"
 	"net/http"
+
+	"github.com/modelcache/modelcache/errs"
 )
+
+// errShmUnsupported: shared memory needs Linux (memfd, SCM_RIGHTS); the
+// daemon refuses /v1/shm/* elsewhere with it.
+var errShmUnsupported = fmt.Errorf("server: shared memory needs Linux (memfd): %w", errs.ErrUnsupported)
 
 // shmCache: shared memory needs memfd (Linux); the handlers refuse.
 type shmCache struct{}
