@@ -108,7 +108,7 @@ fuzz:
 	$(GO) test ./loader/ -run '^$$' -fuzz FuzzParseIdentity -fuzztime $(FUZZTIME)
 	$(GO) test ./resolve/ -run '^$$' -fuzz FuzzName -fuzztime $(FUZZTIME)
 	$(GO) test ./server/ -run '^$$' -fuzz FuzzAllow -fuzztime $(FUZZTIME)
-	$(GO) test ./sim/ -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/sim/ -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/key/ -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./l3/ -run '^$$' -fuzz FuzzDecodeMeta -fuzztime $(FUZZTIME)
 	$(GO) test ./l3/ -run '^$$' -fuzz FuzzDecodeRecords -fuzztime $(FUZZTIME)

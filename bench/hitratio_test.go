@@ -12,7 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/modelcache/modelcache/sim"
+	"github.com/modelcache/modelcache/internal/sim"
 )
 
 // TestHitRatios replays every trace of ../../shared/traces and a generated

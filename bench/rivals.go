@@ -9,7 +9,7 @@ import (
 	"github.com/maypok86/otter/v2"
 
 	"github.com/modelcache/modelcache/l1"
-	"github.com/modelcache/modelcache/sim"
+	"github.com/modelcache/modelcache/internal/sim"
 )
 
 // A contender builds a cache of a size (entries, or bytes when weighted);

@@ -22,7 +22,7 @@ func TestClient_LinksNoEngine(t *testing.T) {
 	require.Contains(t, deps, "github.com/modelcache/modelcache/api")
 
 	const mod = "github.com/modelcache/modelcache/"
-	allowed := map[string]bool{mod + "client": true, mod + "api": true, mod + "errs": true, mod + "resolve": true}
+	allowed := map[string]bool{mod + "client": true, mod + "api": true, mod + "errs": true, mod + "resolve": true, mod + "internal/shmwire": true}
 	forbidden := []string{"badger", "go-redis", "prometheus"}
 	engine := []string{"tier", "server", "l1", "l2", "l3", "loader", "serialize"}
 	for _, d := range deps {
@@ -33,7 +33,7 @@ func TestClient_LinksNoEngine(t *testing.T) {
 			for _, e := range engine {
 				require.False(t, rest == e || strings.HasPrefix(rest, e+"/"), "client links %s", d)
 			}
-			require.True(t, allowed[d], "client links %s: only api, errs and resolve of modelcache are allowed", d)
+			require.True(t, allowed[d], "client links %s: only api, errs, resolve and internal/shmwire of modelcache are allowed", d)
 		}
 	}
 }

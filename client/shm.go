@@ -6,6 +6,7 @@ import (
 	"net/url"
 
 	"github.com/modelcache/modelcache/api"
+	"github.com/modelcache/modelcache/internal/shmwire"
 )
 
 // Mapped is a tensor in shared memory the daemon handed out: its bytes are
@@ -62,7 +63,7 @@ func (c *Client) MapTensor(ctx context.Context, path, name string) (*Mapped, err
 // MappedModel is every tensor of a model in one mapping of the daemon's
 // shared memory, valid until Close as Mapped is.
 type MappedModel struct {
-	Tensors []api.ShmTensor // in storage order, with their places
+	Tensors []shmwire.Tensor // in storage order, with their places
 	data    []byte
 	heap    bool // read over HTTP, not mapped
 }
@@ -117,7 +118,7 @@ func (c *Client) modelOverHTTP(ctx context.Context, path string) (*MappedModel, 
 	}
 	mm := &MappedModel{data: make([]byte, 0, m.Bytes), heap: true}
 	err = c.Load(ctx, path, 0, func(t *Tensor) error {
-		mm.Tensors = append(mm.Tensors, api.ShmTensor{Name: t.Name, DType: t.DType, Shape: t.Shape, Offset: int64(len(mm.data)), Size: int64(len(t.Data))})
+		mm.Tensors = append(mm.Tensors, shmwire.Tensor{Name: t.Name, DType: t.DType, Shape: t.Shape, Offset: int64(len(mm.data)), Size: int64(len(t.Data))})
 		mm.data = append(mm.data, t.Data...)
 		return nil
 	})
@@ -128,7 +129,7 @@ func (c *Client) modelOverHTTP(ctx context.Context, path string) (*MappedModel, 
 }
 
 // errOverHTTP: the daemon wants the bytes read over HTTP
-// (api.ShmReply.HTTP).
+// (shmwire.Reply.HTTP).
 var errOverHTTP = errors.New("client: shared memory refused: read over HTTP")
 
 // LoadMapped maps every tensor of the model at path from the daemon's

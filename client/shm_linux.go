@@ -11,12 +11,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/modelcache/modelcache/api"
 	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/internal/shmwire"
 )
 
 // shm asks the daemon for a descriptor and maps it read-only.
-func (c *Client) shm(ctx context.Context, target string) (*api.ShmReply, []byte, error) {
+func (c *Client) shm(ctx context.Context, target string) (*shmwire.Reply, []byte, error) {
 	if c.socket == "" {
 		return nil, nil, fmt.Errorf("client: shared memory needs the daemon's unix socket: %w", errs.ErrUnsupported)
 	}
@@ -71,7 +71,7 @@ func (c *Client) shm(ctx context.Context, target string) (*api.ShmReply, []byte,
 	if _, err := io.ReadFull(uc, body[got:]); err != nil {
 		return nil, nil, c.readErr(ctx, "shared memory", err)
 	}
-	var reply api.ShmReply
+	var reply shmwire.Reply
 	if err := json.Unmarshal(body, &reply); err != nil {
 		return nil, nil, fmt.Errorf("client: shared memory: %w", err)
 	}

@@ -75,7 +75,7 @@ func FuzzDecodeMeta(f *testing.F) {
 // reading one never panics, and with a key nothing but a sealed record is
 // admitted.
 func FuzzDecodeRecords(f *testing.F) {
-	plain := &Store{period: LeaseTTL, now: time.Now}
+	plain := &Store{period: leaseTTL, now: time.Now}
 	sealed, err := Open(&Options{Addrs: []string{"127.0.0.1:1"}, FleetKey: bytes.Repeat([]byte{1}, 16)})
 	if err != nil {
 		f.Fatal(err)

@@ -117,7 +117,7 @@ type Options struct {
 	BreakerFailures int
 	BreakerCooldown time.Duration
 	// LeasePeriod is how long a lease lives unless its holder renews it
-	// (every third of it); default LeaseTTL (10 s). A waiter trusts no
+	// (every third of it); default 10 s. A waiter trusts no
 	// lease with a longer TTL, or none, so no lease makes a read wait
 	// longer than one period past its holder's last renewal.
 	LeasePeriod time.Duration
@@ -210,7 +210,7 @@ func Open(o *Options) (*Store, error) {
 	}
 	s.period, s.now = o.LeasePeriod, o.Clock
 	if s.period <= 0 {
-		s.period = LeaseTTL
+		s.period = leaseTTL
 	}
 	if s.now == nil {
 		s.now = time.Now

@@ -17,10 +17,10 @@ import (
 	"github.com/modelcache/modelcache/errs"
 )
 
-// LeaseTTL is the default lease period (Options.LeasePeriod): how long a
+// leaseTTL is the default lease period (Options.LeasePeriod): how long a
 // lease lives unless renewed. A holder renews it every third of a period
 // while it holds it, so a holder that dies frees it within one period.
-const LeaseTTL = 10 * time.Second
+const leaseTTL = 10 * time.Second
 
 var (
 	// A renewal whose reply was lost may have replaced the value: the
@@ -211,9 +211,9 @@ func (s *Store) Epoch(ctx context.Context, ns string) (uint64, error) {
 
 func (s *Store) epochKey(ns string) string { return s.prefix + "e:" + ns }
 
-// MaxEpoch is the largest epoch a record may hold: a larger one is
+// maxEpoch is the largest epoch a record may hold: a larger one is
 // malformed (errs.ErrCorrupt), and replaced at the next drop.
-const MaxEpoch = 1 << 62
+const maxEpoch = 1 << 62
 
 // maxEpochLen bounds a stored epoch: 20 digits, sealed.
 const maxEpochLen = 20
@@ -241,10 +241,10 @@ func (s *Store) decodeEpoch(name string, raw []byte) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("l3: %w: epoch %s is not a number", errs.ErrCorrupt, name)
 	}
-	if v > MaxEpoch {
+	if v > maxEpoch {
 		// No fleet drops a namespace 2^62 times: a forged one, which would
 		// leave the next drop nowhere to go (its +1 wraps to 0).
-		return 0, fmt.Errorf("l3: %w: epoch %s is beyond %d", errs.ErrCorrupt, name, uint64(MaxEpoch))
+		return 0, fmt.Errorf("l3: %w: epoch %s is beyond %d", errs.ErrCorrupt, name, uint64(maxEpoch))
 	}
 	return v, nil
 }

@@ -223,7 +223,7 @@ func TestShardIndexAndDigest_FromBlob(t *testing.T) {
 	p := filepath.Join(formatsDir, "sharded", ShardIndexName)
 	b, err := os.ReadFile(p)
 	require.NoError(t, err)
-	fromFile, err := ReadShardIndex(p)
+	fromFile, err := readShardIndex(p)
 	require.NoError(t, err)
 	fromBlob, err := ReadShardIndexBlob(newMemBlob(p, b))
 	require.NoError(t, err)
@@ -232,7 +232,7 @@ func TestShardIndexAndDigest_FromBlob(t *testing.T) {
 	require.ErrorIs(t, err, errs.ErrInvalidModel)
 	require.ErrorContains(t, err, "/mem/i.json")
 
-	d, _, err := DigestFile(p)
+	d, _, err := digestFile(p)
 	require.NoError(t, err)
 	db, err := DigestBlob(newMemBlob(p, b))
 	require.NoError(t, err)
@@ -293,8 +293,8 @@ func TestCheckBlob_Fixtures(t *testing.T) {
 	for _, p := range paths {
 		b, err := os.ReadFile(p)
 		require.NoError(t, err)
-		checkBlob(t, b, FormatOf(p, b))
-		checkBlob(t, b[:len(b)/2], FormatOf(p, b))
+		checkBlob(t, b, formatOf(p, b))
+		checkBlob(t, b[:len(b)/2], formatOf(p, b))
 	}
 	checkBlob(t, testmodels.Build(testmodels.OKHead, make([]byte, 8)), Safetensors)
 	checkBlob(t, bytes.Repeat([]byte{0}, 7), Safetensors)

@@ -31,10 +31,10 @@ func ParseDigest(s string) (Digest, error) {
 	return d, nil
 }
 
-// DigestFile hashes the file at path and returns the identity of the
+// digestFile hashes the file at path and returns the identity of the
 // version it hashed. A file that changes while it is hashed is an error,
 // so a digest never describes a mix of two versions.
-func DigestFile(path string) (Digest, Identity, error) {
+func digestFile(path string) (Digest, Identity, error) {
 	b, err := openLocal(path)
 	if err != nil {
 		return Digest{}, Identity{}, err

@@ -41,7 +41,7 @@ var complexSizes = map[DType]int{C64: 8, C128: 16}
 func safetensorsDType(d DType) bool { return dtypeSizes[d] > 0 }
 
 // Size is the size of one element in bytes, or 0 for a dtype that has no
-// whole-byte elements (GGUF's block-quantized types, see GGMLType) or is
+// whole-byte elements (GGUF's block-quantized types, see ggmlType) or is
 // unknown.
 func (d DType) Size() int {
 	if n := dtypeSizes[d]; n > 0 {

@@ -21,8 +21,8 @@ func TestOpen_RefusesNonRegularFiles(t *testing.T) {
 	calls := map[string]func(string) error{
 		"Open":           func(p string) error { _, err := Open(p); return err },
 		"OpenSource":     func(p string) error { _, err := OpenSource(p); return err },
-		"DigestFile":     func(p string) error { _, _, err := DigestFile(p); return err },
-		"ReadShardIndex": func(p string) error { _, err := ReadShardIndex(p); return err },
+		"DigestFile":     func(p string) error { _, _, err := digestFile(p); return err },
+		"ReadShardIndex": func(p string) error { _, err := readShardIndex(p); return err },
 	}
 	for name, call := range calls {
 		for _, p := range []string{fifo, "/dev/zero", t.TempDir()} {

@@ -58,7 +58,7 @@ type File struct {
 	reads    []tensorRead // parallel to tensors
 	byName   map[string]int
 	metadata map[string]string
-	gguf     *GGUFHeader
+	gguf     *ggufHeader
 
 	// mu guards data and src: readers hold it shared while they copy from
 	// the mapping or read the source, Close holds it exclusively to unmap
@@ -96,12 +96,12 @@ func invalid(path, format string, args ...any) error {
 	return fmt.Errorf("loader: %s: %w: %w", path, errs.ErrInvalidModel, fmt.Errorf(format, args...))
 }
 
-// FormatOf tells the format of the file at path from its name, then from its
+// formatOf tells the format of the file at path from its name, then from its
 // first bytes: .safetensors, .gguf, .npy and .npz by extension; a file with
 // another name whose first bytes are GGUF's or NumPy's magic as such; any
 // other file as Plain. A malformed .safetensors file is therefore an error,
 // never a plain file.
-func FormatOf(path string, head []byte) Format {
+func formatOf(path string, head []byte) Format {
 	switch strings.ToLower(filepath.Ext(path)) {
 	case ".safetensors":
 		return Safetensors
@@ -121,7 +121,7 @@ func FormatOf(path string, head []byte) Format {
 	return Plain
 }
 
-// Open opens and validates the model file at path, in the format FormatOf
+// Open opens and validates the model file at path, in the format formatOf
 // tells, and maps it into memory. The identity is that of the file as
 // opened, so bytes read later belong to that version even if the path is
 // replaced meanwhile.
@@ -137,7 +137,7 @@ func OpenFormat(path string, format Format) (*File, error) {
 }
 
 // OpenBlob opens and validates the model file b holds, in the format given
-// or, with "", the one FormatOf tells from its Identity's Path and first
+// or, with "", the one formatOf tells from its Identity's Path and first
 // bytes. The File takes b: it closes b at Close, and OpenBlob closes it on
 // an error. Headers are read through b.ReadAt as far as they go, tensors
 // when they are read; a Blob from OpenLocal is mapped and read as Open
@@ -171,7 +171,7 @@ func OpenBlob(b Blob, format Format) (*File, error) {
 			_ = m.Close()
 			return nil, fmt.Errorf("loader: %s: %w", id.Path, err)
 		}
-		format = FormatOf(id.Path, head)
+		format = formatOf(id.Path, head)
 	}
 	m.format = format
 	// The file may shrink under the mapping while it is parsed.
@@ -227,8 +227,8 @@ func (m *File) parseFormat(fb *fileBytes) error {
 		}
 		n := binary.LittleEndian.Uint64(p)
 		// Check the claimed length before using it.
-		if n > MaxSafetensorsHeader {
-			return invalid(abs, "header length %d exceeds the %d byte limit", n, MaxSafetensorsHeader)
+		if n > maxSafetensorsHeader {
+			return invalid(abs, "header length %d exceeds the %d byte limit", n, maxSafetensorsHeader)
 		}
 		if n > size-8 {
 			return invalid(abs, "header length %d runs past the end of a %d byte file", n, size)
@@ -237,24 +237,24 @@ func (m *File) parseFormat(fb *fileBytes) error {
 		if err != nil {
 			return err
 		}
-		h, err := ParseSafetensors(head, size)
+		h, err := parseSafetensors(head, size)
 		if err != nil {
 			return invalid(abs, "%w", err)
 		}
-		m.tensors, m.metadata = h.Tensors, h.Metadata
+		m.tensors, m.metadata = h.tensors, h.metadata
 	case GGUF:
 		h, err := ggufFrom(fb)
 		if err != nil {
 			return invalid(abs, "%w", err)
 		}
-		m.tensors, m.gguf, m.metadata = h.Tensors, h, h.StringMetadata()
+		m.tensors, m.gguf, m.metadata = h.tensors, h, h.stringMetadata()
 	case NPY:
 		a, err := npyFrom(fb)
 		if err != nil {
 			return invalid(abs, "%w", err)
 		}
-		a.Tensor.Name = strings.TrimSuffix(filepath.Base(abs), filepath.Ext(abs))
-		m.tensors, m.reads = []TensorInfo{a.Tensor}, []tensorRead{a.read()}
+		a.tensor.Name = strings.TrimSuffix(filepath.Base(abs), filepath.Ext(abs))
+		m.tensors, m.reads = []TensorInfo{a.tensor}, []tensorRead{a.read()}
 	case NPZ:
 		ts, rs, err := parseNPZ(fb)
 		if err != nil {
@@ -311,11 +311,8 @@ func (f *File) Tensor(name string) (TensorInfo, bool) {
 
 // Metadata is the file's metadata as strings: safetensors' __metadata__, or
 // GGUF's key-value pairs formatted (arrays of more than 16 elements are
-// abbreviated; GGUFHeader has them whole). Nil for the other formats.
+// abbreviated). Nil for the other formats.
 func (f *File) Metadata() map[string]string { return f.metadata }
-
-// GGUF is the parsed header of a GGUF file, with its typed metadata, or nil.
-func (f *File) GGUF() *GGUFHeader { return f.gguf }
 
 // ReadTensor returns a new copy of the named tensor's bytes, little-endian
 // and row-major. A file truncated or otherwise unreadable underneath the

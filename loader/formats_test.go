@@ -90,11 +90,11 @@ func TestGGUF_Metadata(t *testing.T) {
 	f, err := Open(filepath.Join(formatsDir, "v3.gguf"))
 	require.NoError(t, err)
 	defer f.Close()
-	h := f.GGUF()
+	h := f.gguf
 	require.NotNil(t, h)
-	require.EqualValues(t, 3, h.Version)
-	require.EqualValues(t, 64, h.Alignment)
-	require.Zero(t, h.DataOffset%64)
+	require.EqualValues(t, 3, h.version)
+	require.EqualValues(t, 64, h.alignment)
+	require.Zero(t, h.dataOffset%64)
 	want := map[string]any{
 		"general.architecture": "llama", "general.alignment": uint32(64),
 		"test.u8": uint8(200), "test.i8": int8(-100), "test.u16": uint16(60000), "test.i16": int16(-30000),
@@ -102,23 +102,23 @@ func TestGGUF_Metadata(t *testing.T) {
 		"test.bool": true, "test.u64": uint64(1<<63 + 5), "test.i64": int64(-1 << 62), "test.f64": -1.25,
 	}
 	for k, v := range want {
-		kv, ok := h.Lookup(k)
+		kv, ok := h.lookup(k)
 		require.True(t, ok, k)
-		require.Equal(t, v, kv.Value, k)
+		require.Equal(t, v, kv.value, k)
 	}
-	kv, _ := h.Lookup("tokenizer.ggml.tokens")
-	require.Equal(t, GGUFArrayValue{Elem: GGUFString, Values: []string{"<s>", "</s>", "héllo", ""}}, kv.Value)
-	kv, _ = h.Lookup("test.nested")
-	require.Equal(t, GGUFArrayValue{Elem: GGUFArray, Values: []GGUFArrayValue{
-		{Elem: GGUFInt32, Values: []int32{1, 2, 3}}, {Elem: GGUFInt32, Values: []int32{}}, {Elem: GGUFFloat32, Values: []float32{1.5}},
-	}}, kv.Value)
+	kv, _ := h.lookup("tokenizer.ggml.tokens")
+	require.Equal(t, ggufArrayValue{elem: ggufString, values: []string{"<s>", "</s>", "héllo", ""}}, kv.value)
+	kv, _ = h.lookup("test.nested")
+	require.Equal(t, ggufArrayValue{elem: ggufArray, values: []ggufArrayValue{
+		{elem: ggufInt32, values: []int32{1, 2, 3}}, {elem: ggufInt32, values: []int32{}}, {elem: ggufFloat32, values: []float32{1.5}},
+	}}, kv.value)
 	require.Equal(t, "llama", f.Metadata()["general.architecture"])
-	require.Equal(t, []GGMLType{0, 1, 2, 12, 8, 14, 26, 30}, h.Types)
+	require.Equal(t, []ggmlType{0, 1, 2, 12, 8, 14, 26, 30}, h.types)
 	v2, err := Open(filepath.Join(formatsDir, "v2.gguf"))
 	require.NoError(t, err)
 	defer v2.Close()
-	require.EqualValues(t, 2, v2.GGUF().Version)
-	require.EqualValues(t, GGUFDefaultAlignment, v2.GGUF().Alignment)
+	require.EqualValues(t, 2, v2.gguf.version)
+	require.EqualValues(t, ggufDefaultAlignment, v2.gguf.alignment)
 }
 
 func TestPlainFile(t *testing.T) {
@@ -261,7 +261,7 @@ func TestGGUF_Refusals(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			refusedCheaply(t, func() error { _, err := ParseGGUF(tc.b); return err }, tc.want)
+			refusedCheaply(t, func() error { _, err := parseGGUFBytes(tc.b); return err }, tc.want)
 			// Through Open and OpenBlob, the error names the file.
 			p := filepath.Join(t.TempDir(), "hostile.gguf")
 			require.NoError(t, os.WriteFile(p, tc.b, 0o644))
@@ -340,7 +340,7 @@ func TestNPY_Refusals(t *testing.T) {
 		"v1 non-ascii":    {npyFile(1, h("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), 'é': 1}"), make([]byte, 4)), "not ASCII"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			refusedCheaply(t, func() error { _, err := ParseNPY(tc.b); return err }, tc.want)
+			refusedCheaply(t, func() error { _, err := parseNPY(tc.b); return err }, tc.want)
 			refusedCheaply(t, func() error { _, err := OpenBlob(newMemBlob("/mem/x.npy", tc.b), ""); return err }, tc.want)
 		})
 	}
@@ -381,7 +381,7 @@ func TestNPZ_Refusals(t *testing.T) {
 		"bad method":      {badMethod, "compression method 12"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			refusedCheaply(t, func() error { _, err := ParseNPZ(tc.b); return err }, tc.want)
+			refusedCheaply(t, func() error { _, err := parseNPZBytes(tc.b); return err }, tc.want)
 			refusedCheaply(t, func() error { _, err := OpenBlob(newMemBlob("/mem/x.npz", tc.b), ""); return err }, tc.want)
 		})
 	}
@@ -424,12 +424,12 @@ func FuzzParseGGUF(f *testing.F) {
 	f.Add(ggufHead(3, 2, 0).tensor("a", 0, 0, 16).tensor("b", 0, 32, 16).pad(256).Bytes())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		checkBlob(t, b, GGUF)
-		h, err := ParseGGUF(b)
+		h, err := parseGGUFBytes(b)
 		if err != nil {
 			return
 		}
-		for _, ti := range h.Tensors {
-			if ti.Offset+ti.Length > uint64(len(b)) || ti.Offset < h.DataOffset {
+		for _, ti := range h.tensors {
+			if ti.Offset+ti.Length > uint64(len(b)) || ti.Offset < h.dataOffset {
 				t.Fatalf("tensor %q out of range", ti.Name)
 			}
 		}
@@ -440,20 +440,20 @@ func FuzzParseNPY(f *testing.F) {
 	fixtureSeeds(f, ".npy")
 	f.Fuzz(func(t *testing.T, b []byte) {
 		checkBlob(t, b, NPY)
-		a, err := ParseNPY(b)
+		a, err := parseNPY(b)
 		if err != nil {
 			return
 		}
-		if a.Tensor.Offset+a.Tensor.Length != uint64(len(b)) {
+		if a.tensor.Offset+a.tensor.Length != uint64(len(b)) {
 			t.Fatal("data does not end the file")
 		}
-		data := bytes.Clone(b[a.Tensor.Offset:])
+		data := bytes.Clone(b[a.tensor.Offset:])
 		r := a.read()
 		if r.swap > 1 {
 			swapBytes(data, r.swap)
 		}
 		if r.fortran {
-			if out := fortranToC(data, a.Tensor.Shape, r.elem); len(out) != len(data) {
+			if out := fortranToC(data, a.tensor.Shape, r.elem); len(out) != len(data) {
 				t.Fatal("transpose changed the length")
 			}
 		}

@@ -22,35 +22,35 @@ const ggufMagic = "GGUF"
 // Limits on what a GGUF header may ask for. Every count is also bounded by
 // the bytes left in the file, so allocation stays in proportion to its size.
 const (
-	GGUFDefaultAlignment = 32
-	GGUFMaxDims          = 4  // GGML_MAX_DIMS
-	GGUFMaxName          = 64 // GGML_MAX_NAME, bytes of a tensor name
-	GGUFMaxArrayDepth    = 4  // arrays of arrays, nested at most this deep
+	ggufDefaultAlignment = 32
+	ggufMaxDims          = 4  // GGML_MAX_DIMS
+	ggufMaxName          = 64 // GGML_MAX_NAME, bytes of a tensor name
+	ggufMaxArrayDepth    = 4  // arrays of arrays, nested at most this deep
 )
 
-// GGUFType is the type of a metadata value.
-type GGUFType uint32
+// ggufType is the type of a metadata value.
+type ggufType uint32
 
 // The 13 metadata value types.
 const (
-	GGUFUint8 GGUFType = iota
-	GGUFInt8
-	GGUFUint16
-	GGUFInt16
-	GGUFUint32
-	GGUFInt32
-	GGUFFloat32
-	GGUFBool
-	GGUFString
-	GGUFArray
-	GGUFUint64
-	GGUFInt64
-	GGUFFloat64
+	ggufUint8 ggufType = iota
+	ggufInt8
+	ggufUint16
+	ggufInt16
+	ggufUint32
+	ggufInt32
+	ggufFloat32
+	ggufBool
+	ggufString
+	ggufArray
+	ggufUint64
+	ggufInt64
+	ggufFloat64
 )
 
 var ggufTypeNames = [...]string{"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "bool", "string", "array", "uint64", "int64", "float64"}
 
-func (t GGUFType) String() string {
+func (t ggufType) String() string {
 	if int(t) < len(ggufTypeNames) {
 		return ggufTypeNames[t]
 	}
@@ -58,39 +58,39 @@ func (t GGUFType) String() string {
 }
 
 // fixed is the size of a scalar value, 0 for string and array.
-func (t GGUFType) fixed() int {
+func (t ggufType) fixed() int {
 	switch t {
-	case GGUFUint8, GGUFInt8, GGUFBool:
+	case ggufUint8, ggufInt8, ggufBool:
 		return 1
-	case GGUFUint16, GGUFInt16:
+	case ggufUint16, ggufInt16:
 		return 2
-	case GGUFUint32, GGUFInt32, GGUFFloat32:
+	case ggufUint32, ggufInt32, ggufFloat32:
 		return 4
-	case GGUFUint64, GGUFInt64, GGUFFloat64:
+	case ggufUint64, ggufInt64, ggufFloat64:
 		return 8
 	}
 	return 0
 }
 
-// GGUFKV is one metadata pair. Value holds a uint8, int8, uint16, int16,
+// ggufkv is one metadata pair. Value holds a uint8, int8, uint16, int16,
 // uint32, int32, float32, bool, string, uint64, int64, float64, or a
-// GGUFArrayValue.
-type GGUFKV struct {
-	Key   string
-	Type  GGUFType
-	Value any
+// ggufArrayValue.
+type ggufkv struct {
+	key   string
+	Type  ggufType
+	value any
 }
 
-// GGUFArrayValue is an array: Values is a []uint8, []int8, ..., []string,
-// or a []GGUFArrayValue for an array of arrays.
-type GGUFArrayValue struct {
-	Elem   GGUFType
-	Values any
+// ggufArrayValue is an array: Values is a []uint8, []int8, ..., []string,
+// or a []ggufArrayValue for an array of arrays.
+type ggufArrayValue struct {
+	elem   ggufType
+	values any
 }
 
 // Len is the number of elements.
-func (a GGUFArrayValue) Len() int {
-	switch v := a.Values.(type) {
+func (a ggufArrayValue) Len() int {
+	switch v := a.values.(type) {
 	case []uint8:
 		return len(v)
 	case []int8:
@@ -115,14 +115,14 @@ func (a GGUFArrayValue) Len() int {
 		return len(v)
 	case []float64:
 		return len(v)
-	case []GGUFArrayValue:
+	case []ggufArrayValue:
 		return len(v)
 	}
 	return 0
 }
 
-// GGMLType is the type of a tensor's elements; most are block-quantized.
-type GGMLType uint32
+// ggmlType is the type of a tensor's elements; most are block-quantized.
+type ggmlType uint32
 
 type ggmlTraits struct {
 	name             string
@@ -132,7 +132,7 @@ type ggmlTraits struct {
 // ggmlTypes holds every type ggml defines today; the gaps are types removed
 // from ggml (Q4_2, Q4_3, the Q4_0_x_y and IQ4_NL_x_y repackings), which
 // files must not hold.
-var ggmlTypes = map[GGMLType]ggmlTraits{
+var ggmlTypes = map[ggmlType]ggmlTraits{
 	0: {"F32", 1, 4}, 1: {"F16", 1, 2}, 2: {"Q4_0", 32, 18}, 3: {"Q4_1", 32, 20},
 	6: {"Q5_0", 32, 22}, 7: {"Q5_1", 32, 24}, 8: {"Q8_0", 32, 34}, 9: {"Q8_1", 32, 36},
 	10: {"Q2_K", 256, 84}, 11: {"Q3_K", 256, 110}, 12: {"Q4_K", 256, 144}, 13: {"Q5_K", 256, 176},
@@ -144,7 +144,7 @@ var ggmlTypes = map[GGMLType]ggmlTraits{
 }
 
 // String is ggml's name of the type, which is also the DType of its tensors.
-func (t GGMLType) String() string {
+func (t ggmlType) String() string {
 	if tr, ok := ggmlTypes[t]; ok {
 		return tr.name
 	}
@@ -154,63 +154,63 @@ func (t GGMLType) String() string {
 // BlockSize is the number of elements per block and the bytes of one block
 // (1 and the element size for the unquantized types); ok is false for a
 // type ggml does not define.
-func (t GGMLType) BlockSize() (elems, bytes uint64, ok bool) {
+func (t ggmlType) BlockSize() (elems, bytes uint64, ok bool) {
 	tr, ok := ggmlTypes[t]
 	return tr.block, tr.blockSize, ok
 }
 
-// GGUFHeader is a parsed GGUF file.
-type GGUFHeader struct {
-	Version   uint32
-	Metadata  []GGUFKV // in file order
-	Alignment uint64
+// ggufHeader is a parsed GGUF file.
+type ggufHeader struct {
+	version   uint32
+	metadata  []ggufkv // in file order
+	alignment uint64
 	// Tensors are in file order. Shape is outermost first, as NumPy and
 	// safetensors give it: GGUF's ne[] reversed. Offset is absolute.
-	Tensors    []TensorInfo
-	Types      []GGMLType // of Tensors[i]
-	DataOffset uint64     // start of the tensor data section
+	tensors    []TensorInfo
+	types      []ggmlType // of Tensors[i]
+	dataOffset uint64     // start of the tensor data section
 }
 
 // Lookup returns the metadata value of key.
-func (h *GGUFHeader) Lookup(key string) (GGUFKV, bool) {
-	for _, kv := range h.Metadata {
-		if kv.Key == key {
+func (h *ggufHeader) lookup(key string) (ggufkv, bool) {
+	for _, kv := range h.metadata {
+		if kv.key == key {
 			return kv, true
 		}
 	}
-	return GGUFKV{}, false
+	return ggufkv{}, false
 }
 
 // StringMetadata formats the metadata, arrays of more than 16 elements
 // abbreviated to their type and length.
-func (h *GGUFHeader) StringMetadata() map[string]string {
-	m := make(map[string]string, len(h.Metadata))
-	for _, kv := range h.Metadata {
-		if a, ok := kv.Value.(GGUFArrayValue); ok {
+func (h *ggufHeader) stringMetadata() map[string]string {
+	m := make(map[string]string, len(h.metadata))
+	for _, kv := range h.metadata {
+		if a, ok := kv.value.(ggufArrayValue); ok {
 			if n := a.Len(); n > 16 {
-				m[kv.Key] = fmt.Sprintf("[%d × %s]", n, a.Elem)
+				m[kv.key] = fmt.Sprintf("[%d × %s]", n, a.elem)
 				continue
 			}
-			m[kv.Key] = fmt.Sprint(a.Values)
+			m[kv.key] = fmt.Sprint(a.values)
 			continue
 		}
-		m[kv.Key] = fmt.Sprint(kv.Value)
+		m[kv.key] = fmt.Sprint(kv.value)
 	}
 	return m
 }
 
-// ParseGGUF validates a whole GGUF file and parses its header. Errors
+// parseGGUFBytes validates a whole GGUF file and parses its header. Errors
 // describe the defect; they do not name a file.
-func ParseGGUF(b []byte) (*GGUFHeader, error) {
+func parseGGUFBytes(b []byte) (*ggufHeader, error) {
 	return parseGGUF(&ggufReader{b: b, size: uint64(len(b))})
 }
 
 // ggufFrom parses the GGUF file fb holds, reading no further than its
 // header goes: a header longer than fb's head is read on in steps that
 // double.
-func ggufFrom(fb *fileBytes) (*GGUFHeader, error) {
+func ggufFrom(fb *fileBytes) (*ggufHeader, error) {
 	if fb.mapped != nil {
-		return ParseGGUF(fb.mapped)
+		return parseGGUFBytes(fb.mapped)
 	}
 	first, err := fb.read(0, min(fb.size, headRead))
 	if err != nil {
@@ -219,21 +219,21 @@ func ggufFrom(fb *fileBytes) (*GGUFHeader, error) {
 	return parseGGUF(&ggufReader{b: first, size: fb.size, more: fb})
 }
 
-func parseGGUF(r *ggufReader) (*GGUFHeader, error) {
+func parseGGUF(r *ggufReader) (*ggufHeader, error) {
 	if r.size < 24 || len(r.b) < 24 || string(r.b[:4]) != ggufMagic {
 		return nil, errors.New("not a GGUF file (no GGUF magic)")
 	}
 	r.off = 4
-	h := &GGUFHeader{Alignment: GGUFDefaultAlignment}
-	h.Version, _ = r.u32()
+	h := &ggufHeader{alignment: ggufDefaultAlignment}
+	h.version, _ = r.u32()
 	switch {
-	case h.Version == 2 || h.Version == 3:
-	case h.Version == 1:
+	case h.version == 2 || h.version == 3:
+	case h.version == 1:
 		return nil, fmt.Errorf("GGUF version 1 (32-bit counts): %w; convert it to v3", errs.ErrUnsupported)
-	case bits.ReverseBytes32(h.Version) == 2 || bits.ReverseBytes32(h.Version) == 3:
+	case bits.ReverseBytes32(h.version) == 2 || bits.ReverseBytes32(h.version) == 3:
 		return nil, fmt.Errorf("big-endian GGUF: %w", errs.ErrUnsupported)
 	default:
-		return nil, fmt.Errorf("GGUF version %d: %w (2 and 3 are read)", h.Version, errs.ErrUnsupported)
+		return nil, fmt.Errorf("GGUF version %d: %w (2 and 3 are read)", h.version, errs.ErrUnsupported)
 	}
 	nt, _ := r.u64()
 	nkv, _ := r.u64()
@@ -246,7 +246,7 @@ func parseGGUF(r *ggufReader) (*GGUFHeader, error) {
 	if nkv > r.left()/13 {
 		return nil, fmt.Errorf("%d metadata pairs cannot fit in %d bytes", nkv, r.size)
 	}
-	h.Metadata = make([]GGUFKV, 0, nkv)
+	h.metadata = make([]ggufkv, 0, nkv)
 	keys := make(map[string]bool, nkv)
 	for i := range nkv {
 		key, err := r.str()
@@ -264,64 +264,64 @@ func parseGGUF(r *ggufReader) (*GGUFHeader, error) {
 		if err != nil {
 			return nil, fmt.Errorf("metadata %.64q: %w", key, err)
 		}
-		v, err := r.value(GGUFType(t), 0)
+		v, err := r.value(ggufType(t), 0)
 		if err != nil {
 			return nil, fmt.Errorf("metadata %.64q: %w", key, err)
 		}
-		h.Metadata = append(h.Metadata, GGUFKV{Key: key, Type: GGUFType(t), Value: v})
+		h.metadata = append(h.metadata, ggufkv{key: key, Type: ggufType(t), value: v})
 		if key == "general.alignment" {
 			a, ok := v.(uint32)
 			if !ok {
-				return nil, fmt.Errorf("general.alignment is a %s, not a uint32", GGUFType(t))
+				return nil, fmt.Errorf("general.alignment is a %s, not a uint32", ggufType(t))
 			}
 			if a == 0 || a&(a-1) != 0 {
 				return nil, fmt.Errorf("general.alignment %d is not a power of two", a)
 			}
-			h.Alignment = uint64(a)
+			h.alignment = uint64(a)
 		}
 	}
-	h.Tensors = make([]TensorInfo, 0, nt)
-	h.Types = make([]GGMLType, 0, nt)
+	h.tensors = make([]TensorInfo, 0, nt)
+	h.types = make([]ggmlType, 0, nt)
 	names := make(map[string]bool, nt)
 	for i := range nt {
 		ti, typ, err := r.tensorInfo(names)
 		if err != nil {
 			return nil, fmt.Errorf("tensor %d: %w", i, err)
 		}
-		h.Tensors, h.Types = append(h.Tensors, ti), append(h.Types, typ)
+		h.tensors, h.types = append(h.tensors, ti), append(h.types, typ)
 	}
-	pad := (h.Alignment - r.off%h.Alignment) % h.Alignment
-	h.DataOffset = r.off + pad
+	pad := (h.alignment - r.off%h.alignment) % h.alignment
+	h.dataOffset = r.off + pad
 	if nt == 0 {
 		return h, nil
 	}
-	if h.DataOffset > r.size {
-		return nil, fmt.Errorf("tensor data would start at %d, past the end of %d bytes", h.DataOffset, r.size)
+	if h.dataOffset > r.size {
+		return nil, fmt.Errorf("tensor data would start at %d, past the end of %d bytes", h.dataOffset, r.size)
 	}
-	dataLen := r.size - h.DataOffset
-	order := make([]int, len(h.Tensors))
+	dataLen := r.size - h.dataOffset
+	order := make([]int, len(h.tensors))
 	for i := range order {
 		order[i] = i
 	}
-	for _, t := range h.Tensors {
-		if t.Offset%h.Alignment != 0 {
-			return nil, fmt.Errorf("tensor %.64q: offset %d is not a multiple of the alignment %d", t.Name, t.Offset, h.Alignment)
+	for _, t := range h.tensors {
+		if t.Offset%h.alignment != 0 {
+			return nil, fmt.Errorf("tensor %.64q: offset %d is not a multiple of the alignment %d", t.Name, t.Offset, h.alignment)
 		}
 		if t.Offset > dataLen || t.Length > dataLen-t.Offset {
 			return nil, fmt.Errorf("tensor %.64q: %d bytes at data offset %d run past the end of the %d byte data section", t.Name, t.Length, t.Offset, dataLen)
 		}
 	}
 	slices.SortFunc(order, func(a, b int) int {
-		return cmpUint(h.Tensors[a].Offset, h.Tensors[b].Offset)
+		return cmpUint(h.tensors[a].Offset, h.tensors[b].Offset)
 	})
 	for k := 1; k < len(order); k++ {
-		p, q := h.Tensors[order[k-1]], h.Tensors[order[k]]
+		p, q := h.tensors[order[k-1]], h.tensors[order[k]]
 		if p.Offset+p.Length > q.Offset {
 			return nil, fmt.Errorf("tensors %.64q and %.64q overlap", p.Name, q.Name)
 		}
 	}
-	for i := range h.Tensors {
-		h.Tensors[i].Offset += h.DataOffset
+	for i := range h.tensors {
+		h.tensors[i].Offset += h.dataOffset
 	}
 	return h, nil
 }
@@ -399,7 +399,7 @@ func (r *ggufReader) str() (string, error) {
 }
 
 // value reads one value of type t; depth counts enclosing arrays.
-func (r *ggufReader) value(t GGUFType, depth int) (any, error) {
+func (r *ggufReader) value(t ggufType, depth int) (any, error) {
 	if sz := t.fixed(); sz > 0 {
 		p, err := r.take(uint64(sz))
 		if err != nil {
@@ -408,11 +408,11 @@ func (r *ggufReader) value(t GGUFType, depth int) (any, error) {
 		return scalar(t, p)
 	}
 	switch t {
-	case GGUFString:
+	case ggufString:
 		return r.str()
-	case GGUFArray:
-		if depth >= GGUFMaxArrayDepth {
-			return nil, fmt.Errorf("arrays nested more than %d deep", GGUFMaxArrayDepth)
+	case ggufArray:
+		if depth >= ggufMaxArrayDepth {
+			return nil, fmt.Errorf("arrays nested more than %d deep", ggufMaxArrayDepth)
 		}
 		et, err := r.u32()
 		if err != nil {
@@ -422,51 +422,51 @@ func (r *ggufReader) value(t GGUFType, depth int) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return r.array(GGUFType(et), n, depth+1)
+		return r.array(ggufType(et), n, depth+1)
 	}
 	return nil, fmt.Errorf("unknown value type %d", uint32(t))
 }
 
-func scalar(t GGUFType, p []byte) (any, error) {
+func scalar(t ggufType, p []byte) (any, error) {
 	le := binary.LittleEndian
 	switch t {
-	case GGUFUint8:
+	case ggufUint8:
 		return p[0], nil
-	case GGUFInt8:
+	case ggufInt8:
 		return int8(p[0]), nil
-	case GGUFBool:
+	case ggufBool:
 		if p[0] > 1 {
 			return nil, fmt.Errorf("bool value %d is neither 0 nor 1", p[0])
 		}
 		return p[0] == 1, nil
-	case GGUFUint16:
+	case ggufUint16:
 		return le.Uint16(p), nil
-	case GGUFInt16:
+	case ggufInt16:
 		return int16(le.Uint16(p)), nil
-	case GGUFUint32:
+	case ggufUint32:
 		return le.Uint32(p), nil
-	case GGUFInt32:
+	case ggufInt32:
 		return int32(le.Uint32(p)), nil
-	case GGUFFloat32:
+	case ggufFloat32:
 		return math.Float32frombits(le.Uint32(p)), nil
-	case GGUFUint64:
+	case ggufUint64:
 		return le.Uint64(p), nil
-	case GGUFInt64:
+	case ggufInt64:
 		return int64(le.Uint64(p)), nil
-	case GGUFFloat64:
+	case ggufFloat64:
 		return math.Float64frombits(le.Uint64(p)), nil
 	}
 	return nil, fmt.Errorf("unknown value type %d", uint32(t))
 }
 
-func (r *ggufReader) array(et GGUFType, n uint64, depth int) (any, error) {
+func (r *ggufReader) array(et ggufType, n uint64, depth int) (any, error) {
 	// Check the count against the bytes left before allocating: each
 	// element takes at least min bytes.
 	min := uint64(et.fixed())
 	switch et {
-	case GGUFString:
+	case ggufString:
 		min = 8
-	case GGUFArray:
+	case ggufArray:
 		min = 12
 	}
 	if min == 0 {
@@ -475,9 +475,9 @@ func (r *ggufReader) array(et GGUFType, n uint64, depth int) (any, error) {
 	if n > r.left()/min {
 		return nil, fmt.Errorf("array of %d %s elements cannot fit in the %d bytes left", n, et, r.left())
 	}
-	a := GGUFArrayValue{Elem: et}
+	a := ggufArrayValue{elem: et}
 	switch et {
-	case GGUFString:
+	case ggufString:
 		v := make([]string, n)
 		for i := range v {
 			s, err := r.str()
@@ -486,23 +486,23 @@ func (r *ggufReader) array(et GGUFType, n uint64, depth int) (any, error) {
 			}
 			v[i] = s
 		}
-		a.Values = v
-	case GGUFArray:
-		v := make([]GGUFArrayValue, n)
+		a.values = v
+	case ggufArray:
+		v := make([]ggufArrayValue, n)
 		for i := range v {
-			x, err := r.value(GGUFArray, depth)
+			x, err := r.value(ggufArray, depth)
 			if err != nil {
 				return nil, fmt.Errorf("element %d: %w", i, err)
 			}
-			v[i] = x.(GGUFArrayValue)
+			v[i] = x.(ggufArrayValue)
 		}
-		a.Values = v
+		a.values = v
 	default:
 		p, err := r.take(n * min)
 		if err != nil {
 			return nil, err
 		}
-		if a.Values, err = scalars(et, p, int(n)); err != nil {
+		if a.values, err = scalars(et, p, int(n)); err != nil {
 			return nil, err
 		}
 	}
@@ -510,35 +510,35 @@ func (r *ggufReader) array(et GGUFType, n uint64, depth int) (any, error) {
 }
 
 // scalars decodes n fixed-size values into a typed slice.
-func scalars(t GGUFType, p []byte, n int) (any, error) {
+func scalars(t ggufType, p []byte, n int) (any, error) {
 	le := binary.LittleEndian
 	switch t {
-	case GGUFUint8:
+	case ggufUint8:
 		return slices.Clone(p), nil
-	case GGUFInt8:
+	case ggufInt8:
 		return decodeAll(p, n, 1, func(b []byte) int8 { return int8(b[0]) }), nil
-	case GGUFBool:
+	case ggufBool:
 		for i, b := range p[:n] {
 			if b > 1 {
 				return nil, fmt.Errorf("element %d: bool value %d is neither 0 nor 1", i, b)
 			}
 		}
 		return decodeAll(p, n, 1, func(b []byte) bool { return b[0] == 1 }), nil
-	case GGUFUint16:
+	case ggufUint16:
 		return decodeAll(p, n, 2, le.Uint16), nil
-	case GGUFInt16:
+	case ggufInt16:
 		return decodeAll(p, n, 2, func(b []byte) int16 { return int16(le.Uint16(b)) }), nil
-	case GGUFUint32:
+	case ggufUint32:
 		return decodeAll(p, n, 4, le.Uint32), nil
-	case GGUFInt32:
+	case ggufInt32:
 		return decodeAll(p, n, 4, func(b []byte) int32 { return int32(le.Uint32(b)) }), nil
-	case GGUFFloat32:
+	case ggufFloat32:
 		return decodeAll(p, n, 4, func(b []byte) float32 { return math.Float32frombits(le.Uint32(b)) }), nil
-	case GGUFUint64:
+	case ggufUint64:
 		return decodeAll(p, n, 8, le.Uint64), nil
-	case GGUFInt64:
+	case ggufInt64:
 		return decodeAll(p, n, 8, func(b []byte) int64 { return int64(le.Uint64(b)) }), nil
-	case GGUFFloat64:
+	case ggufFloat64:
 		return decodeAll(p, n, 8, func(b []byte) float64 { return math.Float64frombits(le.Uint64(b)) }), nil
 	}
 	return nil, fmt.Errorf("unknown value type %d", uint32(t))
@@ -553,14 +553,14 @@ func decodeAll[T any](p []byte, n, size int, dec func([]byte) T) []T {
 	return v
 }
 
-func (r *ggufReader) tensorInfo(names map[string]bool) (TensorInfo, GGMLType, error) {
+func (r *ggufReader) tensorInfo(names map[string]bool) (TensorInfo, ggmlType, error) {
 	var ti TensorInfo
 	name, err := r.str()
 	if err != nil {
 		return ti, 0, fmt.Errorf("name: %w", err)
 	}
-	if name == "" || len(name) > GGUFMaxName || !utf8.ValidString(name) || strings.IndexByte(name, 0) >= 0 {
-		return ti, 0, fmt.Errorf("name %.80q is empty, longer than %d bytes, or not UTF-8", name, GGUFMaxName)
+	if name == "" || len(name) > ggufMaxName || !utf8.ValidString(name) || strings.IndexByte(name, 0) >= 0 {
+		return ti, 0, fmt.Errorf("name %.80q is empty, longer than %d bytes, or not UTF-8", name, ggufMaxName)
 	}
 	if names[name] {
 		return ti, 0, fmt.Errorf("tensor %s given twice", errs.Quote(name))
@@ -571,8 +571,8 @@ func (r *ggufReader) tensorInfo(names map[string]bool) (TensorInfo, GGMLType, er
 	if err != nil {
 		return ti, 0, err
 	}
-	if nd == 0 || nd > GGUFMaxDims {
-		return ti, 0, fmt.Errorf("tensor %s: %d dimensions (1 to %d allowed)", errs.Quote(name), nd, GGUFMaxDims)
+	if nd == 0 || nd > ggufMaxDims {
+		return ti, 0, fmt.Errorf("tensor %s: %d dimensions (1 to %d allowed)", errs.Quote(name), nd, ggufMaxDims)
 	}
 	ne := make([]uint64, nd)
 	n := uint64(1)
@@ -593,7 +593,7 @@ func (r *ggufReader) tensorInfo(names map[string]bool) (TensorInfo, GGMLType, er
 	if err != nil {
 		return ti, 0, err
 	}
-	typ := GGMLType(t)
+	typ := ggmlType(t)
 	block, bsize, ok := typ.BlockSize()
 	if !ok {
 		return ti, 0, fmt.Errorf("tensor %s: unknown ggml type %d", errs.Quote(name), t)

@@ -12,50 +12,50 @@ import (
 
 const npyMagic = "\x93NUMPY"
 
-// MaxNPYHeader bounds the header of a .npy file (NumPy's own reader stops
+// maxNPYHeader bounds the header of a .npy file (NumPy's own reader stops
 // at 10,000 bytes unless told otherwise).
-const MaxNPYHeader = 1 << 20
+const maxNPYHeader = 1 << 20
 
-// NPYArray is the parsed header of a .npy file (format versions 1.0, 2.0
+// npyArray is the parsed header of a .npy file (format versions 1.0, 2.0
 // and 3.0).
-type NPYArray struct {
+type npyArray struct {
 	// Tensor has DType and Shape; Offset is where the data starts within the
 	// .npy bytes, Length its size. ReadTensor returns it little-endian and
 	// row-major.
-	Tensor       TensorInfo
-	Major, Minor byte
-	Descr        string // as written, e.g. "<f4"
-	FortranOrder bool
-	BigEndian    bool
+	tensor       TensorInfo
+	major, minor byte
+	descr        string // as written, e.g. "<f4"
+	fortranOrder bool
+	bigEndian    bool
 }
 
-func (a *NPYArray) read() tensorRead {
-	r := tensorRead{stored: a.Tensor.Length, fortran: a.FortranOrder, elem: a.Tensor.DType.Size()}
-	if a.BigEndian {
+func (a *npyArray) read() tensorRead {
+	r := tensorRead{stored: a.tensor.Length, fortran: a.fortranOrder, elem: a.tensor.DType.Size()}
+	if a.bigEndian {
 		r.swap = r.elem
-		if a.Tensor.DType == C64 || a.Tensor.DType == C128 {
+		if a.tensor.DType == C64 || a.tensor.DType == C128 {
 			r.swap /= 2 // each part on its own
 		}
 	}
 	return r
 }
 
-// ParseNPY validates a whole .npy file: header and data length.
-func ParseNPY(b []byte) (*NPYArray, error) {
-	a, err := ParseNPYHeader(b)
+// parseNPY validates a whole .npy file: header and data length.
+func parseNPY(b []byte) (*npyArray, error) {
+	a, err := parseNPYHeader(b)
 	if err != nil {
 		return nil, err
 	}
-	if have := uint64(len(b)) - a.Tensor.Offset; have != a.Tensor.Length {
-		return nil, fmt.Errorf("data is %d bytes, dtype %s and shape %v need %d", have, a.Descr, a.Tensor.Shape, a.Tensor.Length)
+	if have := uint64(len(b)) - a.tensor.Offset; have != a.tensor.Length {
+		return nil, fmt.Errorf("data is %d bytes, dtype %s and shape %v need %d", have, a.descr, a.tensor.Shape, a.tensor.Length)
 	}
 	return a, nil
 }
 
 // npyFrom parses the .npy file fb holds, reading its header only.
-func npyFrom(fb *fileBytes) (*NPYArray, error) {
+func npyFrom(fb *fileBytes) (*npyArray, error) {
 	if fb.mapped != nil {
-		return ParseNPY(fb.mapped)
+		return parseNPY(fb.mapped)
 	}
 	pre, err := fb.read(0, min(fb.size, 12))
 	if err != nil {
@@ -67,19 +67,19 @@ func npyFrom(fb *fileBytes) (*NPYArray, error) {
 			return nil, err
 		}
 	}
-	a, err := ParseNPYHeader(head)
+	a, err := parseNPYHeader(head)
 	if err != nil {
 		return nil, err
 	}
-	if have := fb.size - a.Tensor.Offset; have != a.Tensor.Length {
-		return nil, fmt.Errorf("data is %d bytes, dtype %s and shape %v need %d", have, a.Descr, a.Tensor.Shape, a.Tensor.Length)
+	if have := fb.size - a.tensor.Offset; have != a.tensor.Length {
+		return nil, fmt.Errorf("data is %d bytes, dtype %s and shape %v need %d", have, a.descr, a.tensor.Shape, a.tensor.Length)
 	}
 	return a, nil
 }
 
 // npyHeadLen is the length of the .npy header (magic, version, length and
 // dict) whose first 12 bytes, or fewer, are pre; 0 when pre does not tell
-// or the length is past what ParseNPYHeader accepts (which it then says).
+// or the length is past what parseNPYHeader accepts (which it then says).
 func npyHeadLen(pre []byte) uint64 {
 	var n uint64
 	switch {
@@ -90,42 +90,42 @@ func npyHeadLen(pre []byte) uint64 {
 	case len(pre) >= 12:
 		n = 12 + uint64(binary.LittleEndian.Uint32(pre[8:]))
 	}
-	if n > 12+MaxNPYHeader {
+	if n > 12+maxNPYHeader {
 		return 0
 	}
 	return n
 }
 
-// ParseNPYHeader parses the header at the start of b, which need not hold
+// parseNPYHeader parses the header at the start of b, which need not hold
 // the data.
-func ParseNPYHeader(b []byte) (*NPYArray, error) {
+func parseNPYHeader(b []byte) (*npyArray, error) {
 	if len(b) < 10 || string(b[:6]) != npyMagic {
 		return nil, errors.New("not a .npy file (no \\x93NUMPY magic)")
 	}
-	a := &NPYArray{Major: b[6], Minor: b[7]}
+	a := &npyArray{major: b[6], minor: b[7]}
 	var hlen, start uint64
 	switch {
-	case a.Major == 1 && a.Minor == 0:
+	case a.major == 1 && a.minor == 0:
 		hlen, start = uint64(binary.LittleEndian.Uint16(b[8:])), 10
-	case (a.Major == 2 || a.Major == 3) && a.Minor == 0:
+	case (a.major == 2 || a.major == 3) && a.minor == 0:
 		if len(b) < 12 {
 			return nil, errors.New("truncated header length")
 		}
 		hlen, start = uint64(binary.LittleEndian.Uint32(b[8:])), 12
 	default:
-		return nil, fmt.Errorf("format version %d.%d: %w", a.Major, a.Minor, errs.ErrUnsupported)
+		return nil, fmt.Errorf("format version %d.%d: %w", a.major, a.minor, errs.ErrUnsupported)
 	}
-	if hlen > MaxNPYHeader {
-		return nil, fmt.Errorf("header of %d bytes exceeds the %d byte limit", hlen, MaxNPYHeader)
+	if hlen > maxNPYHeader {
+		return nil, fmt.Errorf("header of %d bytes exceeds the %d byte limit", hlen, maxNPYHeader)
 	}
 	if start+hlen > uint64(len(b)) {
 		return nil, fmt.Errorf("header of %d bytes runs past the end of %d bytes", hlen, len(b))
 	}
 	h := b[start : start+hlen]
-	if a.Major < 3 {
+	if a.major < 3 {
 		for _, c := range h {
 			if c >= 0x80 {
-				return nil, fmt.Errorf("header of version %d.0 is not ASCII (3.0 allows UTF-8)", a.Major)
+				return nil, fmt.Errorf("header of version %d.0 is not ASCII (3.0 allows UTF-8)", a.major)
 			}
 		}
 	} else if !utf8.Valid(h) {
@@ -137,13 +137,13 @@ func ParseNPYHeader(b []byte) (*NPYArray, error) {
 	if err := a.parseDict(h); err != nil {
 		return nil, err
 	}
-	a.Tensor.Offset = start + hlen
+	a.tensor.Offset = start + hlen
 	return a, nil
 }
 
 // parseDict parses the header, a Python dict literal such as
 // {'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }.
-func (a *NPYArray) parseDict(h []byte) error {
+func (a *npyArray) parseDict(h []byte) error {
 	p := &pyLexer{s: h}
 	if err := p.expect('{'); err != nil {
 		return err
@@ -178,13 +178,13 @@ func (a *NPYArray) parseDict(h []byte) error {
 			w := p.word()
 			switch w {
 			case "True":
-				a.FortranOrder = true
+				a.fortranOrder = true
 			case "False":
 			default:
 				return fmt.Errorf("fortran_order is %.20q, not True or False", w)
 			}
 		case "shape":
-			if a.Tensor.Shape, err = p.tuple(); err != nil {
+			if a.tensor.Shape, err = p.tuple(); err != nil {
 				return fmt.Errorf("shape: %w", err)
 			}
 		default:
@@ -204,11 +204,11 @@ func (a *NPYArray) parseDict(h []byte) error {
 			return fmt.Errorf("header has no %q", k)
 		}
 	}
-	length, ok := byteSize(a.Tensor.DType, a.Tensor.Shape)
+	length, ok := byteSize(a.tensor.DType, a.tensor.Shape)
 	if !ok || length > 1<<62 {
-		return fmt.Errorf("shape %v of %s: byte size overflows", a.Tensor.Shape, a.Descr)
+		return fmt.Errorf("shape %v of %s: byte size overflows", a.tensor.Shape, a.descr)
 	}
-	a.Tensor.Length = length
+	a.tensor.Length = length
 	return nil
 }
 
@@ -220,8 +220,8 @@ var npyKinds = map[string]DType{
 	"c8": C64, "c16": C128,
 }
 
-func (a *NPYArray) setDescr(d string) error {
-	a.Descr = d
+func (a *npyArray) setDescr(d string) error {
+	a.descr = d
 	order, kind := byte('|'), d
 	if len(d) > 0 && (d[0] == '<' || d[0] == '>' || d[0] == '|' || d[0] == '=') {
 		order, kind = d[0], d[1:]
@@ -230,10 +230,10 @@ func (a *NPYArray) setDescr(d string) error {
 	if !ok {
 		return fmt.Errorf("dtype %.40q: %w (numeric, boolean and complex dtypes are read; structured, string and object arrays are not)", d, errs.ErrUnsupported)
 	}
-	a.Tensor.DType = dt
+	a.tensor.DType = dt
 	switch order {
 	case '>':
-		a.BigEndian = dt.Size() > 1
+		a.bigEndian = dt.Size() > 1
 	case '=':
 		if dt.Size() > 1 {
 			return fmt.Errorf("dtype %q: native byte order '=' does not say which order the file holds", d)
@@ -315,8 +315,8 @@ func (p *pyLexer) tuple() ([]uint64, error) {
 			p.i++
 			return shape, nil
 		}
-		if len(shape) == MaxDims {
-			return nil, fmt.Errorf("more than %d dimensions", MaxDims)
+		if len(shape) == maxDims {
+			return nil, fmt.Errorf("more than %d dimensions", maxDims)
 		}
 		j := p.i
 		for j < len(p.s) && p.s[j] >= '0' && p.s[j] <= '9' {

@@ -11,18 +11,18 @@ import (
 	"github.com/modelcache/modelcache/errs"
 )
 
-// MaxNPZMembers bounds the arrays of one .npz file.
-const MaxNPZMembers = 1 << 20
+// maxNPZMembers bounds the arrays of one .npz file.
+const maxNPZMembers = 1 << 20
 
 // deflateMaxRatio is the most DEFLATE can expand: 258 bytes from a
 // 2-bit code, about 1032:1. A member that declares more is refused before
 // anything is inflated.
 const deflateMaxRatio = 1032
 
-// ParseNPZ validates a whole .npz file (a zip of .npy files, stored or
+// parseNPZBytes validates a whole .npz file (a zip of .npy files, stored or
 // deflated, as numpy.savez and savez_compressed write them) and lists its
 // arrays; each is named as its member without ".npy".
-func ParseNPZ(b []byte) ([]TensorInfo, error) {
+func parseNPZBytes(b []byte) ([]TensorInfo, error) {
 	ts, _, err := parseNPZ(&fileBytes{size: uint64(len(b)), mapped: b})
 	return ts, err
 }
@@ -37,8 +37,8 @@ func parseNPZ(b *fileBytes) ([]TensorInfo, []tensorRead, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("not a valid zip archive: %w", err)
 	}
-	if len(zr.File) > MaxNPZMembers {
-		return nil, nil, fmt.Errorf("%d members, more than the %d allowed", len(zr.File), MaxNPZMembers)
+	if len(zr.File) > maxNPZMembers {
+		return nil, nil, fmt.Errorf("%d members, more than the %d allowed", len(zr.File), maxNPZMembers)
 	}
 	ts := make([]TensorInfo, 0, len(zr.File))
 	rs := make([]tensorRead, 0, len(zr.File))
@@ -101,14 +101,14 @@ func npzMember(b *fileBytes, f *zip.File) (TensorInfo, tensorRead, error) {
 	default:
 		return t, r, fmt.Errorf("compression method %d: %w (stored and deflated are read)", f.Method, errs.ErrUnsupported)
 	}
-	a, err := ParseNPYHeader(head)
+	a, err := parseNPYHeader(head)
 	if err != nil {
 		return t, r, err
 	}
-	if usize < a.Tensor.Offset || usize-a.Tensor.Offset != a.Tensor.Length {
-		return t, r, fmt.Errorf("data is %d bytes, dtype %s and shape %v need %d", usize-min(usize, a.Tensor.Offset), a.Descr, a.Tensor.Shape, a.Tensor.Length)
+	if usize < a.tensor.Offset || usize-a.tensor.Offset != a.tensor.Length {
+		return t, r, fmt.Errorf("data is %d bytes, dtype %s and shape %v need %d", usize-min(usize, a.tensor.Offset), a.descr, a.tensor.Shape, a.tensor.Length)
 	}
-	t = a.Tensor
+	t = a.tensor
 	t.Name = name
 	r = a.read()
 	r.member, r.deflate, r.crc = true, f.Method == zip.Deflate, f.CRC32
@@ -130,7 +130,7 @@ func readNPYHead(rd io.Reader) ([]byte, error) {
 	}
 	total := npyHeadLen(pre)
 	if total <= uint64(n) {
-		return pre, nil // whole, or ParseNPYHeader says what is wrong
+		return pre, nil // whole, or parseNPYHeader says what is wrong
 	}
 	rest := make([]byte, total-uint64(n))
 	m, err := io.ReadFull(rd, rest)

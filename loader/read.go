@@ -9,10 +9,10 @@ import (
 	"github.com/modelcache/modelcache/errs"
 )
 
-// ReadBlock is the size of the reads ReadTensorInto issues in parallel: large
+// readBlock is the size of the reads ReadTensorInto issues in parallel: large
 // enough that each is one sequential stretch of the disk, small enough that a
 // tensor of a few blocks keeps several in flight.
-const ReadBlock = 8 << 20
+const readBlock = 8 << 20
 
 // readParallel bounds the reads one ReadTensorInto keeps in flight.
 const readParallel = 4
@@ -20,7 +20,7 @@ const readParallel = 4
 // Direct reports whether the named tensor's stored bytes are its value, so
 // that reading it is a copy of a byte range of the file (no inflating,
 // byte-swapping or transposing).
-func (f *File) Direct(name string) bool {
+func (f *File) direct(name string) bool {
 	i, ok := f.byName[name]
 	if !ok {
 		return false
@@ -41,7 +41,7 @@ func (f *File) index(name string) (int, error) {
 // ReadTensorInto reads the named tensor into dst, which must be exactly its
 // length. A tensor stored as is is read with positioned reads (pread, or
 // the source's ReadAt) of
-// ReadBlock bytes, several in flight, straight into dst: no page faults on a
+// readBlock bytes, several in flight, straight into dst: no page faults on a
 // mapping, no second copy. Others are decoded as ReadTensor does and copied.
 // The bytes are those of the version opened; a file changed in place while
 // being read is errs.ErrChanged.
@@ -54,13 +54,13 @@ func (f *File) ReadTensorInto(name string, dst []byte) error {
 	if uint64(len(dst)) != t.Length {
 		return fmt.Errorf("loader: %s: tensor %s: buffer of %d bytes for %d", f.id.Path, errs.Quote(name), len(dst), t.Length)
 	}
-	if !f.Direct(name) {
+	if !f.direct(name) {
 		b, err := f.ReadTensor(name)
 		if err != nil {
 			return err
 		}
 		copy(dst, b)
-		return f.Check()
+		return f.check()
 	}
 	return f.readAt(name, dst, t.Offset)
 }
@@ -68,7 +68,7 @@ func (f *File) ReadTensorInto(name string, dst []byte) error {
 // ReadTensorAt reads len(p) bytes of the named tensor's value (as
 // ReadTensor returns it) starting at its byte off: the io.ReaderAt of a
 // tensor that need not be in memory whole. A tensor stored as is is read
-// straight from the file, with reads of ReadBlock bytes in parallel; a
+// straight from the file, with reads of readBlock bytes in parallel; a
 // big-endian .npy array reads the elements asked for and swaps them; any
 // other (an .npz member, whose CRC covers it whole, a Fortran-order array)
 // is decoded whole at the first read and kept for the next ones until
@@ -84,7 +84,7 @@ func (f *File) ReadTensorAt(name string, p []byte, off uint64) error {
 		return fmt.Errorf("loader: %s: tensor %s: %d bytes at %d of %d: %w", f.id.Path, errs.Quote(name), len(p), off, t.Length, io.ErrUnexpectedEOF)
 	}
 	switch {
-	case f.Direct(name):
+	case f.direct(name):
 		return f.readAt(name, p, t.Offset+off)
 	case !r.member && !r.fortran && r.swap > 1 && r.stored == t.Length:
 		// Whole elements around [off, off+len(p)), swapped.
@@ -108,10 +108,10 @@ func (f *File) ReadTensorAt(name string, p []byte, off uint64) error {
 		f.decoded.name, f.decoded.b = name, b
 	}
 	copy(p, f.decoded.b[off:])
-	return f.Check()
+	return f.check()
 }
 
-// readAt fills p from the file at off, in ReadBlock reads in parallel, and
+// readAt fills p from the file at off, in readBlock reads in parallel, and
 // checks that the file did not change meanwhile.
 func (f *File) readAt(name string, p []byte, at uint64) error {
 	f.mu.RLock()
@@ -121,13 +121,13 @@ func (f *File) readAt(name string, p []byte, at uint64) error {
 	}
 	var err error
 	base := int64(at)
-	if len(p) <= ReadBlock {
+	if len(p) <= readBlock {
 		err = readFull(f.src, p, base)
 	} else {
 		var g errgroup.Group
 		g.SetLimit(readParallel)
-		for start := 0; start < len(p); start += ReadBlock {
-			b := p[start:min(start+ReadBlock, len(p))]
+		for start := 0; start < len(p); start += readBlock {
+			b := p[start:min(start+readBlock, len(p))]
 			g.Go(func() error { return readFull(f.src, b, base+int64(start)) })
 		}
 		err = g.Wait()
@@ -151,7 +151,7 @@ func (f *File) readFailed(name string, err error) error {
 // the version whose identity it has. A file replaced by another (renamed
 // over, deleted) is not changed: the version opened stays readable. A Blob
 // that is no local file reports a change itself, on read.
-func (f *File) Check() error {
+func (f *File) check() error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.closed {

@@ -12,12 +12,12 @@ import (
 	"unicode/utf8"
 )
 
-// MaxSafetensorsHeader is the largest safetensors JSON header accepted, as in
+// maxSafetensorsHeader is the largest safetensors JSON header accepted, as in
 // the reference implementation.
-const MaxSafetensorsHeader = 100_000_000
+const maxSafetensorsHeader = 100_000_000
 
-// MaxDims bounds the rank of a tensor.
-const MaxDims = 64
+// maxDims bounds the rank of a tensor.
+const maxDims = 64
 
 // TensorInfo locates one tensor in a model file.
 type TensorInfo struct {
@@ -28,23 +28,23 @@ type TensorInfo struct {
 	Length uint64 // bytes
 }
 
-// SafetensorsHeader is the parsed index of a safetensors file.
-type SafetensorsHeader struct {
-	Tensors  []TensorInfo // in the order of their offsets
-	Metadata map[string]string
-	DataOff  uint64 // where the data section starts: 8 + header length
+// safetensorsHeader is the parsed index of a safetensors file.
+type safetensorsHeader struct {
+	tensors  []TensorInfo // in the order of their offsets
+	metadata map[string]string
+	dataOff  uint64 // where the data section starts: 8 + header length
 }
 
-// ParseSafetensors validates and parses a safetensors header. head is the
+// parseSafetensors validates and parses a safetensors header. head is the
 // JSON header (without its 8-byte length prefix) and fileSize the size of
 // the whole file. It allocates in proportion to len(head) only. Errors
 // describe the defect; they do not name a file.
-func ParseSafetensors(head []byte, fileSize uint64) (*SafetensorsHeader, error) {
+func parseSafetensors(head []byte, fileSize uint64) (*safetensorsHeader, error) {
 	if len(head) == 0 {
 		return nil, errors.New("empty header")
 	}
-	if len(head) > MaxSafetensorsHeader {
-		return nil, fmt.Errorf("header of %d bytes exceeds the %d byte limit", len(head), MaxSafetensorsHeader)
+	if len(head) > maxSafetensorsHeader {
+		return nil, fmt.Errorf("header of %d bytes exceeds the %d byte limit", len(head), maxSafetensorsHeader)
 	}
 	dataOff := 8 + uint64(len(head))
 	if dataOff > fileSize {
@@ -62,12 +62,12 @@ func ParseSafetensors(head []byte, fileSize uint64) (*SafetensorsHeader, error) 
 	if err != nil {
 		return nil, err
 	}
-	h.DataOff = dataOff
-	if err := checkLayout(h.Tensors, fileSize-dataOff); err != nil {
+	h.dataOff = dataOff
+	if err := checkLayout(h.tensors, fileSize-dataOff); err != nil {
 		return nil, err
 	}
-	for i := range h.Tensors {
-		h.Tensors[i].Offset += dataOff
+	for i := range h.tensors {
+		h.tensors[i].Offset += dataOff
 	}
 	return h, nil
 }
@@ -142,11 +142,11 @@ func describe(t json.Token) string {
 	return fmt.Sprintf("%v", t)
 }
 
-func (p *stParser) parse() (*SafetensorsHeader, error) {
+func (p *stParser) parse() (*safetensorsHeader, error) {
 	if err := p.delim('{', "header"); err != nil {
 		return nil, err
 	}
-	h := &SafetensorsHeader{}
+	h := &safetensorsHeader{}
 	seen := make(map[string]bool)
 	for p.dec.More() {
 		name, err := p.str("tensor name")
@@ -158,7 +158,7 @@ func (p *stParser) parse() (*SafetensorsHeader, error) {
 		}
 		seen[name] = true
 		if name == "__metadata__" {
-			if h.Metadata, err = p.metadata(); err != nil {
+			if h.metadata, err = p.metadata(); err != nil {
 				return nil, err
 			}
 			continue
@@ -167,7 +167,7 @@ func (p *stParser) parse() (*SafetensorsHeader, error) {
 		if err != nil {
 			return nil, err
 		}
-		h.Tensors = append(h.Tensors, ti)
+		h.tensors = append(h.tensors, ti)
 	}
 	if err := p.delim('}', "header"); err != nil {
 		return nil, err
@@ -292,8 +292,8 @@ func (p *stParser) shape(what string) ([]uint64, error) {
 	}
 	shape := []uint64{}
 	for p.dec.More() {
-		if len(shape) == MaxDims {
-			return nil, fmt.Errorf("%s: more than %d dims", what, MaxDims)
+		if len(shape) == maxDims {
+			return nil, fmt.Errorf("%s: more than %d dims", what, maxDims)
 		}
 		d, err := p.uint(what + " shape")
 		if err != nil {

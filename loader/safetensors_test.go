@@ -237,14 +237,14 @@ func FuzzParseSafetensors(f *testing.F) {
 		if n > uint64(len(file)-8) {
 			return // Open refuses this before parsing
 		}
-		h, err := ParseSafetensors(file[8:8+n], uint64(len(file)))
+		h, err := parseSafetensors(file[8:8+n], uint64(len(file)))
 		if err != nil {
 			return
 		}
 		// Whatever is accepted must be safe to read.
-		for _, ti := range h.Tensors {
+		for _, ti := range h.tensors {
 			require.LessOrEqual(t, ti.Offset+ti.Length, uint64(len(file)))
-			require.GreaterOrEqual(t, ti.Offset, h.DataOff)
+			require.GreaterOrEqual(t, ti.Offset, h.dataOff)
 			_ = file[ti.Offset : ti.Offset+ti.Length]
 		}
 	})

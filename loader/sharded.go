@@ -27,7 +27,7 @@ const MaxShardIndex = 64 << 20
 
 // ShardIndex is a parsed model.safetensors.index.json.
 type ShardIndex struct {
-	Metadata  map[string]any    // "metadata", as JSON decodes it; may be nil
+	metadata  map[string]any    // "metadata", as JSON decodes it; may be nil
 	WeightMap map[string]string // tensor name -> shard file name
 	Shards    []string          // the distinct shard file names, sorted
 }
@@ -78,7 +78,7 @@ func ParseShardIndex(b []byte) (*ShardIndex, error) {
 				return nil, err
 			}
 		case "metadata":
-			if err := dec.Decode(&idx.Metadata); err != nil {
+			if err := dec.Decode(&idx.metadata); err != nil {
 				return nil, fmt.Errorf("metadata: %w", err)
 			}
 		default:
@@ -157,8 +157,8 @@ func stringToken(dec *json.Decoder, what string) (string, error) {
 	return s, nil
 }
 
-// ReadShardIndex reads and validates the index file at path.
-func ReadShardIndex(path string) (*ShardIndex, error) {
+// readShardIndex reads and validates the index file at path.
+func readShardIndex(path string) (*ShardIndex, error) {
 	b, err := openLocal(path)
 	if err != nil {
 		return nil, err

@@ -78,7 +78,7 @@ func (c *checkedReader) Read(p []byte) (int, error) {
 		if c.read < c.n {
 			return k, c.fail(fmt.Errorf("%w after %d of %d bytes (was the file truncated while in use?)", io.ErrUnexpectedEOF, c.read, c.n))
 		}
-		if cerr := c.f.Check(); cerr != nil {
+		if cerr := c.f.check(); cerr != nil {
 			return k, cerr
 		}
 	}
@@ -146,7 +146,7 @@ func (m *memberReader) finish() error {
 	if got := m.h.Sum32(); got != m.want {
 		return m.fail("CRC-32 %08x, the archive says %08x", got, m.want)
 	}
-	if err := m.f.Check(); err != nil {
+	if err := m.f.check(); err != nil {
 		return err
 	}
 	return io.EOF

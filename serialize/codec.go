@@ -121,15 +121,15 @@ func (c *Codecs) Close() {
 	c.zdec.Close()
 }
 
-// Entry is a header with its encoded chunks.
-type Entry struct {
+// entry is a header with its encoded chunks.
+type entry struct {
 	Header Header
 	Chunks [][]byte
 }
 
 // Encode splits data into chunks and encodes each with the codec that pays
 // best. data is not retained; the returned chunks are new allocations.
-func (c *Codecs) Encode(dtype string, shape []uint64, data []byte) (*Entry, error) {
+func (c *Codecs) Encode(dtype string, shape []uint64, data []byte) (*entry, error) {
 	h := Header{
 		DType:     dtype,
 		Shape:     append([]uint64(nil), shape...),
@@ -138,7 +138,7 @@ func (c *Codecs) Encode(dtype string, shape []uint64, data []byte) (*Entry, erro
 	}
 	n := NumChunks(h.Length, h.ChunkSize)
 	h.Chunks = make([]ChunkInfo, n)
-	e := &Entry{Chunks: make([][]byte, n)}
+	e := &entry{Chunks: make([][]byte, n)}
 	c.forChunks(n, func(i int) error {
 		start := i * c.chunkSize
 		h.Chunks[i], e.Chunks[i] = c.encodeChunk(dtype, data[start:start+h.ChunkLen(i)])
@@ -165,7 +165,7 @@ func (c *Codecs) EncodeChunk(dtype string, src []byte) (ChunkInfo, []byte) {
 // encodeChunk stores src with the codec that pays: float-aware for float
 // dtypes, zstd for other data, raw when neither saves 1/minSavingDiv.
 func (c *Codecs) encodeChunk(dtype string, src []byte) (ChunkInfo, []byte) {
-	info := ChunkInfo{Sum: Checksum(src)}
+	info := ChunkInfo{Sum: checksum(src)}
 	if w := groupWidth(dtype); w > 0 && len(src)%w == 0 {
 		if p := c.encodeGroup(src, w); p != nil {
 			info.Codec, info.StoredLen = ByteGroup, uint32(len(p))
@@ -218,7 +218,7 @@ func (c *Codecs) DecodeChunk(h *Header, i int, dst, src []byte) error {
 	default:
 		return fmt.Errorf("serialize: chunk %d: %w codec %d", i, errs.ErrUnsupported, info.Codec)
 	}
-	if got := Checksum(dst); got != info.Sum {
+	if got := checksum(dst); got != info.Sum {
 		return fmt.Errorf("serialize: chunk %d: %w: checksum %08x, stored %08x", i, errs.ErrCorrupt, got, info.Sum)
 	}
 	return nil
@@ -227,7 +227,7 @@ func (c *Codecs) DecodeChunk(h *Header, i int, dst, src []byte) error {
 // Decode decodes all chunks of e in parallel into one new buffer of
 // e.Header.Length bytes. Callers that got the header from outside must check
 // Length against their own limit first: Decode allocates it.
-func (c *Codecs) Decode(e *Entry) ([]byte, error) {
+func (c *Codecs) Decode(e *entry) ([]byte, error) {
 	out := make([]byte, e.Header.Length)
 	if err := c.DecodeInto(out, e); err != nil {
 		return nil, err
@@ -238,7 +238,7 @@ func (c *Codecs) Decode(e *Entry) ([]byte, error) {
 // DecodeInto decodes e into dst, which must be e.Header.Length bytes long:
 // for callers that reuse buffers (a fresh large allocation costs page faults
 // comparable to the decoding itself).
-func (c *Codecs) DecodeInto(dst []byte, e *Entry) error {
+func (c *Codecs) DecodeInto(dst []byte, e *entry) error {
 	h := &e.Header
 	if len(e.Chunks) != len(h.Chunks) {
 		return fmt.Errorf("serialize: %w: %d chunks, header says %d", errs.ErrCorrupt, len(e.Chunks), len(h.Chunks))
@@ -274,7 +274,7 @@ func (c *Codecs) forChunks(n int, fn func(i int) error) error {
 }
 
 // AppendBinary appends the entry as one blob: header, then the chunks.
-func (e *Entry) AppendBinary(b []byte) ([]byte, error) {
+func (e *entry) AppendBinary(b []byte) ([]byte, error) {
 	b, err := e.Header.AppendBinary(b)
 	if err != nil {
 		return b, err
@@ -285,10 +285,10 @@ func (e *Entry) AppendBinary(b []byte) ([]byte, error) {
 	return b, nil
 }
 
-// Unmarshal parses a blob written by Entry.AppendBinary. The chunks alias b.
+// unmarshal parses a blob written by entry.AppendBinary. The chunks alias b.
 // It checks structure and the header checksum; chunk checksums are checked by
 // Decode.
-func Unmarshal(b []byte) (*Entry, error) {
+func unmarshal(b []byte) (*entry, error) {
 	h, n, err := ParseHeader(b)
 	if err != nil {
 		return nil, err
@@ -297,7 +297,7 @@ func Unmarshal(b []byte) (*Entry, error) {
 	if uint64(len(rest)) != h.StoredBytes() {
 		return nil, fmt.Errorf("serialize: %w: %d chunk bytes, header says %d", errs.ErrCorrupt, len(rest), h.StoredBytes())
 	}
-	e := &Entry{Header: *h, Chunks: make([][]byte, len(h.Chunks))}
+	e := &entry{Header: *h, Chunks: make([][]byte, len(h.Chunks))}
 	for i, c := range h.Chunks {
 		e.Chunks[i], rest = rest[:c.StoredLen:c.StoredLen], rest[c.StoredLen:]
 	}

@@ -8,8 +8,8 @@ import (
 	"github.com/modelcache/modelcache/errs"
 )
 
-// Version is the entry format version this build writes and reads.
-const Version = 1
+// version is the entry format version this build writes and reads.
+const version = 1
 
 const magic = "MCEN"
 
@@ -26,8 +26,8 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// Checksum is the CRC-32C used for chunks and headers.
-func Checksum(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+// checksum is the CRC-32C used for chunks and headers.
+func checksum(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
 // ChunkInfo describes one stored chunk.
 type ChunkInfo struct {
@@ -111,7 +111,7 @@ func (h *Header) AppendBinary(b []byte) ([]byte, error) {
 	}
 	start := len(b)
 	b = append(b, magic...)
-	b = binary.LittleEndian.AppendUint16(b, Version)
+	b = binary.LittleEndian.AppendUint16(b, version)
 	b = append(b, byte(len(h.DType)))
 	b = append(b, h.DType...)
 	b = append(b, byte(len(h.Shape)))
@@ -126,7 +126,7 @@ func (h *Header) AppendBinary(b []byte) ([]byte, error) {
 		b = binary.LittleEndian.AppendUint32(b, c.StoredLen)
 		b = binary.LittleEndian.AppendUint32(b, c.Sum)
 	}
-	return binary.LittleEndian.AppendUint32(b, Checksum(b[start:])), nil
+	return binary.LittleEndian.AppendUint32(b, checksum(b[start:])), nil
 }
 
 // reader is a bounds-checked cursor; the first short read sets err.
@@ -193,8 +193,8 @@ func parseHeader(b []byte) (*Header, int, error) {
 	if m := r.take(len(magic)); m == nil || string(m) != magic {
 		return nil, 0, fmt.Errorf("%w: bad magic", errs.ErrCorrupt)
 	}
-	if v := r.u16(); r.err == nil && v != Version {
-		return nil, 0, fmt.Errorf("%w: entry version %d, this build reads %d", errs.ErrVersion, v, Version)
+	if v := r.u16(); r.err == nil && v != version {
+		return nil, 0, fmt.Errorf("%w: entry version %d, this build reads %d", errs.ErrVersion, v, version)
 	}
 	h := &Header{}
 	n := int(r.u8())
@@ -231,7 +231,7 @@ func parseHeader(b []byte) (*Header, int, error) {
 	if r.err != nil {
 		return nil, 0, fmt.Errorf("%w: %w", errs.ErrCorrupt, r.err)
 	}
-	if got := Checksum(b[:end]); got != sum {
+	if got := checksum(b[:end]); got != sum {
 		return nil, 0, fmt.Errorf("%w: header checksum %08x, stored %08x", errs.ErrCorrupt, got, sum)
 	}
 	if err := h.validate(); err != nil {

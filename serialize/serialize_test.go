@@ -59,7 +59,7 @@ func TestCodecs_RoundTrip(t *testing.T) {
 			require.NoError(t, err)
 			blob, err := e.AppendBinary(nil)
 			require.NoError(t, err)
-			got, err := Unmarshal(blob)
+			got, err := unmarshal(blob)
 			require.NoError(t, err)
 			require.Equal(t, "BF16", got.Header.DType)
 			require.Equal(t, []uint64{uint64(len(data))}, got.Header.Shape)
@@ -97,7 +97,7 @@ func TestUnmarshal_NeverReturnsWrongBytes(t *testing.T) {
 	for i := range blob {
 		bad := bytes.Clone(blob)
 		bad[i] ^= 0x5a
-		got, err := Unmarshal(bad)
+		got, err := unmarshal(bad)
 		var out []byte
 		if err == nil {
 			out, err = c.Decode(got)
@@ -121,7 +121,7 @@ func TestUnmarshal_Truncated(t *testing.T) {
 	blob, err := e.AppendBinary(nil)
 	require.NoError(t, err)
 	for n := range len(blob) {
-		_, err := Unmarshal(blob[:n])
+		_, err := unmarshal(blob[:n])
 		require.ErrorIs(t, err, errs.ErrCorrupt, "truncated to %d", n)
 	}
 }
@@ -132,7 +132,7 @@ func TestParseHeader_VersionMismatch(t *testing.T) {
 	require.NoError(t, err)
 	blob, err := e.AppendBinary(nil)
 	require.NoError(t, err)
-	binary.LittleEndian.PutUint16(blob[4:], Version+1)
+	binary.LittleEndian.PutUint16(blob[4:], version+1)
 	_, _, err = ParseHeader(blob)
 	require.ErrorIs(t, err, errs.ErrVersion)
 	require.NotErrorIs(t, err, errs.ErrCorrupt)
@@ -165,11 +165,11 @@ func FuzzUnmarshal(f *testing.F) {
 	}
 	f.Add([]byte("MCEN"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		e, err := Unmarshal(b)
+		e, err := unmarshal(b)
 		if err != nil {
 			return
 		}
-		// Unmarshal bounds chunk count and stored bytes by the input, and
+		// unmarshal bounds chunk count and stored bytes by the input, and
 		// every stored chunk by the chunk size; Length is bounded by the
 		// chunk count, so this allocation is at most 64 MiB per input
 		// chunk header, and MinChunkSize keeps fuzz inputs far smaller.
@@ -313,7 +313,7 @@ func BenchmarkCodecs_Models(b *testing.B) {
 	defer c.Close()
 	for _, p := range benchModels(b) {
 		ts := modelTensors(b, p)
-		entries := make([]*Entry, len(ts))
+		entries := make([]*entry, len(ts))
 		var stored, logical int64
 		for i, t := range ts {
 			entries[i], err = c.Encode(t.dtype, nil, t.data)
@@ -394,7 +394,7 @@ func FuzzDecodeChunk(f *testing.F) {
 		}
 		dst := make([]byte, length)
 		if err := c.DecodeChunk(h, 0, dst, payload); err == nil {
-			require.Equal(t, sum, Checksum(dst))
+			require.Equal(t, sum, checksum(dst))
 		}
 	})
 }

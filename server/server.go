@@ -164,10 +164,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // mapped stays valid.
 func (h *Handler) Close() { h.shm.close() }
 
-// ErrShmUnsupported: shared memory needs Linux (memfd, SCM_RIGHTS); the
-// daemon refuses /v1/shm/* elsewhere with it.
-var ErrShmUnsupported = fmt.Errorf("server: shared memory needs Linux (memfd): %w", errs.ErrUnsupported)
-
 // Error is the JSON body of an error response.
 //
 // Deprecated: use api.Error.

@@ -1,10 +1,7 @@
 package server
 
 import (
-	"fmt"
-
-	"github.com/modelcache/modelcache/api"
-	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/internal/shmwire"
 )
 
 // Shared memory. GET /v1/shm/tensor on the unix socket answers with one
@@ -21,17 +18,15 @@ import (
 
 // ShmReply describes the descriptor that follows, or the error.
 //
-// Deprecated: use api.ShmReply.
-type ShmReply = api.ShmReply
+// Deprecated: the shared-memory message is private to package client and
+// the daemon.
+type ShmReply = shmwire.Reply
 
 // ShmTensor is one tensor's place in a model's descriptor.
 //
-// Deprecated: use api.ShmTensor.
-type ShmTensor = api.ShmTensor
+// Deprecated: the shared-memory message is private to package client and
+// the daemon.
+type ShmTensor = shmwire.Tensor
 
 // DefaultShmPeerBytes is the default of Options.ShmPeerBytes.
 const DefaultShmPeerBytes = DefaultShmBytes
-
-// ErrShmPeerLimit: the peer's user made the daemon create its share of
-// shared memory; the bytes come over HTTP.
-var ErrShmPeerLimit = fmt.Errorf("server: shared memory: this user's processes hold their share (Options.ShmPeerBytes); read over HTTP: %w", errs.ErrTooLarge)

@@ -18,10 +18,14 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/modelcache/modelcache/api"
 	"github.com/modelcache/modelcache/errs"
+	"github.com/modelcache/modelcache/internal/shmwire"
 	"github.com/modelcache/modelcache/tier"
 )
+
+// errShmPeerLimit: the peer's user made the daemon create its share of
+// shared memory; the bytes come over HTTP.
+var errShmPeerLimit = fmt.Errorf("server: shared memory: this user's processes hold their share (Options.ShmPeerBytes); read over HTTP: %w", errs.ErrTooLarge)
 
 // shmEntry is one memfd; refs counts the requests sending it, so that
 // eviction never closes a descriptor being sent.
@@ -32,7 +36,7 @@ type shmEntry struct {
 	refs  int
 	dead  bool
 	elem  *list.Element
-	reply api.ShmReply // what the descriptor holds, Error empty
+	reply shmwire.Reply // what the descriptor holds, Error empty
 }
 
 // shmCache keeps memfds by tensor, least recently asked for first out.
@@ -79,7 +83,7 @@ type peer struct {
 // acquire returns the entry for key, with a reference the caller
 // releases; fill makes its sealed memfd if the cache has none, charged to
 // p.
-func (c *shmCache) acquire(key string, p peer, fill func() (fd int, size int64, reply api.ShmReply, err error)) (*shmEntry, error) {
+func (c *shmCache) acquire(key string, p peer, fill func() (fd int, size int64, reply shmwire.Reply, err error)) (*shmEntry, error) {
 	c.mu.Lock()
 	if e, ok := c.byKey[key]; ok {
 		e.refs++
@@ -91,7 +95,7 @@ func (c *shmCache) acquire(key string, p peer, fill func() (fd int, size int64, 
 	// pass peerMax by the one memfd that crosses it.
 	if c.chargedLocked(p.uid) >= c.peerMax {
 		c.mu.Unlock()
-		return nil, ErrShmPeerLimit
+		return nil, errShmPeerLimit
 	}
 	c.mu.Unlock()
 	fd, size, reply, err := fill()
@@ -281,7 +285,7 @@ func (h *Handler) shmTensor(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, shmOnUnixOnly)
 		return
 	}
-	var reply api.ShmReply
+	var reply shmwire.Reply
 	var e *shmEntry
 	var m *tier.Model
 	var err error
@@ -294,13 +298,13 @@ func (h *Handler) shmTensor(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		defer m.Close()
 		key := "t\x00" + m.Path() + "\x00" + m.Version() + "\x00" + name
-		e, err = h.shm.acquire(key, p, func() (int, int64, api.ShmReply, error) {
+		e, err = h.shm.acquire(key, p, func() (int, int64, shmwire.Reply, error) {
 			t, err := m.Tensor(r.Context(), name)
 			if err != nil {
-				return -1, 0, api.ShmReply{}, err
+				return -1, 0, shmwire.Reply{}, err
 			}
 			fd, err := sealedMemfd(t.Bytes())
-			return fd, int64(len(t.Bytes())), api.ShmReply{DType: t.DType, Shape: t.Shape, Size: int64(len(t.Bytes())), ServedBy: t.ServedBy.String()}, err
+			return fd, int64(len(t.Bytes())), shmwire.Reply{DType: t.DType, Shape: t.Shape, Size: int64(len(t.Bytes())), ServedBy: t.ServedBy.String()}, err
 		})
 		if err == nil {
 			defer h.shm.release(e)
@@ -332,11 +336,11 @@ func (h *Handler) shmModel(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		defer m.Close()
 		key := "m\x00" + m.Path() + "\x00" + m.Version()
-		e, err = h.shm.acquire(key, p, func() (int, int64, api.ShmReply, error) {
-			reply := api.ShmReply{Size: int64(m.Bytes())}
+		e, err = h.shm.acquire(key, p, func() (int, int64, shmwire.Reply, error) {
+			reply := shmwire.Reply{Size: int64(m.Bytes())}
 			var off int64
 			for _, t := range m.Tensors() {
-				reply.Tensors = append(reply.Tensors, api.ShmTensor{Name: t.Name, DType: t.DType, Shape: t.Shape, Offset: off, Size: int64(t.Bytes)})
+				reply.Tensors = append(reply.Tensors, shmwire.Tensor{Name: t.Name, DType: t.DType, Shape: t.Shape, Offset: off, Size: int64(t.Bytes)})
 				off += int64(t.Bytes)
 			}
 			fd, err := newMemfd(reply.Size)
@@ -362,7 +366,7 @@ func (h *Handler) shmModel(w http.ResponseWriter, r *http.Request) {
 			defer h.shm.release(e)
 		}
 	}
-	var reply api.ShmReply
+	var reply shmwire.Reply
 	if e != nil {
 		reply = e.reply
 	}
@@ -371,9 +375,9 @@ func (h *Handler) shmModel(w http.ResponseWriter, r *http.Request) {
 
 // sendFd hijacks the connection and sends the reply (or err) with e's
 // descriptor, in one message.
-func (h *Handler) sendFd(w http.ResponseWriter, hj *http.ResponseController, reply api.ShmReply, err error, e *shmEntry) {
+func (h *Handler) sendFd(w http.ResponseWriter, hj *http.ResponseController, reply shmwire.Reply, err error, e *shmEntry) {
 	if err != nil {
-		reply, e = api.ShmReply{Error: err.Error(), Sentinel: sentinelOf(err), HTTP: errors.Is(err, ErrShmPeerLimit)}, nil
+		reply, e = shmwire.Reply{Error: err.Error(), Sentinel: sentinelOf(err), HTTP: errors.Is(err, errShmPeerLimit)}, nil
 	}
 	conn, _, err := hj.Hijack()
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/modelcache/modelcache/internal/key"
 	"github.com/modelcache/modelcache/l1"
-	"github.com/modelcache/modelcache/sim"
+	"github.com/modelcache/modelcache/internal/sim"
 )
 
 // L1 hits on two goroutines: a tensor through a model handle, a value, and

@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/modelcache/modelcache/l1"
-	"github.com/modelcache/modelcache/sim"
+	"github.com/modelcache/modelcache/internal/sim"
 )
 
 func newSimCmd(g *globals) *cobra.Command {
