@@ -8,8 +8,8 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/maypok86/otter/v2"
 
-	"github.com/modelcache/modelcache/l1"
 	"github.com/modelcache/modelcache/internal/sim"
+	"github.com/modelcache/modelcache/l1"
 )
 
 // A contender builds a cache of a size (entries, or bytes when weighted);

@@ -339,7 +339,12 @@ func (l *loading) fetch(ctx context.Context, i int, wait bool) (t *Tensor, err e
 		return &Tensor{Name: ti.Name, DType: ti.DType, Shape: ti.Shape, ServedBy: L1, data: data}, nil
 	}
 	r := &read{key: ti.key, where: pf.f.Path(), name: ti.Name, file: pf.f, wait: wait, keep: i < l.keep, ld: l, i: i}
-	f, err := c.walk(ctx, &req, r)
+	// A copy for the walk, so that the L1 hit above keeps req on the
+	// stack (this read is not detached: the walk is done with it when it
+	// returns).
+	wreq := req
+	f, err := c.walk(ctx, &wreq, r)
+	req = wreq
 	if err != nil {
 		return nil, err
 	}

@@ -90,7 +90,9 @@ func (m *Model) OpenTensor(ctx context.Context, name string) (r *TensorReader, e
 		// The hot path, without a walk: an L1 hit.
 		return &TensorReader{Name: name, DType: ti.DType, Shape: ti.Shape, ServedBy: L1, c: c, key: ti.key, size: int64(ti.Bytes), chunk: -1, data: v.data}, nil
 	}
-	f, err := c.walk(ctx, &req, &read{key: ti.key, where: pf.f.Path(), name: name, file: pf.f, sink: toStream, wait: true, keep: true})
+	wreq := req // a copy: req stays on the stack for the L1 hit above
+	f, err := c.walk(ctx, &wreq, &read{key: ti.key, where: pf.f.Path(), name: name, file: pf.f, sink: toStream, wait: true, keep: true})
+	req = wreq
 	if err != nil {
 		return nil, err
 	}

@@ -778,7 +778,9 @@ func (c *Cache) OpenValue(ctx context.Context, ns, k string) (r *ValueReader, er
 		// The hot path, without a walk: an L1 hit.
 		return &ValueReader{Name: k, DType: lv.dtype, Shape: lv.shape, ServedBy: L1, c: c, key: ek, size: int64(len(lv.data)), data: lv.data, chunk: -1}, nil
 	}
-	f, err := c.walk(ctx, &req, &read{key: ek, name: k, ns: st, sink: toStream, wait: true, keep: true})
+	wreq := req // a copy: req stays on the stack for the L1 hit above
+	f, err := c.walk(ctx, &wreq, &read{key: ek, name: k, ns: st, sink: toStream, wait: true, keep: true})
+	req = wreq
 	if err != nil {
 		return nil, err
 	}

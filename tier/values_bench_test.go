@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/modelcache/modelcache/internal/key"
-	"github.com/modelcache/modelcache/l1"
 	"github.com/modelcache/modelcache/internal/sim"
+	"github.com/modelcache/modelcache/l1"
 )
 
 // L1 hits on two goroutines: a tensor through a model handle, a value, and

@@ -12,8 +12,8 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
-	"github.com/modelcache/modelcache/l1"
 	"github.com/modelcache/modelcache/internal/sim"
+	"github.com/modelcache/modelcache/l1"
 )
 
 func newSimCmd(g *globals) *cobra.Command {
