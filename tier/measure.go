@@ -3,7 +3,6 @@ package tier
 import (
 	"cmp"
 	"errors"
-	"math"
 	"math/bits"
 	"slices"
 	"strconv"
@@ -12,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/modelcache/modelcache/api"
 	"github.com/modelcache/modelcache/internal/key"
 	"github.com/modelcache/modelcache/internal/stripe"
 )
@@ -58,24 +58,13 @@ func (h *histogram) observe(d time.Duration) {
 }
 
 // BucketBounds are the upper bounds of Latency.Buckets, the last one
-// infinite; shared, do not modify.
-var BucketBounds = func() []time.Duration {
-	b := make([]time.Duration, numBuckets)
-	for i := range numBuckets - 1 {
-		b[i] = bucketBase << i
-	}
-	b[numBuckets-1] = math.MaxInt64
-	return b
-}()
+// infinite; shared, do not modify. They are the wire's (api), which the
+// histogram's numBuckets and bucketBase spell again as constants.
+var BucketBounds = api.BucketBounds
 
-// Latency is a histogram of request times.
-type Latency struct {
-	Count uint64        `json:"count"`
-	Sum   time.Duration `json:"sum_ns"`
-	// Buckets[i] counts requests that took less than BucketBounds[i] and
-	// at least BucketBounds[i-1] (not cumulative).
-	Buckets []uint64 `json:"buckets"`
-}
+// Latency is a histogram of request times, with its Mean and Quantile:
+// the wire's type, so that a client reads what the cache measured.
+type Latency = api.Latency
 
 func (h *histogram) snapshot() Latency {
 	l := Latency{Buckets: make([]uint64, numBuckets), Sum: time.Duration(h.sum.Load())}
@@ -86,41 +75,8 @@ func (h *histogram) snapshot() Latency {
 	return l
 }
 
-// Mean is the mean request time; 0 without requests.
-func (l Latency) Mean() time.Duration {
-	if l.Count == 0 {
-		return 0
-	}
-	return l.Sum / time.Duration(l.Count)
-}
-
-// Quantile estimates the q-quantile (0 < q ≤ 1) by interpolating within
-// its bucket; 0 without requests.
-func (l Latency) Quantile(q float64) time.Duration {
-	if l.Count == 0 {
-		return 0
-	}
-	rank := q * float64(l.Count)
-	var seen float64
-	for i, n := range l.Buckets {
-		if n == 0 || seen+float64(n) < rank {
-			seen += float64(n)
-			continue
-		}
-		lo := time.Duration(0)
-		if i > 0 {
-			lo = BucketBounds[i-1]
-		}
-		hi := BucketBounds[i]
-		if i == numBuckets-1 {
-			return lo
-		}
-		return lo + time.Duration(float64(hi-lo)*(rank-seen)/float64(n))
-	}
-	return BucketBounds[numBuckets-2]
-}
-
-func (l Latency) plus(o Latency) Latency {
+// addLatency is the histogram of the requests of l and of o.
+func addLatency(l, o Latency) Latency {
 	out := Latency{Count: l.Count + o.Count, Sum: l.Sum + o.Sum, Buckets: make([]uint64, numBuckets)}
 	for i := range out.Buckets {
 		if i < len(l.Buckets) {
@@ -294,14 +250,14 @@ func (m *meter) read() counts {
 func (n counts) plus(o counts) counts {
 	for t := range numTiers {
 		n.served[t] += o.served[t]
-		n.lat[t] = n.lat[t].plus(o.lat[t])
+		n.lat[t] = addLatency(n.lat[t], o.lat[t])
 	}
 	n.failed += o.failed
 	n.l2Misses += o.l2Misses
 	n.l3Misses += o.l3Misses
-	n.miss = n.miss.plus(o.miss)
+	n.miss = addLatency(n.miss, o.miss)
 	n.absent += o.absent
-	n.absentLat = n.absentLat.plus(o.absentLat)
+	n.absentLat = addLatency(n.absentLat, o.absentLat)
 	return n
 }
 

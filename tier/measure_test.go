@@ -60,3 +60,13 @@ func TestCounts_KeptAndReadBack(t *testing.T) {
 	require.Equal(t, n.lat[L1].Count, back.lat[L1].Count)
 	require.Equal(t, n.measures(Fill), back.measures(Fill))
 }
+
+// The histogram's buckets are the wire's: numBuckets bounds, bucketBase
+// doubling.
+func TestLatency_BucketsAreTheWires(t *testing.T) {
+	require.Len(t, BucketBounds, numBuckets)
+	for i := range numBuckets - 1 {
+		require.Equal(t, bucketBase<<i, BucketBounds[i], "bucket %d", i)
+		require.Equal(t, i, bucketOf(bucketBase<<i-1), "bucket %d", i)
+	}
+}
