@@ -28,7 +28,7 @@ type sink uint8
 
 const (
 	// toBytes: bytes in memory, the cache's (shared with L1: an L1 hit
-	// copies nothing) or, with read.into, the caller's buffer.
+	// copies nothing) or, with LoadOptions.Into (read.ld), the caller's buffer.
 	toBytes sink = iota
 	// toStream: a reader over the entry (TensorReader): an L2 entry
 	// decoded a chunk at a time, or the source read as it goes. What L1
@@ -125,7 +125,7 @@ func (r *read) owned() bool { return r.ld != nil && r.ld.opts.Into != nil }
 type found struct {
 	by Tier
 	// v holds the bytes (toBytes, and toStream from L1 or L3): the
-	// caller's own buffer when the read had into.
+	// caller's own buffer when the read is owned.
 	v *l1Value
 	// toStream: an L2 entry, or the source file held open (release).
 	entry   *l2.EntryReader
@@ -173,7 +173,7 @@ func (c *Cache) walk(ctx context.Context, req *request, r *read) (found, error) 
 }
 
 // inMemory is what a read gets of bytes in memory (L1's, or a shared
-// load's): the caller's buffer filled with them, with into.
+// load's): the caller's buffer filled with them, when the read is owned.
 func (c *Cache) inMemory(r *read, v *l1Value, by Tier) (found, error) {
 	if r.sink != toBytes || !r.owned() {
 		return found{by: by, v: v}, nil
@@ -348,7 +348,7 @@ func (c *Cache) below(ctx context.Context, req *request, r *read) (found, error)
 		switch {
 		case err == nil:
 			lv := storedValue(v.DType, v.Shape, v.Data, v.Written, v.Expires)
-			c.promoteL1(r, lv)
+			c.promoteL1(r, r.key, lv)
 			return found{by: L2, v: lv}, nil
 		case intoErr != nil:
 			return found{}, intoErr
@@ -397,31 +397,29 @@ func (c *Cache) below(ctx context.Context, req *request, r *read) (found, error)
 			lease.Release()
 		}
 	}()
-	{
-		var intoErr error
-		var v *l3.Value
-		want := tensorExpect(dtype, ti.Shape, ti.Length)
-		if r.sink == toStream || r.lookup {
-			// A reader of the source writes L2 on the way, not L3: it
-			// takes no lease that others would wait on.
-			v = c.lookupL3(ctx, r.key, want)
-		} else {
-			var busy bool
-			v, lease, busy = c.fromL3Or(ctx, req, r.key, want, r.alloc(&intoErr), r.wait)
-			if busy {
-				return found{}, errFleetBusy
-			}
+	var intoErr error
+	var v *l3.Value
+	want := tensorExpect(dtype, ti.Shape, ti.Length)
+	if r.sink == toStream || r.lookup {
+		// A reader of the source writes L2 on the way, not L3: it takes
+		// no lease that others would wait on.
+		v = c.lookupL3(ctx, r.key, want)
+	} else {
+		var busy bool
+		v, lease, busy = c.fromL3Or(ctx, req, r.key, want, r.alloc(&intoErr), r.wait)
+		if busy {
+			return found{}, errFleetBusy
 		}
-		if v != nil {
-			lv := &l1Value{dtype: v.DType, shape: v.Shape, data: v.Data}
-			if err := c.promote(r, r.key, lv); err != nil {
-				return found{}, err
-			}
-			return found{by: L3, v: lv, stored: r.sink == toL2}, nil
+	}
+	if v != nil {
+		lv := &l1Value{dtype: v.DType, shape: v.Shape, data: v.Data}
+		if err := c.promote(r, r.key, lv); err != nil {
+			return found{}, err
 		}
-		if intoErr != nil {
-			return found{}, intoErr
-		}
+		return found{by: L3, v: lv, stored: r.sink == toL2}, nil
+	}
+	if intoErr != nil {
+		return found{}, intoErr
 	}
 	if r.sink == toStream {
 		return found{by: Source}, nil
@@ -516,9 +514,9 @@ func (c *Cache) belowValue(ctx context.Context, req *request, r *read) (found, e
 	return found{by: Fill, v: lv}, nil
 }
 
-// promoteL1 keeps in L1 what a lower tier had, if r keeps it; bytes the
-// caller owns are copied.
-func (c *Cache) promoteL1(r *read, lv *l1Value) {
+// promoteL1 keeps lv in L1 under k, if r keeps what lower tiers have;
+// bytes the caller owns are copied.
+func (c *Cache) promoteL1(r *read, k string, lv *l1Value) {
 	if !r.keep || r.sink == toL2 {
 		return
 	}
@@ -527,13 +525,13 @@ func (c *Cache) promoteL1(r *read, lv *l1Value) {
 		cv.data = append([]byte(nil), lv.data...)
 		lv = &cv
 	}
-	c.keepL1(r.key, lv)
+	c.keepL1(k, lv)
 }
 
 // promote keeps a tensor read from L3 or the source in L1 (if r keeps it)
 // and has it written to L2: now for toL2, else through the write-behind
-// queue. Bytes the caller owns are not copied for L2: r.later writes them
-// after the caller is done, read again from the file (from the page
+// queue. Bytes the caller owns are not copied for L2: the Load (r.ld)
+// writes them after it finishes, read again from the file (from the page
 // cache, as a rule).
 func (c *Cache) promote(r *read, k string, lv *l1Value) error {
 	if r.sink == toL2 {
@@ -543,15 +541,7 @@ func (c *Cache) promote(r *read, k string, lv *l1Value) error {
 		}
 		return nil
 	}
-	if r.keep {
-		if r.owned() {
-			cv := *lv
-			cv.data = append([]byte(nil), lv.data...)
-			c.keepL1(k, &cv)
-		} else {
-			c.keepL1(k, lv)
-		}
-	}
+	c.promoteL1(r, k, lv)
 	if c.wb == nil {
 		return nil
 	}
