@@ -50,15 +50,16 @@ func newFileTable(origin Origin) *fileTable {
 // acquire returns the open file for the version id, opening it if needed
 // (opened says so), and a release func the caller must call when done.
 func (t *fileTable) acquire(id loader.Identity) (f ModelFile, release func(), opened bool, err error) {
-	if of := t.get(id); of != nil {
+	k := id.String() // spelled once: it allocates
+	if of := t.get(k); of != nil {
 		return of.f, t.releaser(of), false, nil
 	}
-	m, _ := t.opening.LoadOrStore(id.String(), &sync.Mutex{})
+	m, _ := t.opening.LoadOrStore(k, &sync.Mutex{})
 	mu := m.(*sync.Mutex)
 	mu.Lock()
 	defer mu.Unlock()
-	defer t.opening.Delete(id.String())
-	if of := t.get(id); of != nil {
+	defer t.opening.Delete(k)
+	if of := t.get(k); of != nil {
 		return of.f, t.releaser(of), false, nil
 	}
 	f, err = t.origin.Open(id.Path)
@@ -86,11 +87,12 @@ func (t *fileTable) acquire(id loader.Identity) (f ModelFile, release func(), op
 	return f, t.releaser(of), true, nil
 }
 
-// get returns the open file of version id with a reference taken, or nil.
-func (t *fileTable) get(id loader.Identity) *openFile {
+// get returns the open file of the version spelled k (Identity.String)
+// with a reference taken, or nil.
+func (t *fileTable) get(k string) *openFile {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	of, ok := t.byID[id.String()]
+	of, ok := t.byID[k]
 	if !ok {
 		return nil
 	}
